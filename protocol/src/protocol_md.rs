@@ -1,0 +1,375 @@
+//! Pins the encodings to the annotated hex dumps in `PROTOCOL.md`.
+//!
+//! Each example below is encoded, then walked field by field into annotated hex lines, and the
+//! result must equal the block after `<!-- example: NAME -->` in `PROTOCOL.md`. A change to the
+//! wire format therefore fails this test until the document changes with it. After an
+//! intended change, regenerate the blocks with
+//! `UPDATE_PROTOCOL_MD=1 cargo test -p sutra-protocol protocol_md`.
+
+#![allow(clippy::indexing_slicing, reason = "tests index buffers they built themselves")]
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio_util::codec::Encoder;
+
+use crate::*;
+
+/// The examples use a 4-dimensional vector so the dumps stay short; a default server expects
+/// 256 values (1,024 bytes).
+const DIM: u32 = 4;
+
+#[derive(Clone, Copy)]
+enum Field {
+    FrameLength,
+    Header,
+    Status,
+    Bool(&'static str),
+    U16(&'static str),
+    U32(&'static str),
+    U64(&'static str),
+    Str(&'static str),
+    Attributes,
+    OptionVector,
+    OptionU64(&'static str),
+    Concept,
+    Page,
+    Counters,
+}
+
+struct Walker<'a> {
+    bytes: &'a [u8],
+    out: String,
+}
+
+impl Walker<'_> {
+    fn take(&mut self, n: usize, note: &str) -> Vec<u8> {
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        if head.is_empty() {
+            writeln!(self.out, "{:<24}# {note}", "").unwrap();
+        }
+        for (index, chunk) in head.chunks(8).enumerate() {
+            let hex: Vec<String> = chunk.iter().map(|byte| format!("{byte:02x}")).collect();
+            let note = if index == 0 { note } else { "..." };
+            writeln!(self.out, "{:<24}# {note}", hex.join(" ")).unwrap();
+        }
+        head.to_vec()
+    }
+
+    fn u32_le(&mut self, note: &str) -> u32 {
+        let raw = self.take(4, note);
+        u32::from_le_bytes(raw.try_into().unwrap())
+    }
+
+    fn string(&mut self, name: &str) {
+        let len = self.u32_le(&format!("{name}: length (u32 LE)"));
+        let text = String::from_utf8(self.bytes[..len as usize].to_vec()).unwrap();
+        self.take(len as usize, &format!("{name}: {text:?}"));
+    }
+
+    fn field(&mut self, field: Field) {
+        match field {
+            Field::FrameLength => {
+                let value = u32::from_be_bytes(self.bytes[..4].try_into().unwrap());
+                self.take(4, &format!("frame length = {value} (u32 BIG-endian)"));
+            }
+            Field::Header => {
+                self.take(1, "version = 1");
+                let opcode = self.bytes[0];
+                let name = Opcode::from_u8(opcode).map_or("unknown", Opcode::name);
+                self.take(1, &format!("opcode = 0x{opcode:02x} ({name})"));
+                let id = u32::from_le_bytes(self.bytes[..4].try_into().unwrap());
+                self.take(4, &format!("request_id = {id} (u32 LE)"));
+            }
+            Field::Status => {
+                let status = self.bytes[0];
+                self.take(1, &format!("status = {status} ({})", if status == 0 { "ok" } else { "error" }));
+            }
+            Field::Bool(name) => {
+                let value = self.bytes[0];
+                self.take(1, &format!("{name} = {value} ({})", value == 1));
+            }
+            Field::U16(name) => {
+                let value = u16::from_le_bytes(self.bytes[..2].try_into().unwrap());
+                let extra = if name == "error code" { format!(" ({})", ErrorCode::from_u16(value)) } else { String::new() };
+                self.take(2, &format!("{name} = {value}{extra} (u16 LE)"));
+            }
+            Field::U32(name) => {
+                let value = u32::from_le_bytes(self.bytes[..4].try_into().unwrap());
+                self.take(4, &format!("{name} = {value} (u32 LE)"));
+            }
+            Field::U64(name) => {
+                let value = u64::from_le_bytes(self.bytes[..8].try_into().unwrap());
+                self.take(8, &format!("{name} = {value} (u64 LE)"));
+            }
+            Field::Str(name) => self.string(name),
+            Field::Attributes => {
+                let count = self.u32_le("attributes: count (u32 LE)");
+                for _ in 0..count {
+                    self.string("attribute key");
+                    self.string("attribute value");
+                }
+            }
+            Field::OptionVector => {
+                let tag = self.bytes[0];
+                self.take(1, &format!("embedding: option tag = {tag} ({})", if tag == 1 { "present" } else { "absent" }));
+                if tag == 1 {
+                    let count = self.u32_le("embedding: count (u32 LE)");
+                    for index in 0..count {
+                        let value = f32::from_le_bytes(self.bytes[..4].try_into().unwrap());
+                        self.take(4, &format!("embedding[{index}] = {value} (f32 LE)"));
+                    }
+                }
+            }
+            Field::OptionU64(name) => {
+                let tag = self.bytes[0];
+                self.take(1, &format!("{name}: option tag = {tag} ({})", if tag == 1 { "present" } else { "absent" }));
+                if tag == 1 {
+                    self.field(Field::U64(name));
+                }
+            }
+            Field::Concept => {
+                for field in [
+                    Field::Str("id"),
+                    Field::Str("content"),
+                    Field::Str("concept_type"),
+                    Field::Str("model"),
+                    Field::Attributes,
+                    Field::OptionVector,
+                    Field::U64("created_at_ms"),
+                    Field::OptionU64("expires_at_ms"),
+                ] {
+                    self.field(field);
+                }
+            }
+            Field::Page => {
+                let count = self.u32_le("concepts: count (u32 LE)");
+                for _ in 0..count {
+                    self.field(Field::Concept);
+                }
+                self.string("next_cursor");
+            }
+            Field::Counters => {
+                let count = self.u32_le("counters: count (u32 LE)");
+                for _ in 0..count {
+                    self.string("counter name");
+                    self.field(Field::U64("counter value"));
+                }
+            }
+        }
+    }
+}
+
+fn annotate(bytes: &[u8], fields: &[Field]) -> String {
+    let mut walker = Walker { bytes, out: String::new() };
+    for field in fields {
+        walker.field(*field);
+    }
+    assert!(walker.bytes.is_empty(), "example has {} unannotated bytes", walker.bytes.len());
+    walker.out
+}
+
+fn limits() -> Limits {
+    Limits { vector_dimension: DIM, ..Limits::default() }
+}
+
+fn request(request_id: u32, request: Request) -> Vec<u8> {
+    let mut dst = BytesMut::new();
+    FrameCodec::new(limits().max_frame_bytes).encode(RequestFrame { request_id, request }, &mut dst).unwrap();
+    dst.to_vec()
+}
+
+fn response(request_id: u32, opcode: u8, response: Response) -> Vec<u8> {
+    let mut dst = BytesMut::new();
+    FrameCodec::new(limits().max_frame_bytes).encode(ResponseFrame { request_id, opcode, response }, &mut dst).unwrap();
+    dst.to_vec()
+}
+
+fn example_concept() -> Concept {
+    Concept {
+        id: ConceptId::new("doc-1", &limits()).unwrap(),
+        content: "hello".to_owned(),
+        concept_type: "note".to_owned(),
+        model: "m".to_owned(),
+        attributes: [("lang".to_owned(), "en".to_owned())].into_iter().collect(),
+        embedding: Some(Vector::new(vec![0.5, -1.0, 0.0, 2.0], DIM).unwrap()),
+        created_at_ms: 1_764_201_600_000,
+        expires_at_ms: Some(1_764_288_000_000),
+    }
+}
+
+/// Every example: its name in `PROTOCOL.md` and its annotated dump.
+#[expect(clippy::too_many_lines, reason = "a flat table of examples reads best in one place")]
+fn examples() -> Vec<(&'static str, String)> {
+    use Field::*;
+    let id = || ConceptId::new("doc-1", &limits()).unwrap();
+    let concept = Arc::new(example_concept());
+    let request_fields = [FrameLength, Header];
+    let response_fields = [FrameLength, Header, Status];
+    let with = |base: &[Field], body: &[Field]| -> Vec<Field> { base.iter().chain(body).copied().collect() };
+    vec![
+        ("health-request", annotate(&request(1, Request::Health), &request_fields)),
+        (
+            "health-response",
+            annotate(
+                &response(
+                    1,
+                    0x01,
+                    Response::Health(HealthInfo {
+                        status: "ok".to_owned(),
+                        role: "normal".to_owned(),
+                        vector_dimension: 256,
+                        concepts: 42,
+                        version: "0.1.0".to_owned(),
+                        uptime_seconds: 3600,
+                    }),
+                ),
+                &with(&response_fields, &[Str("status"), Str("role"), U32("vector_dimension"), U64("concepts"), Str("version"), U64("uptime_seconds")]),
+            ),
+        ),
+        (
+            "store-request",
+            annotate(
+                &request(
+                    2,
+                    Request::StoreConcept(StoreConcept {
+                        id: id(),
+                        content: "hello".to_owned(),
+                        concept_type: "note".to_owned(),
+                        model: "m".to_owned(),
+                        attributes: concept.attributes.clone(),
+                        embedding: concept.embedding.clone(),
+                        ttl_seconds: Some(86_400),
+                    }),
+                ),
+                &with(&request_fields, &[Str("id"), Str("content"), Str("concept_type"), Str("model"), Attributes, OptionVector, OptionU64("ttl_seconds")]),
+            ),
+        ),
+        (
+            "store-response",
+            annotate(
+                &response(2, 0x02, Response::Stored(StoreOutcome { created: true, created_at_ms: concept.created_at_ms, expires_at_ms: concept.expires_at_ms })),
+                &with(&response_fields, &[Bool("created"), U64("created_at_ms"), OptionU64("expires_at_ms")]),
+            ),
+        ),
+        ("get-request", annotate(&request(3, Request::GetConceptById { id: id() }), &with(&request_fields, &[Str("id")]))),
+        ("get-response", annotate(&response(3, 0x03, Response::Concept(concept.clone())), &with(&response_fields, &[Concept]))),
+        (
+            "query-request",
+            annotate(
+                &request(4, Request::QueryByType(QueryByType { concept_type: "note".to_owned(), limit: 1, cursor: String::new() })),
+                &with(&request_fields, &[Str("concept_type"), U32("limit"), Str("cursor")]),
+            ),
+        ),
+        (
+            "query-response",
+            annotate(
+                &response(4, 0x04, Response::Page(QueryPage { concepts: vec![concept.clone()], next_cursor: "doc-1".to_owned() })),
+                &with(&response_fields, &[Page]),
+            ),
+        ),
+        ("delete-request", annotate(&request(5, Request::Delete { id: id() }), &with(&request_fields, &[Str("id")]))),
+        ("delete-response", annotate(&response(5, 0x05, Response::Deleted { existed: true }), &with(&response_fields, &[Bool("existed")]))),
+        ("stats-request", annotate(&request(6, Request::Stats), &request_fields)),
+        (
+            "stats-response",
+            annotate(
+                &response(
+                    6,
+                    0x06,
+                    Response::Stats(StatsSnapshot {
+                        role: "normal".to_owned(),
+                        vector_dimension: 256,
+                        counters: vec![("concepts".to_owned(), 42), ("requests_total".to_owned(), 1000)],
+                    }),
+                ),
+                &with(&response_fields, &[Str("role"), U32("vector_dimension"), Counters]),
+            ),
+        ),
+        (
+            "error-unknown-opcode",
+            annotate(
+                &[&[0u8, 0, 0, 6, 1, 0x7f, 7, 0, 0, 0][..], &response(7, 0x7f, Response::error(ErrorCode::UnknownOpcode, "unknown opcode 0x7f"))].concat(),
+                &with(&[FrameLength, Header], &with(&response_fields, &[U16("error code"), Str("message")])),
+            ),
+        ),
+        (
+            "error-dimension",
+            annotate(
+                &response(8, 0x02, Response::error(ErrorCode::DimensionMismatch, "embedding has 3 values, expected 256")),
+                &with(&response_fields, &[U16("error code"), Str("message")]),
+            ),
+        ),
+        (
+            "error-frame-too-large",
+            annotate(
+                &response(0, 0x00, Response::error(ErrorCode::FrameTooLarge, "frame of 1819505524 bytes exceeds the maximum of 4194304 bytes")),
+                &with(&response_fields, &[U16("error code"), Str("message")]),
+            ),
+        ),
+    ]
+}
+
+fn protocol_md_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../PROTOCOL.md")
+}
+
+/// Replaces the fenced block after each example marker with `render(name)`, returning the
+/// new document and the names whose blocks differed.
+fn splice(document: &str, examples: &[(&'static str, String)]) -> (String, Vec<&'static str>) {
+    let mut out = String::new();
+    let mut changed = Vec::new();
+    let mut rest = document;
+    while let Some(start) = rest.find("<!-- example: ") {
+        let (before, from_marker) = rest.split_at(start);
+        out.push_str(before);
+        let marker_end = from_marker.find("-->").expect("unterminated example marker") + 3;
+        let name = from_marker["<!-- example: ".len()..marker_end - 3].trim();
+        let (_, dump) = examples.iter().find(|(example, _)| *example == name).unwrap_or_else(|| panic!("PROTOCOL.md names unknown example {name}"));
+        out.push_str(&from_marker[..marker_end]);
+        let after_marker = &from_marker[marker_end..];
+        let block_start = after_marker.find("```text\n").expect("example marker without a ```text block");
+        let body_start = block_start + "```text\n".len();
+        let body_len = after_marker[body_start..].find("```").expect("unterminated block");
+        let current = &after_marker[body_start..body_start + body_len];
+        if current != dump {
+            changed.push(examples.iter().map(|(example, _)| *example).find(|example| *example == name).unwrap());
+        }
+        out.push_str(&after_marker[..body_start]);
+        out.push_str(dump);
+        rest = &after_marker[body_start + body_len..];
+    }
+    out.push_str(rest);
+    (out, changed)
+}
+
+#[test]
+fn protocol_md_hex_dumps_match_the_encoder() {
+    let path = protocol_md_path();
+    let document = std::fs::read_to_string(&path).expect("PROTOCOL.md is readable");
+    let examples = examples();
+    for (name, _) in &examples {
+        assert!(document.contains(&format!("<!-- example: {name} -->")), "PROTOCOL.md lacks example {name}");
+    }
+    let (updated, changed) = splice(&document, &examples);
+    if std::env::var_os("UPDATE_PROTOCOL_MD").is_some() {
+        std::fs::write(&path, updated).unwrap();
+        return;
+    }
+    assert!(changed.is_empty(), "PROTOCOL.md hex dumps differ from the encoder for {changed:?}; see this module's docs");
+}
+
+#[test]
+fn protocol_md_names_every_opcode_and_error_code() {
+    let document = std::fs::read_to_string(protocol_md_path()).unwrap();
+    for opcode in Opcode::ALL {
+        let row = format!("| 0x{:02x} | {} |", opcode as u8, opcode.name());
+        assert!(document.contains(&row), "PROTOCOL.md lacks the opcode row {row}");
+    }
+    for code in ErrorCode::ALL {
+        let row = format!("| {} | {} |", code.as_u16(), code.name());
+        assert!(document.contains(&row), "PROTOCOL.md lacks the error code row {row}");
+    }
+}

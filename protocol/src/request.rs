@@ -1,0 +1,315 @@
+//! Requests: the payload header and each request body, encoded and decoded side by side.
+//!
+//! # Payload header (6 bytes, shared by requests and responses)
+//!
+//! | offset | field | encoding |
+//! |---|---|---|
+//! | 0 | version | u8, [`PROTOCOL_VERSION`] |
+//! | 1 | opcode | u8, see [`Opcode`] |
+//! | 2 | request_id | u32 LE, echoed in the response |
+//!
+//! The body follows immediately; its layout depends on the opcode (see each type).
+
+#![deny(clippy::arithmetic_side_effects)]
+
+use bytes::{BufMut, BytesMut};
+
+use crate::error::{DecodeError, EncodeError};
+use crate::limits::Limits;
+use crate::types::{self, Attributes, ConceptId, FieldLimits, Vector};
+use crate::wire;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Size of the payload header in bytes.
+pub const HEADER_BYTES: usize = 6;
+
+/// A request's operation. Values are stable and never reused.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Opcode {
+    /// Liveness and basic facts about the server.
+    Health = 0x01,
+    /// Insert or replace a concept.
+    StoreConcept = 0x02,
+    /// Read one concept.
+    GetConceptById = 0x03,
+    /// List concepts of one type, paged.
+    QueryByType = 0x04,
+    /// Remove one concept.
+    Delete = 0x05,
+    /// Server counters.
+    Stats = 0x06,
+}
+
+impl Opcode {
+    /// Every opcode, in numeric order.
+    pub const ALL: [Opcode; 6] = [
+        Opcode::Health,
+        Opcode::StoreConcept,
+        Opcode::GetConceptById,
+        Opcode::QueryByType,
+        Opcode::Delete,
+        Opcode::Stats,
+    ];
+
+    /// The opcode for a wire byte, if known.
+    pub fn from_u8(value: u8) -> Option<Opcode> {
+        Opcode::ALL.into_iter().find(|opcode| *opcode as u8 == value)
+    }
+
+    /// The opcode's name as used in `PROTOCOL.md`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Opcode::Health => "Health",
+            Opcode::StoreConcept => "StoreConcept",
+            Opcode::GetConceptById => "GetConceptById",
+            Opcode::QueryByType => "QueryByType",
+            Opcode::Delete => "Delete",
+            Opcode::Stats => "Stats",
+        }
+    }
+}
+
+/// The 6-byte header at the start of every payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Protocol version.
+    pub version: u8,
+    /// Raw opcode byte (it may be unknown).
+    pub opcode: u8,
+    /// Request id chosen by the client, echoed in the response. Id 0 is reserved for
+    /// connection-level errors the server sends before or without a request.
+    pub request_id: u32,
+}
+
+impl Header {
+    pub(crate) fn decode(buf: &mut &[u8]) -> Result<Header, DecodeError> {
+        Ok(Header {
+            version: wire::get_u8(buf, "header.version")?,
+            opcode: wire::get_u8(buf, "header.opcode")?,
+            request_id: wire::get_u32(buf, "header.request_id")?,
+        })
+    }
+
+    pub(crate) fn encode(self, dst: &mut BytesMut) {
+        dst.put_u8(self.version);
+        dst.put_u8(self.opcode);
+        dst.put_u32_le(self.request_id);
+    }
+}
+
+/// Body of `StoreConcept` (opcode 0x02): insert or replace a concept. The server sets
+/// `created_at`.
+///
+/// | field | encoding |
+/// |---|---|
+/// | id | string, 1..=`MAX_ID_BYTES` bytes |
+/// | content | string, at most `MAX_CONTENT_BYTES` |
+/// | concept_type | string, at most `MAX_NAME_BYTES` |
+/// | model | string, at most `MAX_NAME_BYTES` |
+/// | attributes | map<string,string>, at most `MAX_ATTRIBUTES` entries and `MAX_ATTRIBUTE_BYTES` |
+/// | embedding | option<vector>, count = `VECTOR_DIMENSION`, finite values |
+/// | ttl_seconds | option<u64>; absent = the server's default, 0 = never expires |
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConcept {
+    /// The id.
+    pub id: ConceptId,
+    /// The text the concept stands for.
+    pub content: String,
+    /// A free-form type name.
+    pub concept_type: String,
+    /// The model that produced the embedding.
+    pub model: String,
+    /// Free-form attributes.
+    pub attributes: Attributes,
+    /// The embedding, if any.
+    pub embedding: Option<Vector>,
+    /// Time to live in seconds: `None` = the server's default, `Some(0)` = no expiry.
+    pub ttl_seconds: Option<u64>,
+}
+
+impl StoreConcept {
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        self.id.encode(dst)?;
+        wire::put_str(dst, &self.content, "content")?;
+        wire::put_str(dst, &self.concept_type, "concept_type")?;
+        wire::put_str(dst, &self.model, "model")?;
+        types::encode_attributes(dst, &self.attributes)?;
+        types::encode_optional_vector(dst, self.embedding.as_ref())?;
+        wire::put_option_u64(dst, self.ttl_seconds);
+        Ok(())
+    }
+
+    fn decode(buf: &mut &[u8], limits: &Limits) -> Result<StoreConcept, DecodeError> {
+        let fields = FieldLimits::from_limits(limits);
+        Ok(StoreConcept {
+            id: ConceptId::decode(buf, limits.max_id_bytes)?,
+            content: wire::get_str(buf, "content", limits.max_content_bytes)?.to_owned(),
+            concept_type: wire::get_str(buf, "concept_type", limits.max_name_bytes)?.to_owned(),
+            model: wire::get_str(buf, "model", limits.max_name_bytes)?.to_owned(),
+            attributes: types::decode_attributes(buf, fields)?,
+            embedding: types::decode_optional_vector(buf, Some(limits.vector_dimension))?,
+            ttl_seconds: wire::get_option_u64(buf, "ttl_seconds")?,
+        })
+    }
+}
+
+/// Body of `QueryByType` (opcode 0x04): one page of the concepts of a type, in ascending id
+/// order (byte-wise), starting after `cursor`.
+///
+/// | field | encoding |
+/// |---|---|
+/// | concept_type | string, at most `MAX_NAME_BYTES` |
+/// | limit | u32, 1 or more; values above `MAX_QUERY_LIMIT` are clamped to it |
+/// | cursor | string: empty for the first page, else the `next_cursor` of the previous page |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryByType {
+    /// The type to list.
+    pub concept_type: String,
+    /// The largest page wanted.
+    pub limit: u32,
+    /// Where the previous page ended; empty to start.
+    pub cursor: String,
+}
+
+impl QueryByType {
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        wire::put_str(dst, &self.concept_type, "concept_type")?;
+        dst.put_u32_le(self.limit);
+        wire::put_str(dst, &self.cursor, "cursor")
+    }
+
+    fn decode(buf: &mut &[u8], limits: &Limits) -> Result<QueryByType, DecodeError> {
+        let concept_type = wire::get_str(buf, "concept_type", limits.max_name_bytes)?.to_owned();
+        let limit = wire::get_u32(buf, "limit")?;
+        if limit == 0 {
+            return Err(DecodeError::OutOfRange { field: "limit", expected: "at least 1" });
+        }
+        let cursor = wire::get_str(buf, "cursor", limits.max_id_bytes)?.to_owned();
+        Ok(QueryByType { concept_type, limit: limit.min(limits.max_query_limit), cursor })
+    }
+}
+
+/// A request body.
+///
+/// | opcode | request | body |
+/// |---|---|---|
+/// | 0x01 | Health | empty |
+/// | 0x02 | StoreConcept | [`StoreConcept`] |
+/// | 0x03 | GetConceptById | id: string |
+/// | 0x04 | QueryByType | [`QueryByType`] |
+/// | 0x05 | Delete | id: string |
+/// | 0x06 | Stats | empty |
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Liveness and basic facts.
+    Health,
+    /// Insert or replace a concept.
+    StoreConcept(StoreConcept),
+    /// Read one concept.
+    GetConceptById {
+        /// The id.
+        id: ConceptId,
+    },
+    /// List one page of concepts of a type.
+    QueryByType(QueryByType),
+    /// Remove a concept.
+    Delete {
+        /// The id.
+        id: ConceptId,
+    },
+    /// Server counters.
+    Stats,
+}
+
+impl Request {
+    /// The request's opcode.
+    pub fn opcode(&self) -> Opcode {
+        match self {
+            Request::Health => Opcode::Health,
+            Request::StoreConcept(_) => Opcode::StoreConcept,
+            Request::GetConceptById { .. } => Opcode::GetConceptById,
+            Request::QueryByType(_) => Opcode::QueryByType,
+            Request::Delete { .. } => Opcode::Delete,
+            Request::Stats => Opcode::Stats,
+        }
+    }
+
+    fn encode_body(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        match self {
+            Request::Health | Request::Stats => Ok(()),
+            Request::StoreConcept(store) => store.encode(dst),
+            Request::GetConceptById { id } | Request::Delete { id } => id.encode(dst),
+            Request::QueryByType(query) => query.encode(dst),
+        }
+    }
+
+    fn decode_body(opcode: Opcode, buf: &mut &[u8], limits: &Limits) -> Result<Request, DecodeError> {
+        Ok(match opcode {
+            Opcode::Health => Request::Health,
+            Opcode::Stats => Request::Stats,
+            Opcode::StoreConcept => Request::StoreConcept(StoreConcept::decode(buf, limits)?),
+            Opcode::GetConceptById => {
+                Request::GetConceptById { id: ConceptId::decode(buf, limits.max_id_bytes)? }
+            }
+            Opcode::QueryByType => Request::QueryByType(QueryByType::decode(buf, limits)?),
+            Opcode::Delete => Request::Delete { id: ConceptId::decode(buf, limits.max_id_bytes)? },
+        })
+    }
+}
+
+/// A request with its id: one whole payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestFrame {
+    /// The client's request id, echoed in the response.
+    pub request_id: u32,
+    /// The request.
+    pub request: Request,
+}
+
+impl RequestFrame {
+    /// Appends the payload (header and body, without the length prefix) to `dst`.
+    pub fn encode_payload(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        Header {
+            version: PROTOCOL_VERSION,
+            opcode: self.request.opcode() as u8,
+            request_id: self.request_id,
+        }
+        .encode(dst);
+        self.request.encode_body(dst)
+    }
+}
+
+/// A payload that is not a valid request. `header` is present when the first six bytes could
+/// be read, so the error response can echo the request id and opcode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct RequestDecodeError {
+    /// The header, when it was complete.
+    pub header: Option<Header>,
+    /// What was wrong.
+    pub error: DecodeError,
+}
+
+/// Decodes one request payload (as delimited by [`crate::FrameCodec`]).
+///
+/// Checks, in order: the header is complete, the version is [`PROTOCOL_VERSION`], the opcode
+/// is known, the body is valid under `limits`, and nothing trails it.
+pub fn decode_request(payload: &[u8], limits: &Limits) -> Result<RequestFrame, RequestDecodeError> {
+    let mut buf = payload;
+    let header = Header::decode(&mut buf).map_err(|error| RequestDecodeError { header: None, error })?;
+    let fail = |error| RequestDecodeError { header: Some(header), error };
+    if header.version != PROTOCOL_VERSION {
+        return Err(fail(DecodeError::UnsupportedVersion {
+            got: header.version,
+            supported: PROTOCOL_VERSION,
+        }));
+    }
+    let opcode = Opcode::from_u8(header.opcode).ok_or_else(|| fail(DecodeError::UnknownOpcode(header.opcode)))?;
+    let request = Request::decode_body(opcode, &mut buf, limits).map_err(fail)?;
+    wire::finish(buf).map_err(fail)?;
+    Ok(RequestFrame { request_id: header.request_id, request })
+}

@@ -1,0 +1,314 @@
+//! Responses: the status byte and each response body, encoded and decoded side by side.
+//!
+//! A response payload is the 6-byte header (version, the request's opcode byte echoed,
+//! request id echoed), then a status byte, then the body:
+//!
+//! | status | body |
+//! |---|---|
+//! | 0 (ok) | the opcode's response body |
+//! | 1 (error) | code: u16 LE ([`ErrorCode`]), message: string |
+
+#![deny(clippy::arithmetic_side_effects)]
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::error::{DecodeError, EncodeError, ErrorCode};
+use crate::request::{Header, Opcode, PROTOCOL_VERSION};
+use crate::types::{Concept, FieldLimits};
+use crate::wire;
+
+const STATUS_OK: u8 = 0;
+const STATUS_ERROR: u8 = 1;
+
+/// Body of a `Health` response.
+///
+/// | field | encoding |
+/// |---|---|
+/// | status | string, `"ok"` when serving |
+/// | role | string, `"normal"` or `"cache_shard"` |
+/// | vector_dimension | u32 |
+/// | concepts | u64, live concepts |
+/// | version | string, the server's version |
+/// | uptime_seconds | u64 |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthInfo {
+    /// `"ok"` when serving.
+    pub status: String,
+    /// The server's role.
+    pub role: String,
+    /// The server's `VECTOR_DIMENSION`.
+    pub vector_dimension: u32,
+    /// Number of stored concepts.
+    pub concepts: u64,
+    /// Server version.
+    pub version: String,
+    /// Seconds since the server started.
+    pub uptime_seconds: u64,
+}
+
+impl HealthInfo {
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        wire::put_str(dst, &self.status, "status")?;
+        wire::put_str(dst, &self.role, "role")?;
+        dst.put_u32_le(self.vector_dimension);
+        dst.put_u64_le(self.concepts);
+        wire::put_str(dst, &self.version, "version")?;
+        dst.put_u64_le(self.uptime_seconds);
+        Ok(())
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<HealthInfo, DecodeError> {
+        Ok(HealthInfo {
+            status: wire::get_str(buf, "status", u32::MAX)?.to_owned(),
+            role: wire::get_str(buf, "role", u32::MAX)?.to_owned(),
+            vector_dimension: wire::get_u32(buf, "vector_dimension")?,
+            concepts: wire::get_u64(buf, "concepts")?,
+            version: wire::get_str(buf, "version", u32::MAX)?.to_owned(),
+            uptime_seconds: wire::get_u64(buf, "uptime_seconds")?,
+        })
+    }
+}
+
+/// Body of a `StoreConcept` response.
+///
+/// | field | encoding |
+/// |---|---|
+/// | created | bool: 1 = new id, 0 = replaced an existing concept |
+/// | created_at_ms | u64, Unix milliseconds |
+/// | expires_at_ms | option<u64>, Unix milliseconds |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// Whether the id was new.
+    pub created: bool,
+    /// The server's timestamp for this version.
+    pub created_at_ms: u64,
+    /// When it expires, if ever.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl StoreOutcome {
+    fn encode(self, dst: &mut BytesMut) {
+        wire::put_bool(dst, self.created);
+        dst.put_u64_le(self.created_at_ms);
+        wire::put_option_u64(dst, self.expires_at_ms);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<StoreOutcome, DecodeError> {
+        Ok(StoreOutcome {
+            created: wire::get_bool(buf, "created")?,
+            created_at_ms: wire::get_u64(buf, "created_at_ms")?,
+            expires_at_ms: wire::get_option_u64(buf, "expires_at_ms")?,
+        })
+    }
+}
+
+/// Body of a `QueryByType` response.
+///
+/// | field | encoding |
+/// |---|---|
+/// | count | u32 |
+/// | concepts | count concepts (see [`Concept`]) |
+/// | next_cursor | string: empty when this is the last page, else pass it as the next cursor |
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryPage {
+    /// The concepts in ascending id order.
+    pub concepts: Vec<Arc<Concept>>,
+    /// The cursor of the next page; empty when there is none.
+    pub next_cursor: String,
+}
+
+impl QueryPage {
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        wire::put_len(dst, self.concepts.len(), "concepts")?;
+        for concept in &self.concepts {
+            concept.encode(dst)?;
+        }
+        wire::put_str(dst, &self.next_cursor, "next_cursor")
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<QueryPage, DecodeError> {
+        // The smallest concept: four empty strings (16), the attribute count (4), the vector
+        // tag (1), created_at (8) and the expiry tag (1).
+        const MIN_CONCEPT_BYTES: usize = 30;
+        let count = wire::get_count(buf, "concepts", u32::MAX, MIN_CONCEPT_BYTES)?;
+        let mut concepts = Vec::with_capacity(count);
+        for _ in 0..count {
+            concepts.push(Arc::new(Concept::decode(buf, FieldLimits::UNBOUNDED)?));
+        }
+        let next_cursor = wire::get_str(buf, "next_cursor", u32::MAX)?.to_owned();
+        Ok(QueryPage { concepts, next_cursor })
+    }
+}
+
+/// Body of a `Stats` response.
+///
+/// | field | encoding |
+/// |---|---|
+/// | role | string |
+/// | vector_dimension | u32 |
+/// | count | u32 |
+/// | counters | count pairs of (name: string, value: u64) |
+///
+/// Counters are named so that new ones can be added without a version change; clients
+/// ignore names they do not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// The server's role.
+    pub role: String,
+    /// The server's `VECTOR_DIMENSION`.
+    pub vector_dimension: u32,
+    /// Named counters and gauges.
+    pub counters: Vec<(String, u64)>,
+}
+
+impl StatsSnapshot {
+    /// The value of the counter called `name`.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.counters.iter().find(|(key, _)| key == name).map(|(_, value)| *value)
+    }
+
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        wire::put_str(dst, &self.role, "role")?;
+        dst.put_u32_le(self.vector_dimension);
+        wire::put_len(dst, self.counters.len(), "counters")?;
+        for (name, value) in &self.counters {
+            wire::put_str(dst, name, "counter name")?;
+            dst.put_u64_le(*value);
+        }
+        Ok(())
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<StatsSnapshot, DecodeError> {
+        let role = wire::get_str(buf, "role", u32::MAX)?.to_owned();
+        let vector_dimension = wire::get_u32(buf, "vector_dimension")?;
+        let count = wire::get_count(buf, "counters", u32::MAX, 12)?;
+        let mut counters = Vec::with_capacity(count);
+        for _ in 0..count {
+            let name = wire::get_str(buf, "counter name", u32::MAX)?.to_owned();
+            counters.push((name, wire::get_u64(buf, "counter value")?));
+        }
+        Ok(StatsSnapshot { role, vector_dimension, counters })
+    }
+}
+
+/// An error reply: a stable code and a human-readable message that never carries internal
+/// details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    /// The error code.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// A response body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// Reply to `Health`.
+    Health(HealthInfo),
+    /// Reply to `StoreConcept`.
+    Stored(StoreOutcome),
+    /// Reply to `GetConceptById`: the concept, encoded as [`Concept`].
+    Concept(Arc<Concept>),
+    /// Reply to `QueryByType`.
+    Page(QueryPage),
+    /// Reply to `Delete`: `existed` is a bool, 1 when a concept was removed.
+    Deleted {
+        /// Whether the id existed.
+        existed: bool,
+    },
+    /// Reply to `Stats`.
+    Stats(StatsSnapshot),
+    /// Any request can fail with an error.
+    Error(ErrorResponse),
+}
+
+impl Response {
+    /// An error response.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error(ErrorResponse { code, message: message.into() })
+    }
+
+    fn encode_body(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        match self {
+            Response::Health(health) => health.encode(dst),
+            Response::Stored(outcome) => {
+                outcome.encode(dst);
+                Ok(())
+            }
+            Response::Concept(concept) => concept.encode(dst),
+            Response::Page(page) => page.encode(dst),
+            Response::Deleted { existed } => {
+                wire::put_bool(dst, *existed);
+                Ok(())
+            }
+            Response::Stats(stats) => stats.encode(dst),
+            Response::Error(error) => {
+                dst.put_u16_le(error.code.as_u16());
+                wire::put_str(dst, &error.message, "message")
+            }
+        }
+    }
+
+    fn decode_body(opcode: Opcode, buf: &mut &[u8]) -> Result<Response, DecodeError> {
+        Ok(match opcode {
+            Opcode::Health => Response::Health(HealthInfo::decode(buf)?),
+            Opcode::StoreConcept => Response::Stored(StoreOutcome::decode(buf)?),
+            Opcode::GetConceptById => {
+                Response::Concept(Arc::new(Concept::decode(buf, FieldLimits::UNBOUNDED)?))
+            }
+            Opcode::QueryByType => Response::Page(QueryPage::decode(buf)?),
+            Opcode::Delete => Response::Deleted { existed: wire::get_bool(buf, "existed")? },
+            Opcode::Stats => Response::Stats(StatsSnapshot::decode(buf)?),
+        })
+    }
+}
+
+/// A response with the header fields it echoes: one whole payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseFrame {
+    /// The request id being answered (0 for connection-level errors).
+    pub request_id: u32,
+    /// The request's opcode byte, echoed even when it was unknown (0 when there was no
+    /// readable request).
+    pub opcode: u8,
+    /// The response.
+    pub response: Response,
+}
+
+impl ResponseFrame {
+    /// Appends the payload (header, status and body, without the length prefix) to `dst`.
+    pub fn encode_payload(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        Header { version: PROTOCOL_VERSION, opcode: self.opcode, request_id: self.request_id }
+            .encode(dst);
+        let status = if matches!(self.response, Response::Error(_)) { STATUS_ERROR } else { STATUS_OK };
+        dst.put_u8(status);
+        self.response.encode_body(dst)
+    }
+}
+
+/// Decodes one response payload. Lengths are bounded by the payload itself, which the frame
+/// codec has already bounded.
+pub fn decode_response(payload: &[u8]) -> Result<ResponseFrame, DecodeError> {
+    let mut buf = payload;
+    let header = Header::decode(&mut buf)?;
+    if header.version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion { got: header.version, supported: PROTOCOL_VERSION });
+    }
+    let response = match wire::get_u8(&mut buf, "status")? {
+        STATUS_OK => {
+            let opcode = Opcode::from_u8(header.opcode).ok_or(DecodeError::UnknownOpcode(header.opcode))?;
+            Response::decode_body(opcode, &mut buf)?
+        }
+        STATUS_ERROR => {
+            let code = ErrorCode::from_u16(wire::get_u16(&mut buf, "error.code")?);
+            let message = wire::get_str(&mut buf, "error.message", u32::MAX)?.to_owned();
+            Response::Error(ErrorResponse { code, message })
+        }
+        tag => return Err(DecodeError::InvalidTag { field: "status", tag }),
+    };
+    wire::finish(buf)?;
+    Ok(ResponseFrame { request_id: header.request_id, opcode: header.opcode, response })
+}

@@ -1,0 +1,321 @@
+//! Configuration: the command line (with environment fallbacks) and the plain structs the
+//! rest of the server receives. Nothing outside this file reads the environment.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use sutra_protocol::Limits;
+
+/// Default port in the `normal` role.
+pub const DEFAULT_PORT: u16 = 50051;
+/// Default port in the `cache_shard` role.
+pub const DEFAULT_CACHE_SHARD_PORT: u16 = 50052;
+/// Default `DEFAULT_TTL_SECONDS` in the `cache_shard` role (one day).
+pub const DEFAULT_CACHE_SHARD_TTL_SECONDS: u64 = 86_400;
+
+/// What the server is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Keeps every concept until it is deleted or its TTL passes.
+    #[value(name = "normal")]
+    Normal,
+    /// The embedding service's persistent L2 cache: default port 50052 and a default TTL of
+    /// one day. (Eviction at MAX_CONCEPTS arrives with the cache-shard issue.)
+    #[value(name = "cache_shard")]
+    CacheShard,
+}
+
+impl Role {
+    /// The name used on the wire and in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Normal => "normal",
+            Role::CacheShard => "cache_shard",
+        }
+    }
+}
+
+/// sutra-storage: a storage server for embeddings.
+///
+/// One TCP port speaks the binary protocol (PROTOCOL.md), plain-text commands for nc/telnet,
+/// and HTTP (`curl /health`, `/stats`). Every option can also be set through the environment
+/// variable named in brackets; a flag wins over the variable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sutra-storage", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Address to listen on. Keep the default unless a firewall or private network protects
+    /// the port: there is no authentication yet.
+    #[arg(long, env = "STORAGE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// TCP port [default: 50051, or 50052 in the cache_shard role]. 0 picks a free port.
+    #[arg(long, env = "STORAGE_PORT")]
+    pub port: Option<u16>,
+
+    /// Data directory. This build keeps concepts in memory only; the write-ahead log that will
+    /// live here arrives with the durability work, so data does not survive a restart yet.
+    #[arg(long, env = "STORAGE_PATH", default_value = "./data")]
+    pub storage_path: PathBuf,
+
+    /// Number of f32 values in every embedding; stores with another length are refused with
+    /// DimensionMismatch.
+    #[arg(long, env = "VECTOR_DIMENSION", default_value_t = Limits::DEFAULT_VECTOR_DIMENSION)]
+    pub vector_dimension: u32,
+
+    /// Server role.
+    #[arg(long, env = "SUTRA_ROLE", value_enum, default_value = "normal")]
+    pub role: Role,
+
+    /// TTL in seconds for stores that carry none [default: none in the normal role, 86400 in
+    /// the cache_shard role]. 0 means no expiry.
+    #[arg(long, env = "DEFAULT_TTL_SECONDS")]
+    pub default_ttl_seconds: Option<u64>,
+
+    /// Largest binary frame payload (and text line), in bytes; at most 16777215. Larger frames
+    /// get FrameTooLarge and the connection is closed.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = Limits::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: u32,
+
+    /// Longest concept id, in bytes.
+    #[arg(long, env = "MAX_ID_BYTES", default_value_t = Limits::DEFAULT_MAX_ID_BYTES)]
+    pub max_id_bytes: u32,
+
+    /// Longest concept content, in bytes.
+    #[arg(long, env = "MAX_CONTENT_BYTES", default_value_t = Limits::DEFAULT_MAX_CONTENT_BYTES)]
+    pub max_content_bytes: u32,
+
+    /// Longest concept type or model name, in bytes.
+    #[arg(long, env = "MAX_NAME_BYTES", default_value_t = Limits::DEFAULT_MAX_NAME_BYTES)]
+    pub max_name_bytes: u32,
+
+    /// Most attributes on one concept.
+    #[arg(long, env = "MAX_ATTRIBUTES", default_value_t = Limits::DEFAULT_MAX_ATTRIBUTES)]
+    pub max_attributes: u32,
+
+    /// Most bytes of one concept's attribute keys and values together.
+    #[arg(long, env = "MAX_ATTRIBUTE_BYTES", default_value_t = Limits::DEFAULT_MAX_ATTRIBUTE_BYTES)]
+    pub max_attribute_bytes: u32,
+
+    /// Largest QueryByType page; larger requested limits are clamped.
+    #[arg(long, env = "MAX_QUERY_LIMIT", default_value_t = Limits::DEFAULT_MAX_QUERY_LIMIT)]
+    pub max_query_limit: u32,
+
+    /// Most simultaneous connections. Further clients get a Busy error and are closed.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = ServerConfig::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Seconds a connection may stay silent (or leave a response unread) before it is closed.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = ServerConfig::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout_secs: u64,
+
+    /// Milliseconds to wait for a complete first line when telling HTTP from text clients.
+    #[arg(long, env = "SNIFF_TIMEOUT_MS", default_value_t = millis(ServerConfig::DEFAULT_SNIFF_TIMEOUT))]
+    pub sniff_timeout_ms: u64,
+
+    /// Bytes of encoded responses a connection may buffer before the server waits for the
+    /// client to read them (pipelined clients are answered in batches up to this size).
+    #[arg(long, env = "MAX_WRITE_BACKLOG_BYTES", default_value_t = ServerConfig::DEFAULT_MAX_WRITE_BACKLOG_BYTES)]
+    pub max_write_backlog_bytes: usize,
+
+    /// Seconds to let open connections finish after SIGINT/SIGTERM before exiting anyway.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = ServerConfig::DEFAULT_SHUTDOWN_GRACE.as_secs())]
+    pub shutdown_grace_secs: u64,
+}
+
+const AFTER_HELP: &str = "\
+Logging: set RUST_LOG (default \"info\"), e.g. RUST_LOG=sutra_server=debug.
+
+Examples:
+  sutra-storage                                 # 127.0.0.1:50051, 256-dim vectors
+  SUTRA_ROLE=cache_shard sutra-storage          # cache shard on 127.0.0.1:50052
+  curl -s http://127.0.0.1:50051/health
+  printf 'STORE d1 note hello\\nGET d1\\n' | nc -q1 127.0.0.1 50051";
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The server's settings, fixed at start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen_addr: SocketAddr,
+    /// Data directory (reserved for the write-ahead log).
+    pub storage_path: PathBuf,
+    /// The role.
+    pub role: Role,
+    /// TTL for stores without one; `None` keeps them forever.
+    pub default_ttl: Option<Duration>,
+    /// Decoding limits, including `VECTOR_DIMENSION`.
+    pub limits: Limits,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Silence allowed on a connection.
+    pub idle_timeout: Duration,
+    /// Time allowed to tell HTTP from text.
+    pub sniff_timeout: Duration,
+    /// Response bytes buffered per connection before waiting for the client.
+    pub max_write_backlog_bytes: usize,
+    /// Time granted to open connections at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// Default `MAX_CONNECTIONS`.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    /// Default `IDLE_TIMEOUT_SECS`.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Default `SNIFF_TIMEOUT_MS`.
+    pub const DEFAULT_SNIFF_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Default `MAX_WRITE_BACKLOG_BYTES`.
+    pub const DEFAULT_MAX_WRITE_BACKLOG_BYTES: usize = 1024 * 1024;
+    /// Default `SHUTDOWN_GRACE_SECS`.
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+    /// A configuration for tests: 127.0.0.1 with an OS-chosen port.
+    pub fn for_tests(storage_path: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            storage_path,
+            role: Role::Normal,
+            default_ttl: None,
+            limits: Limits::default(),
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            sniff_timeout: Self::DEFAULT_SNIFF_TIMEOUT,
+            max_write_backlog_bytes: Self::DEFAULT_MAX_WRITE_BACKLOG_BYTES,
+            shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+
+    /// Checks the settings that the types do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate()?;
+        if self.max_connections == 0 {
+            return Err(ConfigError::Zero { name: "MAX_CONNECTIONS" });
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::Zero { name: "IDLE_TIMEOUT_SECS" });
+        }
+        if self.max_write_backlog_bytes == 0 {
+            return Err(ConfigError::Zero { name: "MAX_WRITE_BACKLOG_BYTES" });
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<Cli> for ServerConfig {
+    type Error = ConfigError;
+
+    fn try_from(cli: Cli) -> Result<ServerConfig, ConfigError> {
+        let port = cli.port.unwrap_or(match cli.role {
+            Role::Normal => DEFAULT_PORT,
+            Role::CacheShard => DEFAULT_CACHE_SHARD_PORT,
+        });
+        let default_ttl_seconds = cli.default_ttl_seconds.or(match cli.role {
+            Role::Normal => None,
+            Role::CacheShard => Some(DEFAULT_CACHE_SHARD_TTL_SECONDS),
+        });
+        let config = ServerConfig {
+            listen_addr: SocketAddr::new(cli.host, port),
+            storage_path: cli.storage_path,
+            role: cli.role,
+            default_ttl: default_ttl_seconds.filter(|seconds| *seconds > 0).map(Duration::from_secs),
+            limits: Limits {
+                max_frame_bytes: cli.max_frame_bytes,
+                max_id_bytes: cli.max_id_bytes,
+                max_content_bytes: cli.max_content_bytes,
+                max_name_bytes: cli.max_name_bytes,
+                max_attributes: cli.max_attributes,
+                max_attribute_bytes: cli.max_attribute_bytes,
+                max_query_limit: cli.max_query_limit,
+                vector_dimension: cli.vector_dimension,
+            },
+            max_connections: cli.max_connections,
+            idle_timeout: Duration::from_secs(cli.idle_timeout_secs),
+            sniff_timeout: Duration::from_millis(cli.sniff_timeout_ms),
+            max_write_backlog_bytes: cli.max_write_backlog_bytes,
+            shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A protocol limit is out of range.
+    #[error(transparent)]
+    Limits(#[from] sutra_protocol::LimitsError),
+    /// A setting that must be positive is zero.
+    #[error("{name} must be at least 1")]
+    Zero {
+        /// The setting's name.
+        name: &'static str,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServerConfig, String> {
+        let cli = Cli::try_parse_from(std::iter::once("sutra-storage").chain(args.iter().copied()))
+            .map_err(|error| error.to_string())?;
+        ServerConfig::try_from(cli).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn defaults_follow_the_role() {
+        let normal = parse(&[]).unwrap();
+        assert_eq!(normal.listen_addr, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(normal.default_ttl, None);
+        let shard = parse(&["--role", "cache_shard"]).unwrap();
+        assert_eq!(shard.listen_addr.port(), DEFAULT_CACHE_SHARD_PORT);
+        assert_eq!(shard.default_ttl, Some(Duration::from_secs(86_400)));
+        let explicit = parse(&["--role", "cache_shard", "--port", "6000", "--default-ttl-seconds", "0"]).unwrap();
+        assert_eq!(explicit.listen_addr.port(), 6000);
+        assert_eq!(explicit.default_ttl, None);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_setting_name() {
+        assert!(parse(&["--max-frame-bytes", "16777216"]).unwrap_err().contains("MAX_FRAME_BYTES"));
+        assert!(parse(&["--vector-dimension", "0"]).unwrap_err().contains("VECTOR_DIMENSION"));
+        assert!(parse(&["--max-connections", "0"]).unwrap_err().contains("MAX_CONNECTIONS"));
+        assert!(parse(&["--role", "primary"]).is_err());
+    }
+
+    #[test]
+    fn every_option_is_documented_in_help() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for env in [
+            "STORAGE_HOST",
+            "STORAGE_PORT",
+            "STORAGE_PATH",
+            "VECTOR_DIMENSION",
+            "SUTRA_ROLE",
+            "DEFAULT_TTL_SECONDS",
+            "MAX_FRAME_BYTES",
+            "MAX_ID_BYTES",
+            "MAX_CONTENT_BYTES",
+            "MAX_NAME_BYTES",
+            "MAX_ATTRIBUTES",
+            "MAX_ATTRIBUTE_BYTES",
+            "MAX_QUERY_LIMIT",
+            "MAX_CONNECTIONS",
+            "IDLE_TIMEOUT_SECS",
+            "SNIFF_TIMEOUT_MS",
+            "MAX_WRITE_BACKLOG_BYTES",
+            "SHUTDOWN_GRACE_SECS",
+            "RUST_LOG",
+        ] {
+            assert!(help.contains(env), "--help does not mention {env}");
+        }
+    }
+}

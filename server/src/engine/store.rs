@@ -1,0 +1,249 @@
+//! The in-memory concept store: a sharded id map plus a sharded type index.
+//!
+//! # Concurrency
+//!
+//! Concepts live in `SHARD_COUNT` shards, each a `RwLock<HashMap<id, Arc<Concept>>>`, so
+//! readers on different shards never contend and readers on one shard share a read lock.
+//! Values are `Arc<Concept>`: a read clones a pointer, never the concept.
+//!
+//! The type index maps a type to the ordered set of its ids (a `BTreeSet`, which gives
+//! `QueryByType` its stable, cursor-based paging), sharded by type.
+//!
+//! Lock order: a writer takes its concept shard, then (while holding it) the type shard. A
+//! query takes a type shard alone, releases it, then takes concept shards. No thread ever
+//! holds a type shard while waiting for a concept shard, so there is no deadlock, and because
+//! writers update both under the concept shard's lock, two writers on the same id cannot leave
+//! the index disagreeing with the map.
+
+use std::collections::BTreeSet;
+use std::hash::BuildHasher;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use hashbrown::{DefaultHashBuilder, HashMap};
+use sutra_protocol::{Concept, ConceptId, QueryByType, QueryPage};
+
+use super::EngineCounters;
+
+/// Number of shards in each map: enough that 2-16 cores rarely meet on one lock.
+const SHARD_COUNT: usize = 64;
+const _: () = assert!(SHARD_COUNT.is_power_of_two());
+
+type ConceptShard = HashMap<Arc<str>, Arc<Concept>>;
+type TypeShard = HashMap<Box<str>, BTreeSet<Arc<str>>>;
+
+/// A lock whose poisoning (a panic while held) does not take the server down: the data under
+/// it is only ever changed by single, complete insert/remove calls.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn is_live(concept: &Concept, now_ms: u64) -> bool {
+    concept.expires_at_ms.is_none_or(|expires_at_ms| expires_at_ms > now_ms)
+}
+
+pub(super) struct ConceptStore {
+    hasher: DefaultHashBuilder,
+    concepts: Box<[RwLock<ConceptShard>]>,
+    types: Box<[RwLock<TypeShard>]>,
+    concept_count: AtomicU64,
+    bytes_used: AtomicU64,
+}
+
+impl ConceptStore {
+    pub(super) fn new() -> ConceptStore {
+        ConceptStore {
+            hasher: DefaultHashBuilder::default(),
+            concepts: (0..SHARD_COUNT).map(|_| RwLock::default()).collect(),
+            types: (0..SHARD_COUNT).map(|_| RwLock::default()).collect(),
+            concept_count: AtomicU64::new(0),
+            bytes_used: AtomicU64::new(0),
+        }
+    }
+
+    fn shard_index(&self, key: &str) -> usize {
+        #[expect(clippy::cast_possible_truncation, reason = "only the low bits pick a shard")]
+        let hash = self.hasher.hash_one(key) as usize;
+        hash & (SHARD_COUNT - 1)
+    }
+
+    fn concept_shard(&self, id: &str) -> &RwLock<ConceptShard> {
+        let index = self.shard_index(id);
+        self.concepts.get(index).unwrap_or_else(|| unreachable!("shard index is masked"))
+    }
+
+    fn type_shard(&self, concept_type: &str) -> &RwLock<TypeShard> {
+        let index = self.shard_index(concept_type);
+        self.types.get(index).unwrap_or_else(|| unreachable!("shard index is masked"))
+    }
+
+    fn index_insert(&self, concept_type: &str, id: &Arc<str>) {
+        let mut shard = write(self.type_shard(concept_type));
+        match shard.get_mut(concept_type) {
+            Some(ids) => {
+                ids.insert(Arc::clone(id));
+            }
+            None => {
+                shard.insert(concept_type.into(), BTreeSet::from([Arc::clone(id)]));
+            }
+        }
+    }
+
+    fn index_remove(&self, concept_type: &str, id: &str) {
+        let mut shard = write(self.type_shard(concept_type));
+        if let Some(ids) = shard.get_mut(concept_type) {
+            ids.remove(id);
+            if ids.is_empty() {
+                shard.remove(concept_type);
+            }
+        }
+    }
+
+    /// Inserts or replaces; returns whether the id was new (an expired concept counts as
+    /// absent).
+    pub(super) fn upsert(&self, concept: &Arc<Concept>, now_ms: u64) -> bool {
+        let id = Arc::clone(concept.id.as_arc());
+        let new_bytes = concept.encoded_len() as u64;
+        let mut shard = write(self.concept_shard(&id));
+        let previous = shard.insert(Arc::clone(&id), Arc::clone(concept));
+        if let Some(old) = &previous {
+            if old.concept_type != concept.concept_type {
+                self.index_remove(&old.concept_type, &id);
+                self.index_insert(&concept.concept_type, &id);
+            }
+            self.bytes_used.fetch_sub(old.encoded_len() as u64, Ordering::Relaxed);
+        } else {
+            self.index_insert(&concept.concept_type, &id);
+            self.concept_count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes_used.fetch_add(new_bytes, Ordering::Relaxed);
+        drop(shard);
+        previous.is_none_or(|old| !is_live(&old, now_ms))
+    }
+
+    /// The live concept with this id. An expired one is removed on the way.
+    pub(super) fn get(&self, id: &ConceptId, now_ms: u64) -> Option<Arc<Concept>> {
+        let concept = read(self.concept_shard(id.as_str())).get(id.as_str()).cloned()?;
+        if is_live(&concept, now_ms) {
+            Some(concept)
+        } else {
+            self.remove_if_expired(id.as_str(), now_ms);
+            None
+        }
+    }
+
+    fn remove_if_expired(&self, id: &str, now_ms: u64) {
+        let mut shard = write(self.concept_shard(id));
+        if shard.get(id).is_some_and(|concept| !is_live(concept, now_ms)) {
+            if let Some(removed) = shard.remove(id) {
+                self.forget(&removed);
+            }
+        }
+    }
+
+    fn forget(&self, removed: &Concept) {
+        self.index_remove(&removed.concept_type, removed.id.as_str());
+        self.concept_count.fetch_sub(1, Ordering::Relaxed);
+        self.bytes_used.fetch_sub(removed.encoded_len() as u64, Ordering::Relaxed);
+    }
+
+    /// Removes the id; returns whether a live concept was removed.
+    pub(super) fn remove(&self, id: &ConceptId, now_ms: u64) -> bool {
+        let mut shard = write(self.concept_shard(id.as_str()));
+        let Some(removed) = shard.remove(id.as_str()) else {
+            return false;
+        };
+        self.forget(&removed);
+        is_live(&removed, now_ms)
+    }
+
+    /// The next ids of a type after `after`, at most `count`.
+    fn ids_after(&self, concept_type: &str, after: &str, count: usize) -> Vec<Arc<str>> {
+        let shard = read(self.type_shard(concept_type));
+        let Some(ids) = shard.get(concept_type) else {
+            return Vec::new();
+        };
+        let lower = if after.is_empty() { Bound::Unbounded } else { Bound::Excluded(after) };
+        ids.range::<str, _>((lower, Bound::Unbounded)).take(count).cloned().collect()
+    }
+
+    /// One page of live concepts of a type after the cursor, at most `query.limit` concepts
+    /// and `max_page_bytes` encoded bytes (but always at least one concept when any remain).
+    /// `next_cursor` is non-empty only when another live concept follows the page.
+    pub(super) fn query_by_type(&self, query: &QueryByType, max_page_bytes: usize, now_ms: u64) -> QueryPage {
+        let limit = (query.limit as usize).max(1);
+        let mut concepts: Vec<Arc<Concept>> = Vec::with_capacity(limit.min(1024));
+        let mut page_bytes = 0_usize;
+        let mut cursor: Arc<str> = Arc::from(query.cursor.as_str());
+        loop {
+            // One more id than still needed tells whether another page exists. The loop only
+            // repeats when ids were skipped (deleted, expired or retyped since the index was
+            // read), and each pass moves the cursor forward, so it ends.
+            let wanted = limit - concepts.len() + 1;
+            let ids = self.ids_after(&query.concept_type, &cursor, wanted);
+            let exhausted = ids.len() < wanted;
+            let Some(batch_end) = ids.last().cloned() else {
+                return QueryPage { concepts, next_cursor: String::new() };
+            };
+            for id in ids {
+                let Some(concept) = read(self.concept_shard(&id)).get(&*id).cloned() else {
+                    continue;
+                };
+                if !is_live(&concept, now_ms) || concept.concept_type != query.concept_type {
+                    continue;
+                }
+                let size = concept.encoded_len();
+                let over_budget = !concepts.is_empty() && page_bytes.saturating_add(size) > max_page_bytes;
+                if concepts.len() == limit || over_budget {
+                    let next_cursor = concepts.last().map(|last| last.id.as_str().to_owned()).unwrap_or_default();
+                    return QueryPage { concepts, next_cursor };
+                }
+                page_bytes = page_bytes.saturating_add(size);
+                concepts.push(concept);
+            }
+            if exhausted {
+                return QueryPage { concepts, next_cursor: String::new() };
+            }
+            cursor = batch_end;
+        }
+    }
+
+    pub(super) fn counters(&self) -> EngineCounters {
+        EngineCounters {
+            concepts: self.concept_count.load(Ordering::Relaxed),
+            bytes_used: self.bytes_used.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checks that the map, the index and the counters agree. Only valid while no writer runs.
+    #[cfg(debug_assertions)]
+    pub(super) fn check_invariants(&self) {
+        let mut count = 0_u64;
+        let mut bytes = 0_u64;
+        for shard in &*self.concepts {
+            for (id, concept) in read(shard).iter() {
+                assert_eq!(&**id, concept.id.as_str());
+                let indexed = read(self.type_shard(&concept.concept_type))
+                    .get(concept.concept_type.as_str())
+                    .is_some_and(|ids| ids.contains(&**id));
+                assert!(indexed, "concept {id} missing from the type index");
+                count += 1;
+                bytes += concept.encoded_len() as u64;
+            }
+        }
+        let mut indexed = 0_u64;
+        for shard in &*self.types {
+            for ids in read(shard).values() {
+                assert!(!ids.is_empty(), "empty type sets are removed");
+                indexed += ids.len() as u64;
+            }
+        }
+        assert_eq!(indexed, count, "type index and map disagree");
+        assert_eq!(self.counters(), EngineCounters { concepts: count, bytes_used: bytes });
+    }
+}

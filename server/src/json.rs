@@ -1,0 +1,68 @@
+//! JSON views of responses, shared by the text mode and HTTP.
+
+use serde_json::{json, Map, Value};
+use sutra_protocol::{Concept, ErrorCode, HealthInfo, Response, StatsSnapshot};
+
+/// A concept as JSON.
+pub fn concept(concept: &Concept) -> Value {
+    json!({
+        "id": concept.id.as_str(),
+        "content": concept.content,
+        "concept_type": concept.concept_type,
+        "model": concept.model,
+        "attributes": concept.attributes,
+        "embedding": concept.embedding.as_ref().map(sutra_protocol::Vector::as_slice),
+        "created_at_ms": concept.created_at_ms,
+        "expires_at_ms": concept.expires_at_ms,
+    })
+}
+
+/// Health as JSON.
+pub fn health(health: &HealthInfo) -> Value {
+    json!({
+        "status": health.status,
+        "role": health.role,
+        "vector_dimension": health.vector_dimension,
+        "concepts": health.concepts,
+        "version": health.version,
+        "uptime_seconds": health.uptime_seconds,
+    })
+}
+
+/// Stats as one flat JSON object: role, vector_dimension and every counter by name.
+pub fn stats(stats: &StatsSnapshot) -> Value {
+    let mut object = Map::new();
+    object.insert("role".to_owned(), Value::from(stats.role.as_str()));
+    object.insert("vector_dimension".to_owned(), Value::from(stats.vector_dimension));
+    for (name, value) in &stats.counters {
+        object.insert(name.clone(), Value::from(*value));
+    }
+    Value::Object(object)
+}
+
+/// An error body: `{"code": 7, "name": "NotFound", "message": "..."}`.
+pub fn error(code: ErrorCode, message: &str) -> Value {
+    json!({ "code": code.as_u16(), "name": code.name(), "message": message })
+}
+
+/// The text-mode reply line for a response.
+pub fn reply(response: &Response) -> Value {
+    match response {
+        Response::Health(info) => json!({ "ok": true, "health": health(info) }),
+        Response::Stats(snapshot) => json!({ "ok": true, "stats": stats(snapshot) }),
+        Response::Stored(outcome) => json!({
+            "ok": true,
+            "created": outcome.created,
+            "created_at_ms": outcome.created_at_ms,
+            "expires_at_ms": outcome.expires_at_ms,
+        }),
+        Response::Concept(found) => json!({ "ok": true, "concept": concept(found) }),
+        Response::Page(page) => json!({
+            "ok": true,
+            "concepts": page.concepts.iter().map(|found| concept(found)).collect::<Vec<_>>(),
+            "next_cursor": page.next_cursor,
+        }),
+        Response::Deleted { existed } => json!({ "ok": true, "existed": existed }),
+        Response::Error(failure) => json!({ "ok": false, "error": error(failure.code, &failure.message) }),
+    }
+}

@@ -1,0 +1,110 @@
+//! sutra-storage: the concept store and its TCP server.
+//!
+//! - [`config`]: the command line with environment fallbacks, turned into [`ServerConfig`].
+//!   Nothing else reads the environment.
+//! - [`engine`]: the concept store (sharded map + type index, TTL via an injected clock). Only
+//!   the engine changes stored state; the write-ahead log will slot in under it.
+//! - `service`: executes a [`sutra_protocol::Request`] against the engine and keeps counters;
+//!   the binary, text and HTTP sessions all go through it.
+//! - `net`: accept loop, connection limit, first-byte sniffing, binary and text sessions.
+//! - [`http`]: `GET /health` and `GET /stats` (axum over hyper).
+//!
+//! [`Server::bind`] then [`Server::run`] with a cancellation token: cancelling stops the
+//! accept loop, lets every connection finish the request it is executing, waits up to the
+//! shutdown grace period, then shuts the engine down.
+
+pub mod config;
+pub mod engine;
+pub mod http;
+mod json;
+mod net;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::{Cli, Role, ServerConfig};
+use engine::{Clock, Engine, EngineConfig, EngineError, SystemClock};
+use service::Service;
+
+/// Bytes reserved in a frame for everything in a `QueryByType` response but its concepts:
+/// the header, status, count and the next cursor (itself bounded by `max_id_bytes`).
+const PAGE_OVERHEAD_BYTES: usize = 64;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The engine failed to shut down cleanly.
+    #[error("engine shutdown failed: {0}")]
+    Shutdown(#[from] EngineError),
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<net::Shared>,
+}
+
+impl Server {
+    /// Validates `config`, builds the engine and binds the listener (port 0 picks a free one).
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        Self::bind_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::bind`] with a chosen clock, for tests of time-dependent behaviour.
+    pub async fn bind_with_clock(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Server, ServerError> {
+        config.validate()?;
+        let max_page_bytes = (config.limits.max_frame_bytes as usize)
+            .saturating_sub(PAGE_OVERHEAD_BYTES + config.limits.max_id_bytes as usize);
+        let engine = Engine::new(EngineConfig { default_ttl: config.default_ttl, max_page_bytes }, clock);
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.listen_addr, source })?;
+        let service = Arc::new(Service::new(engine, config.role, config.limits.clone()));
+        Ok(Server { listener, shared: Arc::new(net::Shared { service, config }) })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TCP listener always has a local address; fall back to the configured one.
+        self.listener.local_addr().unwrap_or(self.shared.config.listen_addr)
+    }
+
+    /// The request executor, for in-process inspection (tests, embedding).
+    pub fn service(&self) -> Arc<Service> {
+        Arc::clone(&self.shared.service)
+    }
+
+    /// Serves until `shutdown` is cancelled, then shuts down gracefully.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let Server { listener, shared } = self;
+        let tracker = TaskTracker::new();
+        net::accept_loop(listener, Arc::clone(&shared), shutdown, &tracker).await;
+        // The listener is dropped: new connections are refused from here on.
+        tracker.close();
+        let grace = shared.config.shutdown_grace;
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            warn!(open = tracker.len(), ?grace, "connections still open after the shutdown grace period");
+        }
+        shared.service.engine().shutdown()?;
+        info!("shutdown complete");
+        Ok(())
+    }
+}

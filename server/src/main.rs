@@ -1,0 +1,75 @@
+//! `sutra-storage`: parses the configuration, starts the server, stops it on SIGINT/SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use sutra_server::{Cli, Server, ServerConfig};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("sutra-storage: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = ServerConfig::try_from(cli).context("invalid configuration")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let storage_path = config.storage_path.clone();
+        let (role, dimension) = (config.role, config.limits.vector_dimension);
+        let server = Server::bind(config).await?;
+        info!(
+            addr = %server.local_addr(),
+            role = role.as_str(),
+            vector_dimension = dimension,
+            version = sutra_server::service::VERSION,
+            "sutra-storage listening (binary protocol, text commands and HTTP on one port)"
+        );
+        warn!(
+            storage_path = %storage_path.display(),
+            "concepts are kept in memory only in this build; they do not survive a restart"
+        );
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        server.run(shutdown).await?;
+        Ok(())
+    })
+}
+
+/// Cancels `token` on SIGINT (Ctrl-C) or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            warn!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received; shutting down"),
+        () = terminate => info!("SIGTERM received; shutting down"),
+    }
+    token.cancel();
+}

@@ -1,0 +1,280 @@
+//! Accepting connections and telling the three dialects apart.
+//!
+//! Every accepted connection first takes a slot from a semaphore of `MAX_CONNECTIONS`
+//! permits. Without one it is answered Busy (in its own dialect, as far as that can be told
+//! within the sniff timeout) and closed: excess clients are not parked in the kernel backlog.
+//!
+//! With a slot, the first byte decides: `0x00` is a binary frame (frames are shorter than
+//! 2^24 bytes); otherwise the first line is peeked (at most [`SNIFF_BYTES`], within the sniff
+//! timeout) and an HTTP/1.x request line goes to hyper, anything else to the text mode. Peeking
+//! consumes nothing, so the chosen session reads the stream from its first byte.
+//!
+//! Logging: connection errors at `warn` with the peer address, opens and closes at `debug`.
+
+mod binary;
+mod text;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use sutra_protocol::{ErrorCode, FrameCodec, Response, ResponseFrame};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::Encoder;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::config::ServerConfig;
+use crate::service::Service;
+
+/// Bytes peeked to find the first line of a non-binary client.
+pub const SNIFF_BYTES: usize = 1024;
+
+/// At most this many over-limit connections are being answered Busy at once; beyond it they
+/// are closed without a reply, so a connection flood cannot create unbounded tasks.
+const MAX_REJECTING: usize = 64;
+
+/// How often the sniffer looks again for the end of an incomplete first line.
+const SNIFF_POLL: Duration = Duration::from_millis(5);
+
+/// Why a session ended abnormally (logged once, with the peer address).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    #[error("{0}")]
+    Frame(#[from] sutra_protocol::FrameError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client did not read its responses within the idle timeout")]
+    WriteTimeout,
+    #[error("http: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub(crate) service: Arc<Service>,
+    pub(crate) config: ServerConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Binary,
+    Http,
+    Text,
+}
+
+/// Accepts until `shutdown` is cancelled. Sessions are spawned on `tracker` with a child of
+/// `shutdown`, so they stop between requests.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning; the listener stays usable.
+                warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let counters = &shared.service.counters;
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!(%peer, %error, "could not set TCP_NODELAY");
+        }
+        if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
+            counters.connections_total.fetch_add(1, Ordering::Relaxed);
+            counters.connections_current.fetch_add(1, Ordering::Relaxed);
+            let shared = Arc::clone(&shared);
+            let token = shutdown.child_token();
+            tracker.spawn(async move {
+                serve(stream, peer, &shared, token, permit).await;
+                shared.service.counters.connections_current.fetch_sub(1, Ordering::Relaxed);
+            });
+        } else {
+            counters.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, limit = shared.config.max_connections, "connection refused: MAX_CONNECTIONS reached");
+            if let Ok(permit) = Arc::clone(&rejecting).try_acquire_owned() {
+                let shared = Arc::clone(&shared);
+                tracker.spawn(async move {
+                    reject_busy(stream, &shared).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    shutdown: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) {
+    let dialect = tokio::select! {
+        () = shutdown.cancelled() => return,
+        dialect = tokio::time::timeout(shared.config.idle_timeout, sniff(&stream, shared.config.sniff_timeout)) => dialect,
+    };
+    let dialect = match dialect {
+        Ok(Ok(Some(dialect))) => dialect,
+        Ok(Ok(None)) => return, // Closed before sending anything.
+        Ok(Err(error)) => {
+            warn!(%peer, %error, "connection error before the first request");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "closed: nothing sent within the idle timeout");
+            return;
+        }
+    };
+    debug!(%peer, ?dialect, "connection open");
+    let result = match dialect {
+        Dialect::Binary => binary::serve(stream, peer, shared, &shutdown).await,
+        Dialect::Text => text::serve(stream, peer, shared, &shutdown).await,
+        Dialect::Http => crate::http::serve(stream, Arc::clone(&shared.service), shared.config.idle_timeout, &shutdown).await,
+    };
+    match result {
+        Ok(()) => debug!(%peer, "connection closed"),
+        Err(error) => warn!(%peer, %error, "connection error"),
+    }
+    drop(permit);
+}
+
+/// Waits for the first bytes and classifies the connection; `None` when the peer closed
+/// without sending anything.
+async fn sniff(stream: &TcpStream, sniff_timeout: Duration) -> std::io::Result<Option<Dialect>> {
+    let mut buf = [0_u8; SNIFF_BYTES];
+    let first = stream.peek(&mut buf[..1]).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    if buf[0] == 0x00 {
+        return Ok(Some(Dialect::Binary));
+    }
+    let deadline = tokio::time::Instant::now() + sniff_timeout;
+    loop {
+        let len = stream.peek(&mut buf).await?;
+        let seen = buf.get(..len).unwrap_or_default();
+        if let Some(end) = seen.iter().position(|byte| *byte == b'\n') {
+            let line = seen.get(..end).unwrap_or_default();
+            return Ok(Some(if is_http_request_line(line) { Dialect::Http } else { Dialect::Text }));
+        }
+        if len == 0 || len == buf.len() || !may_become_http(seen) || tokio::time::Instant::now() >= deadline {
+            return Ok(Some(Dialect::Text));
+        }
+        tokio::time::sleep(SNIFF_POLL).await;
+    }
+}
+
+fn is_method(token: &[u8]) -> bool {
+    (1..=16).contains(&token.len()) && token.iter().all(u8::is_ascii_uppercase)
+}
+
+/// `METHOD SP request-target SP HTTP/1.x`, with an optional trailing `\r`.
+fn is_http_request_line(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|byte| *byte == b' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    is_method(method)
+        && !target.is_empty()
+        && target.iter().all(u8::is_ascii_graphic)
+        && (version == b"HTTP/1.1" || version == b"HTTP/1.0")
+}
+
+/// Whether an incomplete first line could still turn out to be an HTTP request line.
+fn may_become_http(prefix: &[u8]) -> bool {
+    let mut parts = prefix.splitn(3, |byte| *byte == b' ');
+    let method = parts.next().unwrap_or_default();
+    let Some(target) = parts.next() else {
+        return method.len() <= 16 && method.iter().all(u8::is_ascii_uppercase);
+    };
+    if !is_method(method) || !target.iter().all(u8::is_ascii_graphic) {
+        return false;
+    }
+    match parts.next() {
+        None => true,
+        Some(version) => {
+            let version = version.strip_suffix(b"\r").unwrap_or(version);
+            b"HTTP/1.1".starts_with(version) || b"HTTP/1.0".starts_with(version)
+        }
+    }
+}
+
+/// Answers an over-limit connection with Busy in its dialect, then closes it.
+async fn reject_busy(mut stream: TcpStream, shared: &Shared) {
+    const MESSAGE: &str = "too many connections (MAX_CONNECTIONS reached); retry later";
+    let mut prefix = [0_u8; 32];
+    let peeked = tokio::time::timeout(shared.config.sniff_timeout, stream.peek(&mut prefix)).await;
+    let seen = match peeked {
+        Ok(Ok(len)) => prefix.get(..len).unwrap_or_default(),
+        _ => &[],
+    };
+    let reply: Vec<u8> = if seen.first().is_none_or(|byte| *byte == 0x00) {
+        let mut dst = BytesMut::new();
+        let frame = ResponseFrame { request_id: 0, opcode: 0, response: Response::error(ErrorCode::Busy, MESSAGE) };
+        if FrameCodec::new(shared.config.limits.max_frame_bytes).encode(frame, &mut dst).is_err() {
+            return;
+        }
+        dst.to_vec()
+    } else if may_become_http(seen.split(|byte| *byte == b'\n').next().unwrap_or_default()) {
+        let body = crate::json::error(ErrorCode::Busy, MESSAGE).to_string();
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    } else {
+        let mut line = serde_json::json!({ "ok": false, "error": crate::json::error(ErrorCode::Busy, MESSAGE) }).to_string();
+        line.push('\n');
+        line.into_bytes()
+    };
+    let write = async {
+        stream.write_all(&reply).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(shared.config.sniff_timeout, write).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_request_lines_are_recognised() {
+        assert!(is_http_request_line(b"GET /health HTTP/1.1\r"));
+        assert!(is_http_request_line(b"POST /embed HTTP/1.0"));
+        assert!(!is_http_request_line(b"GET doc-1"));
+        assert!(!is_http_request_line(b"GET doc 1"));
+        assert!(!is_http_request_line(b"get /health HTTP/1.1"));
+        assert!(!is_http_request_line(b"GET /health HTTP/2"));
+        assert!(!is_http_request_line(b"GET /a b HTTP/1.1"));
+    }
+
+    #[test]
+    fn incomplete_lines_are_judged_conservatively() {
+        assert!(may_become_http(b"GE"));
+        assert!(may_become_http(b"GET /hea"));
+        assert!(may_become_http(b"GET /health HTT"));
+        assert!(!may_become_http(b"get"));
+        assert!(!may_become_http(b"GET /health X"));
+        assert!(!may_become_http(b"STORE d1 note"));
+    }
+}
