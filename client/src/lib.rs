@@ -1,1 +1,280 @@
-//! placeholder
+//! Async client for sutra-storage's binary protocol (see `PROTOCOL.md`).
+//!
+//! One [`Client`] holds one TCP connection and may be cloned and shared by any number of
+//! tasks: requests are written as they arrive (pipelined), tagged with request ids, and each
+//! response is routed back to its caller by id, so a single connection carries thousands of
+//! requests in flight (bounded by [`ClientConfig::max_in_flight`]).
+//!
+//! - Timeouts: connecting ([`ClientConfig::connect_timeout`]) and each request
+//!   ([`ClientConfig::request_timeout`]).
+//! - Errors: [`ClientError`]; a server error keeps its [`ErrorCode`].
+//! - Reconnect: when the connection breaks, requests in flight fail with
+//!   [`ClientError::ConnectionClosed`] (they may or may not have been applied) and the next
+//!   request opens a new connection. Requests are never retried silently.
+//! - [`BlockingClient`] wraps the async client for scripts and synchronous code.
+//!
+//! This crate depends only on `sutra-protocol` and tokio; it never links the server.
+
+mod blocking;
+mod connection;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sutra_protocol::{
+    Concept, ConceptId, DecodeError, EncodeError, ErrorCode, HealthInfo, QueryByType, QueryPage,
+    Request, Response, StatsSnapshot, StoreConcept, StoreOutcome, MAX_FRAME_BYTES_CAP,
+};
+use tokio::sync::{Mutex, Semaphore};
+
+pub use blocking::BlockingClient;
+pub use sutra_protocol;
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Time allowed to open the TCP connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for one request, from sending to its response.
+    pub request_timeout: Duration,
+    /// Most requests in flight on the connection; further callers wait for a slot.
+    pub max_in_flight: usize,
+    /// Largest response frame accepted.
+    pub max_frame_bytes: u32,
+}
+
+impl ClientConfig {
+    /// Default `connect_timeout`.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `request_timeout`.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `max_in_flight`.
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
+            max_frame_bytes: MAX_FRAME_BYTES_CAP,
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The TCP connection could not be opened.
+    #[error("cannot connect to {addr}: {message}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// The operating system's reason.
+        message: String,
+    },
+    /// Connecting took longer than `connect_timeout`.
+    #[error("connecting to {addr} timed out")]
+    ConnectTimeout {
+        /// The address.
+        addr: String,
+    },
+    /// No response within `request_timeout`.
+    #[error("request timed out")]
+    Timeout,
+    /// The connection closed before the response arrived; the request may have been applied.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// The server answered with an error.
+    #[error("server error {code}: {message}")]
+    Server {
+        /// The error code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The request could not be encoded (too large, or an invalid id).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The server sent bytes this client cannot decode.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The server's error code, when the server answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<EncodeError> for ClientError {
+    fn from(error: EncodeError) -> Self {
+        ClientError::InvalidRequest(error.to_string())
+    }
+}
+
+impl From<DecodeError> for ClientError {
+    fn from(error: DecodeError) -> Self {
+        ClientError::InvalidRequest(error.to_string())
+    }
+}
+
+struct Inner {
+    addr: String,
+    config: ClientConfig,
+    connection: Mutex<Option<connection::Handle>>,
+    in_flight: Semaphore,
+    next_request_id: AtomicU32,
+}
+
+/// A cloneable handle to one pipelined connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`) with default settings.
+    pub async fn connect(addr: impl Into<String>) -> Result<Client, ClientError> {
+        Self::connect_with(addr, ClientConfig::default()).await
+    }
+
+    /// Connects to `addr` with `config`.
+    pub async fn connect_with(
+        addr: impl Into<String>,
+        config: ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let in_flight = Semaphore::new(config.max_in_flight.max(1));
+        let client = Client {
+            inner: Arc::new(Inner {
+                addr: addr.into(),
+                config,
+                connection: Mutex::new(None),
+                in_flight,
+                next_request_id: AtomicU32::new(1),
+            }),
+        };
+        client.handle().await?;
+        Ok(client)
+    }
+
+    /// The address this client connects to.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// The live connection, opening a new one if the last one broke.
+    async fn handle(&self) -> Result<connection::Handle, ClientError> {
+        let mut current = self.inner.connection.lock().await;
+        if let Some(handle) = current.as_ref().filter(|handle| handle.is_open()) {
+            return Ok(handle.clone());
+        }
+        let handle = connection::open(&self.inner.addr, &self.inner.config).await?;
+        *current = Some(handle.clone());
+        Ok(handle)
+    }
+
+    fn next_request_id(&self) -> u32 {
+        loop {
+            // Id 0 is reserved for the server's connection-level errors.
+            let id = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// Sends any request and returns its response; server errors become
+    /// [`ClientError::Server`].
+    pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let _slot = self
+            .inner
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| ClientError::ConnectionClosed)?;
+        let handle = self.handle().await?;
+        let request_id = self.next_request_id();
+        let response = handle
+            .call(request_id, request, self.inner.config.request_timeout)
+            .await?;
+        match response {
+            Response::Error(error) => Err(ClientError::Server {
+                code: error.code,
+                message: error.message,
+            }),
+            response => Ok(response),
+        }
+    }
+
+    /// `Health`.
+    pub async fn health_check(&self) -> Result<HealthInfo, ClientError> {
+        match self.call(Request::Health).await? {
+            Response::Health(health) => Ok(health),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `StoreConcept` (upsert).
+    pub async fn store_concept(&self, store: StoreConcept) -> Result<StoreOutcome, ClientError> {
+        match self.call(Request::StoreConcept(store)).await? {
+            Response::Stored(outcome) => Ok(outcome),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `GetConceptById`; a missing id is `ClientError::Server { code: NotFound, .. }`.
+    pub async fn get_concept_by_id(&self, id: &str) -> Result<Arc<Concept>, ClientError> {
+        let id = ConceptId::parse(id)?;
+        match self.call(Request::GetConceptById { id }).await? {
+            Response::Concept(concept) => Ok(concept),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `QueryByType`: one page after `cursor` (empty for the first page).
+    pub async fn query_by_type(
+        &self,
+        concept_type: &str,
+        limit: u32,
+        cursor: &str,
+    ) -> Result<QueryPage, ClientError> {
+        let query = QueryByType {
+            concept_type: concept_type.to_owned(),
+            limit,
+            cursor: cursor.to_owned(),
+        };
+        match self.call(Request::QueryByType(query)).await? {
+            Response::Page(page) => Ok(page),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `Delete`; returns whether the concept existed.
+    pub async fn delete_concept(&self, id: &str) -> Result<bool, ClientError> {
+        let id = ConceptId::parse(id)?;
+        match self.call(Request::Delete { id }).await? {
+            Response::Deleted { existed } => Ok(existed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `Stats`.
+    pub async fn stats(&self) -> Result<StatsSnapshot, ClientError> {
+        match self.call(Request::Stats).await? {
+            Response::Stats(stats) => Ok(stats),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected(response: &Response) -> ClientError {
+    ClientError::Protocol(format!("unexpected response {response:?}"))
+}

@@ -42,7 +42,10 @@ impl FrameCodec {
     /// A codec accepting payloads of at most `max_frame_bytes` (clamped to
     /// [`MAX_FRAME_BYTES_CAP`]).
     pub fn new(max_frame_bytes: u32) -> FrameCodec {
-        FrameCodec { max_frame_bytes: max_frame_bytes.min(MAX_FRAME_BYTES_CAP), state: DecodeState::Head }
+        FrameCodec {
+            max_frame_bytes: max_frame_bytes.min(MAX_FRAME_BYTES_CAP),
+            state: DecodeState::Head,
+        }
     }
 
     /// The largest payload this codec accepts.
@@ -60,10 +63,16 @@ impl FrameCodec {
         let start = dst.len();
         dst.put_u32(0);
         let result = encode_payload(dst).and_then(|()| {
-            let len = dst.len().saturating_sub(start).saturating_sub(FRAME_HEADER_BYTES);
+            let len = dst
+                .len()
+                .saturating_sub(start)
+                .saturating_sub(FRAME_HEADER_BYTES);
             match u32::try_from(len) {
                 Ok(len) if len <= self.max_frame_bytes => Ok(len),
-                _ => Err(EncodeError::FrameTooLarge { len, max: self.max_frame_bytes }),
+                _ => Err(EncodeError::FrameTooLarge {
+                    len,
+                    max: self.max_frame_bytes,
+                }),
             }
         });
         match result {
@@ -95,7 +104,10 @@ impl Decoder for FrameCodec {
                     return Ok(None);
                 };
                 if len > self.max_frame_bytes {
-                    return Err(FrameError::TooLarge { len, max: self.max_frame_bytes });
+                    return Err(FrameError::TooLarge {
+                        len,
+                        max: self.max_frame_bytes,
+                    });
                 }
                 src.advance(FRAME_HEADER_BYTES);
                 let len = len as usize;

@@ -8,7 +8,10 @@ pub const MAX_FRAME_BYTES_CAP: u32 = (1 << 24) - 1;
 /// The largest `VECTOR_DIMENSION` a server may be configured with.
 pub const MAX_VECTOR_DIMENSION: u32 = 65_536;
 
-const _: () = assert!(MAX_FRAME_BYTES_CAP < 1 << 24, "first byte of a frame must be 0x00");
+const _: () = assert!(
+    MAX_FRAME_BYTES_CAP < 1 << 24,
+    "first byte of a frame must be 0x00"
+);
 const _: () = assert!(Limits::DEFAULT_MAX_FRAME_BYTES <= MAX_FRAME_BYTES_CAP);
 
 /// Size limits for decoding requests. Built from the server's configuration; every field is
@@ -60,7 +63,8 @@ impl Limits {
             + u64::from(self.max_id_bytes)
             + u64::from(self.max_content_bytes)
             + 2 * u64::from(self.max_name_bytes);
-        let attributes = 4 + 8 * u64::from(self.max_attributes) + u64::from(self.max_attribute_bytes);
+        let attributes =
+            4 + 8 * u64::from(self.max_attributes) + u64::from(self.max_attribute_bytes);
         let embedding = 1 + 4 + 4 * u64::from(self.vector_dimension);
         let times = 8 + 1 + 8;
         strings + attributes + embedding + times
@@ -69,10 +73,14 @@ impl Limits {
     /// Checks that the limits are usable together.
     pub fn validate(&self) -> Result<(), LimitsError> {
         if self.max_frame_bytes == 0 || self.max_frame_bytes > MAX_FRAME_BYTES_CAP {
-            return Err(LimitsError::FrameBytes { got: self.max_frame_bytes });
+            return Err(LimitsError::FrameBytes {
+                got: self.max_frame_bytes,
+            });
         }
         if self.vector_dimension == 0 || self.vector_dimension > MAX_VECTOR_DIMENSION {
-            return Err(LimitsError::VectorDimension { got: self.vector_dimension });
+            return Err(LimitsError::VectorDimension {
+                got: self.vector_dimension,
+            });
         }
         for (name, value) in [
             ("MAX_ID_BYTES", self.max_id_bytes),
@@ -158,22 +166,37 @@ mod tests {
 
     #[test]
     fn frame_cap_is_enforced_at_the_boundary() {
-        let mut limits = Limits { max_content_bytes: 1024, ..Limits::default() };
+        let mut limits = Limits {
+            max_content_bytes: 1024,
+            ..Limits::default()
+        };
         limits.max_frame_bytes = MAX_FRAME_BYTES_CAP;
         assert_eq!(limits.validate(), Ok(()));
         limits.max_frame_bytes = MAX_FRAME_BYTES_CAP + 1;
-        assert!(matches!(limits.validate(), Err(LimitsError::FrameBytes { .. })));
+        assert!(matches!(
+            limits.validate(),
+            Err(LimitsError::FrameBytes { .. })
+        ));
     }
 
     #[test]
     fn a_maximal_concept_must_fit_a_frame() {
-        let limits = Limits { max_frame_bytes: 1024 * 1024, ..Limits::default() };
-        assert!(matches!(limits.validate(), Err(LimitsError::ConceptExceedsFrame { .. })));
+        let limits = Limits {
+            max_frame_bytes: 1024 * 1024,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            limits.validate(),
+            Err(LimitsError::ConceptExceedsFrame { .. })
+        ));
     }
 
     #[test]
     fn vector_dimension_bounds() {
-        let mut limits = Limits { vector_dimension: 0, ..Limits::default() };
+        let mut limits = Limits {
+            vector_dimension: 0,
+            ..Limits::default()
+        };
         assert!(limits.validate().is_err());
         limits.vector_dimension = MAX_VECTOR_DIMENSION + 1;
         assert!(limits.validate().is_err());

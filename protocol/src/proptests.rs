@@ -1,7 +1,10 @@
 //! Property tests: every message round-trips, arbitrary bytes never panic a decoder, and a
 //! frame cut at any point waits for more bytes.
 
-#![allow(clippy::indexing_slicing, reason = "tests index buffers they built themselves")]
+#![allow(
+    clippy::indexing_slicing,
+    reason = "tests index buffers they built themselves"
+)]
 
 use std::sync::Arc;
 
@@ -15,7 +18,10 @@ use crate::*;
 const DIM: u32 = 8;
 
 fn limits() -> Limits {
-    Limits { vector_dimension: DIM, ..Limits::default() }
+    Limits {
+        vector_dimension: DIM,
+        ..Limits::default()
+    }
 }
 
 fn id() -> impl Strategy<Value = ConceptId> {
@@ -31,17 +37,37 @@ fn attributes() -> impl Strategy<Value = Attributes> {
 }
 
 fn concept() -> impl Strategy<Value = Concept> {
-    (id(), "\\PC{0,64}", "\\PC{0,16}", "\\PC{0,16}", attributes(), proptest::option::of(vector()), any::<u64>(), any::<Option<u64>>())
-        .prop_map(|(id, content, concept_type, model, attributes, embedding, created_at_ms, expires_at_ms)| Concept {
-            id,
-            content,
-            concept_type,
-            model,
-            attributes,
-            embedding,
-            created_at_ms,
-            expires_at_ms,
-        })
+    (
+        id(),
+        "\\PC{0,64}",
+        "\\PC{0,16}",
+        "\\PC{0,16}",
+        attributes(),
+        proptest::option::of(vector()),
+        any::<u64>(),
+        any::<Option<u64>>(),
+    )
+        .prop_map(
+            |(
+                id,
+                content,
+                concept_type,
+                model,
+                attributes,
+                embedding,
+                created_at_ms,
+                expires_at_ms,
+            )| Concept {
+                id,
+                content,
+                concept_type,
+                model,
+                attributes,
+                embedding,
+                created_at_ms,
+                expires_at_ms,
+            },
+        )
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -50,42 +76,118 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Stats),
         id().prop_map(|id| Request::GetConceptById { id }),
         id().prop_map(|id| Request::Delete { id }),
-        ("\\PC{0,16}", 1..=Limits::DEFAULT_MAX_QUERY_LIMIT, "[a-z0-9]{0,20}").prop_map(|(concept_type, limit, cursor)| {
-            Request::QueryByType(QueryByType { concept_type, limit, cursor })
-        }),
-        (id(), "\\PC{0,64}", "\\PC{0,16}", "\\PC{0,16}", attributes(), proptest::option::of(vector()), any::<Option<u64>>())
-            .prop_map(|(id, content, concept_type, model, attributes, embedding, ttl_seconds)| {
-                Request::StoreConcept(StoreConcept { id, content, concept_type, model, attributes, embedding, ttl_seconds })
+        (
+            "\\PC{0,16}",
+            1..=Limits::DEFAULT_MAX_QUERY_LIMIT,
+            "[a-z0-9]{0,20}"
+        )
+            .prop_map(|(concept_type, limit, cursor)| {
+                Request::QueryByType(QueryByType {
+                    concept_type,
+                    limit,
+                    cursor,
+                })
             }),
+        (
+            id(),
+            "\\PC{0,64}",
+            "\\PC{0,16}",
+            "\\PC{0,16}",
+            attributes(),
+            proptest::option::of(vector()),
+            any::<Option<u64>>()
+        )
+            .prop_map(
+                |(id, content, concept_type, model, attributes, embedding, ttl_seconds)| {
+                    Request::StoreConcept(StoreConcept {
+                        id,
+                        content,
+                        concept_type,
+                        model,
+                        attributes,
+                        embedding,
+                        ttl_seconds,
+                    })
+                }
+            ),
     ]
 }
 
 fn response() -> impl Strategy<Value = (u8, Response)> {
     prop_oneof![
-        ("\\PC{0,8}", "\\PC{0,12}", any::<u32>(), any::<u64>(), "\\PC{0,8}", any::<u64>()).prop_map(
-            |(status, role, vector_dimension, concepts, version, uptime_seconds)| {
-                (0x01, Response::Health(HealthInfo { status, role, vector_dimension, concepts, version, uptime_seconds }))
+        (
+            "\\PC{0,8}",
+            "\\PC{0,12}",
+            any::<u32>(),
+            any::<u64>(),
+            "\\PC{0,8}",
+            any::<u64>()
+        )
+            .prop_map(
+                |(status, role, vector_dimension, concepts, version, uptime_seconds)| {
+                    (
+                        0x01,
+                        Response::Health(HealthInfo {
+                            status,
+                            role,
+                            vector_dimension,
+                            concepts,
+                            version,
+                            uptime_seconds,
+                        }),
+                    )
+                }
+            ),
+        (any::<bool>(), any::<u64>(), any::<Option<u64>>()).prop_map(
+            |(created, created_at_ms, expires_at_ms)| {
+                (
+                    0x02,
+                    Response::Stored(StoreOutcome {
+                        created,
+                        created_at_ms,
+                        expires_at_ms,
+                    }),
+                )
             }
         ),
-        (any::<bool>(), any::<u64>(), any::<Option<u64>>()).prop_map(|(created, created_at_ms, expires_at_ms)| {
-            (0x02, Response::Stored(StoreOutcome { created, created_at_ms, expires_at_ms }))
-        }),
         concept().prop_map(|concept| (0x03, Response::Concept(Arc::new(concept)))),
         (vec(concept(), 0..4), "[a-z0-9]{0,20}").prop_map(|(concepts, next_cursor)| {
-            (0x04, Response::Page(QueryPage { concepts: concepts.into_iter().map(Arc::new).collect(), next_cursor }))
+            (
+                0x04,
+                Response::Page(QueryPage {
+                    concepts: concepts.into_iter().map(Arc::new).collect(),
+                    next_cursor,
+                }),
+            )
         }),
         any::<bool>().prop_map(|existed| (0x05, Response::Deleted { existed })),
-        ("\\PC{0,12}", any::<u32>(), vec(("[a-z_]{1,20}", any::<u64>()), 0..8)).prop_map(
-            |(role, vector_dimension, counters)| (0x06, Response::Stats(StatsSnapshot { role, vector_dimension, counters }))
-        ),
-        (any::<u8>(), proptest::sample::select(ErrorCode::ALL.to_vec()), "\\PC{0,40}")
+        (
+            "\\PC{0,12}",
+            any::<u32>(),
+            vec(("[a-z_]{1,20}", any::<u64>()), 0..8)
+        )
+            .prop_map(|(role, vector_dimension, counters)| (
+                0x06,
+                Response::Stats(StatsSnapshot {
+                    role,
+                    vector_dimension,
+                    counters
+                })
+            )),
+        (
+            any::<u8>(),
+            proptest::sample::select(ErrorCode::ALL.to_vec()),
+            "\\PC{0,40}"
+        )
             .prop_map(|(opcode, code, message)| (opcode, Response::error(code, message))),
     ]
 }
 
 fn encode_request(frame: &RequestFrame) -> BytesMut {
     let mut dst = BytesMut::new();
-    FrameCodec::new(limits().max_frame_bytes).encode(frame, &mut dst).unwrap();
+    FrameCodec::new(limits().max_frame_bytes)
+        .encode(frame, &mut dst)
+        .unwrap();
     dst
 }
 
@@ -169,7 +271,13 @@ fn oversized_length_is_rejected_before_any_allocation() {
     let mut codec = FrameCodec::new(1024);
     let mut buf = BytesMut::from(&[0x00, 0x00, 0x04, 0x01][..]);
     let error = codec.decode(&mut buf).unwrap_err();
-    assert!(matches!(error, FrameError::TooLarge { len: 1025, max: 1024 }));
+    assert!(matches!(
+        error,
+        FrameError::TooLarge {
+            len: 1025,
+            max: 1024
+        }
+    ));
     assert!(buf.capacity() < 1024);
     // Exactly at the limit is accepted (and waits for the body).
     let mut buf = BytesMut::from(&[0x00, 0x00, 0x04, 0x00][..]);
@@ -181,16 +289,26 @@ fn text_is_a_huge_frame_not_a_huge_allocation() {
     // The public Sutra server read the four bytes `list` as a 1.8 GB length and reserved it.
     let mut codec = FrameCodec::new(Limits::DEFAULT_MAX_FRAME_BYTES);
     let mut buf = BytesMut::from(&b"list"[..]);
-    assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { .. })));
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(FrameError::TooLarge { .. })
+    ));
 }
 
 #[test]
 fn frame_encoder_refuses_payloads_over_the_limit() {
     let mut codec = FrameCodec::new(64);
     let mut dst = BytesMut::new();
-    let frame = ResponseFrame { request_id: 1, opcode: 0, response: Response::error(ErrorCode::Internal, "x".repeat(100)) };
+    let frame = ResponseFrame {
+        request_id: 1,
+        opcode: 0,
+        response: Response::error(ErrorCode::Internal, "x".repeat(100)),
+    };
     assert!(codec.encode(frame, &mut dst).is_err());
-    assert!(dst.is_empty(), "a failed encode leaves the buffer unchanged");
+    assert!(
+        dst.is_empty(),
+        "a failed encode leaves the buffer unchanged"
+    );
 }
 
 #[test]
@@ -205,9 +323,20 @@ fn wrong_dimension_and_non_finite_values_are_rejected() {
         embedding: Some(Vector::new(vec![0.0; 3], 3).unwrap()),
         ttl_seconds: None,
     };
-    RequestFrame { request_id: 9, request: Request::StoreConcept(store) }.encode_payload(&mut payload).unwrap();
+    RequestFrame {
+        request_id: 9,
+        request: Request::StoreConcept(store),
+    }
+    .encode_payload(&mut payload)
+    .unwrap();
     let error = decode_request(&payload, &limits()).unwrap_err();
-    assert_eq!(error.error, DecodeError::DimensionMismatch { expected: DIM, got: 3 });
+    assert_eq!(
+        error.error,
+        DecodeError::DimensionMismatch {
+            expected: DIM,
+            got: 3
+        }
+    );
     assert_eq!(error.error.code(), ErrorCode::DimensionMismatch);
     assert_eq!(error.header.map(|header| header.request_id), Some(9));
     assert!(Vector::new(vec![f32::NAN; DIM as usize], DIM).is_err());
@@ -235,7 +364,10 @@ fn bad_utf8_and_huge_counts_are_invalid_arguments() {
     assert_eq!(error.error, DecodeError::InvalidUtf8 { field: "id" });
     // A string length of u32::MAX is refused against the limit, not allocated.
     let error = decode_request(&[1, 3, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff], &limits).unwrap_err();
-    assert!(matches!(error.error, DecodeError::TooLong { field: "id", .. }));
+    assert!(matches!(
+        error.error,
+        DecodeError::TooLong { field: "id", .. }
+    ));
     // A page announcing u32::MAX concepts in a tiny payload.
     let error = decode_response(&[1, 4, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]).unwrap_err();
     assert!(matches!(error, DecodeError::Truncated { .. }));
@@ -248,5 +380,8 @@ fn id_limits_are_enforced_at_n_and_n_plus_one() {
     assert!(ConceptId::new(&at_limit, &limits).is_ok());
     let over = "i".repeat(limits.max_id_bytes as usize + 1);
     assert!(ConceptId::new(&over, &limits).is_err());
-    assert_eq!(ConceptId::new("", &limits), Err(DecodeError::Empty { field: "id" }));
+    assert_eq!(
+        ConceptId::new("", &limits),
+        Err(DecodeError::Empty { field: "id" })
+    );
 }

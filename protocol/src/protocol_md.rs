@@ -6,7 +6,10 @@
 //! intended change, regenerate the blocks with
 //! `UPDATE_PROTOCOL_MD=1 cargo test -p sutra-protocol protocol_md`.
 
-#![allow(clippy::indexing_slicing, reason = "tests index buffers they built themselves")]
+#![allow(
+    clippy::indexing_slicing,
+    reason = "tests index buffers they built themselves"
+)]
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -85,7 +88,13 @@ impl Walker<'_> {
             }
             Field::Status => {
                 let status = self.bytes[0];
-                self.take(1, &format!("status = {status} ({})", if status == 0 { "ok" } else { "error" }));
+                self.take(
+                    1,
+                    &format!(
+                        "status = {status} ({})",
+                        if status == 0 { "ok" } else { "error" }
+                    ),
+                );
             }
             Field::Bool(name) => {
                 let value = self.bytes[0];
@@ -93,7 +102,11 @@ impl Walker<'_> {
             }
             Field::U16(name) => {
                 let value = u16::from_le_bytes(self.bytes[..2].try_into().unwrap());
-                let extra = if name == "error code" { format!(" ({})", ErrorCode::from_u16(value)) } else { String::new() };
+                let extra = if name == "error code" {
+                    format!(" ({})", ErrorCode::from_u16(value))
+                } else {
+                    String::new()
+                };
                 self.take(2, &format!("{name} = {value}{extra} (u16 LE)"));
             }
             Field::U32(name) => {
@@ -114,7 +127,13 @@ impl Walker<'_> {
             }
             Field::OptionVector => {
                 let tag = self.bytes[0];
-                self.take(1, &format!("embedding: option tag = {tag} ({})", if tag == 1 { "present" } else { "absent" }));
+                self.take(
+                    1,
+                    &format!(
+                        "embedding: option tag = {tag} ({})",
+                        if tag == 1 { "present" } else { "absent" }
+                    ),
+                );
                 if tag == 1 {
                     let count = self.u32_le("embedding: count (u32 LE)");
                     for index in 0..count {
@@ -125,7 +144,13 @@ impl Walker<'_> {
             }
             Field::OptionU64(name) => {
                 let tag = self.bytes[0];
-                self.take(1, &format!("{name}: option tag = {tag} ({})", if tag == 1 { "present" } else { "absent" }));
+                self.take(
+                    1,
+                    &format!(
+                        "{name}: option tag = {tag} ({})",
+                        if tag == 1 { "present" } else { "absent" }
+                    ),
+                );
                 if tag == 1 {
                     self.field(Field::U64(name));
                 }
@@ -163,27 +188,54 @@ impl Walker<'_> {
 }
 
 fn annotate(bytes: &[u8], fields: &[Field]) -> String {
-    let mut walker = Walker { bytes, out: String::new() };
+    let mut walker = Walker {
+        bytes,
+        out: String::new(),
+    };
     for field in fields {
         walker.field(*field);
     }
-    assert!(walker.bytes.is_empty(), "example has {} unannotated bytes", walker.bytes.len());
+    assert!(
+        walker.bytes.is_empty(),
+        "example has {} unannotated bytes",
+        walker.bytes.len()
+    );
     walker.out
 }
 
 fn limits() -> Limits {
-    Limits { vector_dimension: DIM, ..Limits::default() }
+    Limits {
+        vector_dimension: DIM,
+        ..Limits::default()
+    }
 }
 
 fn request(request_id: u32, request: Request) -> Vec<u8> {
     let mut dst = BytesMut::new();
-    FrameCodec::new(limits().max_frame_bytes).encode(RequestFrame { request_id, request }, &mut dst).unwrap();
+    FrameCodec::new(limits().max_frame_bytes)
+        .encode(
+            RequestFrame {
+                request_id,
+                request,
+            },
+            &mut dst,
+        )
+        .unwrap();
     dst.to_vec()
 }
 
 fn response(request_id: u32, opcode: u8, response: Response) -> Vec<u8> {
     let mut dst = BytesMut::new();
-    FrameCodec::new(limits().max_frame_bytes).encode(ResponseFrame { request_id, opcode, response }, &mut dst).unwrap();
+    FrameCodec::new(limits().max_frame_bytes)
+        .encode(
+            ResponseFrame {
+                request_id,
+                opcode,
+                response,
+            },
+            &mut dst,
+        )
+        .unwrap();
     dst.to_vec()
 }
 
@@ -201,16 +253,24 @@ fn example_concept() -> Concept {
 }
 
 /// Every example: its name in `PROTOCOL.md` and its annotated dump.
-#[expect(clippy::too_many_lines, reason = "a flat table of examples reads best in one place")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "a flat table of examples reads best in one place"
+)]
 fn examples() -> Vec<(&'static str, String)> {
     use Field::*;
     let id = || ConceptId::new("doc-1", &limits()).unwrap();
     let concept = Arc::new(example_concept());
     let request_fields = [FrameLength, Header];
     let response_fields = [FrameLength, Header, Status];
-    let with = |base: &[Field], body: &[Field]| -> Vec<Field> { base.iter().chain(body).copied().collect() };
+    let with = |base: &[Field], body: &[Field]| -> Vec<Field> {
+        base.iter().chain(body).copied().collect()
+    };
     vec![
-        ("health-request", annotate(&request(1, Request::Health), &request_fields)),
+        (
+            "health-request",
+            annotate(&request(1, Request::Health), &request_fields),
+        ),
         (
             "health-response",
             annotate(
@@ -226,7 +286,17 @@ fn examples() -> Vec<(&'static str, String)> {
                         uptime_seconds: 3600,
                     }),
                 ),
-                &with(&response_fields, &[Str("status"), Str("role"), U32("vector_dimension"), U64("concepts"), Str("version"), U64("uptime_seconds")]),
+                &with(
+                    &response_fields,
+                    &[
+                        Str("status"),
+                        Str("role"),
+                        U32("vector_dimension"),
+                        U64("concepts"),
+                        Str("version"),
+                        U64("uptime_seconds"),
+                    ],
+                ),
             ),
         ),
         (
@@ -244,35 +314,105 @@ fn examples() -> Vec<(&'static str, String)> {
                         ttl_seconds: Some(86_400),
                     }),
                 ),
-                &with(&request_fields, &[Str("id"), Str("content"), Str("concept_type"), Str("model"), Attributes, OptionVector, OptionU64("ttl_seconds")]),
+                &with(
+                    &request_fields,
+                    &[
+                        Str("id"),
+                        Str("content"),
+                        Str("concept_type"),
+                        Str("model"),
+                        Attributes,
+                        OptionVector,
+                        OptionU64("ttl_seconds"),
+                    ],
+                ),
             ),
         ),
         (
             "store-response",
             annotate(
-                &response(2, 0x02, Response::Stored(StoreOutcome { created: true, created_at_ms: concept.created_at_ms, expires_at_ms: concept.expires_at_ms })),
-                &with(&response_fields, &[Bool("created"), U64("created_at_ms"), OptionU64("expires_at_ms")]),
+                &response(
+                    2,
+                    0x02,
+                    Response::Stored(StoreOutcome {
+                        created: true,
+                        created_at_ms: concept.created_at_ms,
+                        expires_at_ms: concept.expires_at_ms,
+                    }),
+                ),
+                &with(
+                    &response_fields,
+                    &[
+                        Bool("created"),
+                        U64("created_at_ms"),
+                        OptionU64("expires_at_ms"),
+                    ],
+                ),
             ),
         ),
-        ("get-request", annotate(&request(3, Request::GetConceptById { id: id() }), &with(&request_fields, &[Str("id")]))),
-        ("get-response", annotate(&response(3, 0x03, Response::Concept(concept.clone())), &with(&response_fields, &[Concept]))),
+        (
+            "get-request",
+            annotate(
+                &request(3, Request::GetConceptById { id: id() }),
+                &with(&request_fields, &[Str("id")]),
+            ),
+        ),
+        (
+            "get-response",
+            annotate(
+                &response(3, 0x03, Response::Concept(concept.clone())),
+                &with(&response_fields, &[Concept]),
+            ),
+        ),
         (
             "query-request",
             annotate(
-                &request(4, Request::QueryByType(QueryByType { concept_type: "note".to_owned(), limit: 1, cursor: String::new() })),
-                &with(&request_fields, &[Str("concept_type"), U32("limit"), Str("cursor")]),
+                &request(
+                    4,
+                    Request::QueryByType(QueryByType {
+                        concept_type: "note".to_owned(),
+                        limit: 1,
+                        cursor: String::new(),
+                    }),
+                ),
+                &with(
+                    &request_fields,
+                    &[Str("concept_type"), U32("limit"), Str("cursor")],
+                ),
             ),
         ),
         (
             "query-response",
             annotate(
-                &response(4, 0x04, Response::Page(QueryPage { concepts: vec![concept.clone()], next_cursor: "doc-1".to_owned() })),
+                &response(
+                    4,
+                    0x04,
+                    Response::Page(QueryPage {
+                        concepts: vec![concept.clone()],
+                        next_cursor: "doc-1".to_owned(),
+                    }),
+                ),
                 &with(&response_fields, &[Page]),
             ),
         ),
-        ("delete-request", annotate(&request(5, Request::Delete { id: id() }), &with(&request_fields, &[Str("id")]))),
-        ("delete-response", annotate(&response(5, 0x05, Response::Deleted { existed: true }), &with(&response_fields, &[Bool("existed")]))),
-        ("stats-request", annotate(&request(6, Request::Stats), &request_fields)),
+        (
+            "delete-request",
+            annotate(
+                &request(5, Request::Delete { id: id() }),
+                &with(&request_fields, &[Str("id")]),
+            ),
+        ),
+        (
+            "delete-response",
+            annotate(
+                &response(5, 0x05, Response::Deleted { existed: true }),
+                &with(&response_fields, &[Bool("existed")]),
+            ),
+        ),
+        (
+            "stats-request",
+            annotate(&request(6, Request::Stats), &request_fields),
+        ),
         (
             "stats-response",
             annotate(
@@ -282,30 +422,61 @@ fn examples() -> Vec<(&'static str, String)> {
                     Response::Stats(StatsSnapshot {
                         role: "normal".to_owned(),
                         vector_dimension: 256,
-                        counters: vec![("concepts".to_owned(), 42), ("requests_total".to_owned(), 1000)],
+                        counters: vec![
+                            ("concepts".to_owned(), 42),
+                            ("requests_total".to_owned(), 1000),
+                        ],
                     }),
                 ),
-                &with(&response_fields, &[Str("role"), U32("vector_dimension"), Counters]),
+                &with(
+                    &response_fields,
+                    &[Str("role"), U32("vector_dimension"), Counters],
+                ),
             ),
         ),
         (
             "error-unknown-opcode",
             annotate(
-                &[&[0u8, 0, 0, 6, 1, 0x7f, 7, 0, 0, 0][..], &response(7, 0x7f, Response::error(ErrorCode::UnknownOpcode, "unknown opcode 0x7f"))].concat(),
-                &with(&[FrameLength, Header], &with(&response_fields, &[U16("error code"), Str("message")])),
+                &[
+                    &[0u8, 0, 0, 6, 1, 0x7f, 7, 0, 0, 0][..],
+                    &response(
+                        7,
+                        0x7f,
+                        Response::error(ErrorCode::UnknownOpcode, "unknown opcode 0x7f"),
+                    ),
+                ]
+                .concat(),
+                &with(
+                    &[FrameLength, Header],
+                    &with(&response_fields, &[U16("error code"), Str("message")]),
+                ),
             ),
         ),
         (
             "error-dimension",
             annotate(
-                &response(8, 0x02, Response::error(ErrorCode::DimensionMismatch, "embedding has 3 values, expected 256")),
+                &response(
+                    8,
+                    0x02,
+                    Response::error(
+                        ErrorCode::DimensionMismatch,
+                        "embedding has 3 values, expected 256",
+                    ),
+                ),
                 &with(&response_fields, &[U16("error code"), Str("message")]),
             ),
         ),
         (
             "error-frame-too-large",
             annotate(
-                &response(0, 0x00, Response::error(ErrorCode::FrameTooLarge, "frame of 1819505524 bytes exceeds the maximum of 4194304 bytes")),
+                &response(
+                    0,
+                    0x00,
+                    Response::error(
+                        ErrorCode::FrameTooLarge,
+                        "frame of 1819505524 bytes exceeds the maximum of 4194304 bytes",
+                    ),
+                ),
                 &with(&response_fields, &[U16("error code"), Str("message")]),
             ),
         ),
@@ -325,17 +496,33 @@ fn splice(document: &str, examples: &[(&'static str, String)]) -> (String, Vec<&
     while let Some(start) = rest.find("<!-- example: ") {
         let (before, from_marker) = rest.split_at(start);
         out.push_str(before);
-        let marker_end = from_marker.find("-->").expect("unterminated example marker") + 3;
+        let marker_end = from_marker
+            .find("-->")
+            .expect("unterminated example marker")
+            + 3;
         let name = from_marker["<!-- example: ".len()..marker_end - 3].trim();
-        let (_, dump) = examples.iter().find(|(example, _)| *example == name).unwrap_or_else(|| panic!("PROTOCOL.md names unknown example {name}"));
+        let (_, dump) = examples
+            .iter()
+            .find(|(example, _)| *example == name)
+            .unwrap_or_else(|| panic!("PROTOCOL.md names unknown example {name}"));
         out.push_str(&from_marker[..marker_end]);
         let after_marker = &from_marker[marker_end..];
-        let block_start = after_marker.find("```text\n").expect("example marker without a ```text block");
+        let block_start = after_marker
+            .find("```text\n")
+            .expect("example marker without a ```text block");
         let body_start = block_start + "```text\n".len();
-        let body_len = after_marker[body_start..].find("```").expect("unterminated block");
+        let body_len = after_marker[body_start..]
+            .find("```")
+            .expect("unterminated block");
         let current = &after_marker[body_start..body_start + body_len];
         if current != dump {
-            changed.push(examples.iter().map(|(example, _)| *example).find(|example| *example == name).unwrap());
+            changed.push(
+                examples
+                    .iter()
+                    .map(|(example, _)| *example)
+                    .find(|example| *example == name)
+                    .unwrap(),
+            );
         }
         out.push_str(&after_marker[..body_start]);
         out.push_str(dump);
@@ -351,14 +538,20 @@ fn protocol_md_hex_dumps_match_the_encoder() {
     let document = std::fs::read_to_string(&path).expect("PROTOCOL.md is readable");
     let examples = examples();
     for (name, _) in &examples {
-        assert!(document.contains(&format!("<!-- example: {name} -->")), "PROTOCOL.md lacks example {name}");
+        assert!(
+            document.contains(&format!("<!-- example: {name} -->")),
+            "PROTOCOL.md lacks example {name}"
+        );
     }
     let (updated, changed) = splice(&document, &examples);
     if std::env::var_os("UPDATE_PROTOCOL_MD").is_some() {
         std::fs::write(&path, updated).unwrap();
         return;
     }
-    assert!(changed.is_empty(), "PROTOCOL.md hex dumps differ from the encoder for {changed:?}; see this module's docs");
+    assert!(
+        changed.is_empty(),
+        "PROTOCOL.md hex dumps differ from the encoder for {changed:?}; see this module's docs"
+    );
 }
 
 #[test]
@@ -366,10 +559,16 @@ fn protocol_md_names_every_opcode_and_error_code() {
     let document = std::fs::read_to_string(protocol_md_path()).unwrap();
     for opcode in Opcode::ALL {
         let row = format!("| 0x{:02x} | {} |", opcode as u8, opcode.name());
-        assert!(document.contains(&row), "PROTOCOL.md lacks the opcode row {row}");
+        assert!(
+            document.contains(&row),
+            "PROTOCOL.md lacks the opcode row {row}"
+        );
     }
     for code in ErrorCode::ALL {
         let row = format!("| {} | {} |", code.as_u16(), code.name());
-        assert!(document.contains(&row), "PROTOCOL.md lacks the error code row {row}");
+        assert!(
+            document.contains(&row),
+            "PROTOCOL.md lacks the error code row {row}"
+        );
     }
 }

@@ -57,7 +57,9 @@ impl Opcode {
 
     /// The opcode for a wire byte, if known.
     pub fn from_u8(value: u8) -> Option<Opcode> {
-        Opcode::ALL.into_iter().find(|opcode| *opcode as u8 == value)
+        Opcode::ALL
+            .into_iter()
+            .find(|opcode| *opcode as u8 == value)
     }
 
     /// The opcode's name as used in `PROTOCOL.md`.
@@ -132,6 +134,20 @@ pub struct StoreConcept {
 }
 
 impl StoreConcept {
+    /// A store of `content` under `id` with no type, model, attributes or embedding and the
+    /// server's default TTL; set the public fields for the rest.
+    pub fn new(id: ConceptId, content: impl Into<String>) -> StoreConcept {
+        StoreConcept {
+            id,
+            content: content.into(),
+            concept_type: String::new(),
+            model: String::new(),
+            attributes: Attributes::new(),
+            embedding: None,
+            ttl_seconds: None,
+        }
+    }
+
     fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         self.id.encode(dst)?;
         wire::put_str(dst, &self.content, "content")?;
@@ -186,10 +202,17 @@ impl QueryByType {
         let concept_type = wire::get_str(buf, "concept_type", limits.max_name_bytes)?.to_owned();
         let limit = wire::get_u32(buf, "limit")?;
         if limit == 0 {
-            return Err(DecodeError::OutOfRange { field: "limit", expected: "at least 1" });
+            return Err(DecodeError::OutOfRange {
+                field: "limit",
+                expected: "at least 1",
+            });
         }
         let cursor = wire::get_str(buf, "cursor", limits.max_id_bytes)?.to_owned();
-        Ok(QueryByType { concept_type, limit: limit.min(limits.max_query_limit), cursor })
+        Ok(QueryByType {
+            concept_type,
+            limit: limit.min(limits.max_query_limit),
+            cursor,
+        })
     }
 }
 
@@ -247,16 +270,22 @@ impl Request {
         }
     }
 
-    fn decode_body(opcode: Opcode, buf: &mut &[u8], limits: &Limits) -> Result<Request, DecodeError> {
+    fn decode_body(
+        opcode: Opcode,
+        buf: &mut &[u8],
+        limits: &Limits,
+    ) -> Result<Request, DecodeError> {
         Ok(match opcode {
             Opcode::Health => Request::Health,
             Opcode::Stats => Request::Stats,
             Opcode::StoreConcept => Request::StoreConcept(StoreConcept::decode(buf, limits)?),
-            Opcode::GetConceptById => {
-                Request::GetConceptById { id: ConceptId::decode(buf, limits.max_id_bytes)? }
-            }
+            Opcode::GetConceptById => Request::GetConceptById {
+                id: ConceptId::decode(buf, limits.max_id_bytes)?,
+            },
             Opcode::QueryByType => Request::QueryByType(QueryByType::decode(buf, limits)?),
-            Opcode::Delete => Request::Delete { id: ConceptId::decode(buf, limits.max_id_bytes)? },
+            Opcode::Delete => Request::Delete {
+                id: ConceptId::decode(buf, limits.max_id_bytes)?,
+            },
         })
     }
 }
@@ -300,16 +329,26 @@ pub struct RequestDecodeError {
 /// is known, the body is valid under `limits`, and nothing trails it.
 pub fn decode_request(payload: &[u8], limits: &Limits) -> Result<RequestFrame, RequestDecodeError> {
     let mut buf = payload;
-    let header = Header::decode(&mut buf).map_err(|error| RequestDecodeError { header: None, error })?;
-    let fail = |error| RequestDecodeError { header: Some(header), error };
+    let header = Header::decode(&mut buf).map_err(|error| RequestDecodeError {
+        header: None,
+        error,
+    })?;
+    let fail = |error| RequestDecodeError {
+        header: Some(header),
+        error,
+    };
     if header.version != PROTOCOL_VERSION {
         return Err(fail(DecodeError::UnsupportedVersion {
             got: header.version,
             supported: PROTOCOL_VERSION,
         }));
     }
-    let opcode = Opcode::from_u8(header.opcode).ok_or_else(|| fail(DecodeError::UnknownOpcode(header.opcode)))?;
+    let opcode = Opcode::from_u8(header.opcode)
+        .ok_or_else(|| fail(DecodeError::UnknownOpcode(header.opcode)))?;
     let request = Request::decode_body(opcode, &mut buf, limits).map_err(fail)?;
     wire::finish(buf).map_err(fail)?;
-    Ok(RequestFrame { request_id: header.request_id, request })
+    Ok(RequestFrame {
+        request_id: header.request_id,
+        request,
+    })
 }

@@ -138,7 +138,10 @@ impl QueryPage {
             concepts.push(Arc::new(Concept::decode(buf, FieldLimits::UNBOUNDED)?));
         }
         let next_cursor = wire::get_str(buf, "next_cursor", u32::MAX)?.to_owned();
-        Ok(QueryPage { concepts, next_cursor })
+        Ok(QueryPage {
+            concepts,
+            next_cursor,
+        })
     }
 }
 
@@ -166,7 +169,10 @@ pub struct StatsSnapshot {
 impl StatsSnapshot {
     /// The value of the counter called `name`.
     pub fn get(&self, name: &str) -> Option<u64> {
-        self.counters.iter().find(|(key, _)| key == name).map(|(_, value)| *value)
+        self.counters
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| *value)
     }
 
     fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
@@ -189,7 +195,11 @@ impl StatsSnapshot {
             let name = wire::get_str(buf, "counter name", u32::MAX)?.to_owned();
             counters.push((name, wire::get_u64(buf, "counter value")?));
         }
-        Ok(StatsSnapshot { role, vector_dimension, counters })
+        Ok(StatsSnapshot {
+            role,
+            vector_dimension,
+            counters,
+        })
     }
 }
 
@@ -228,7 +238,10 @@ pub enum Response {
 impl Response {
     /// An error response.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
-        Response::Error(ErrorResponse { code, message: message.into() })
+        Response::Error(ErrorResponse {
+            code,
+            message: message.into(),
+        })
     }
 
     fn encode_body(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
@@ -260,7 +273,9 @@ impl Response {
                 Response::Concept(Arc::new(Concept::decode(buf, FieldLimits::UNBOUNDED)?))
             }
             Opcode::QueryByType => Response::Page(QueryPage::decode(buf)?),
-            Opcode::Delete => Response::Deleted { existed: wire::get_bool(buf, "existed")? },
+            Opcode::Delete => Response::Deleted {
+                existed: wire::get_bool(buf, "existed")?,
+            },
             Opcode::Stats => Response::Stats(StatsSnapshot::decode(buf)?),
         })
     }
@@ -281,9 +296,17 @@ pub struct ResponseFrame {
 impl ResponseFrame {
     /// Appends the payload (header, status and body, without the length prefix) to `dst`.
     pub fn encode_payload(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        Header { version: PROTOCOL_VERSION, opcode: self.opcode, request_id: self.request_id }
-            .encode(dst);
-        let status = if matches!(self.response, Response::Error(_)) { STATUS_ERROR } else { STATUS_OK };
+        Header {
+            version: PROTOCOL_VERSION,
+            opcode: self.opcode,
+            request_id: self.request_id,
+        }
+        .encode(dst);
+        let status = if matches!(self.response, Response::Error(_)) {
+            STATUS_ERROR
+        } else {
+            STATUS_OK
+        };
         dst.put_u8(status);
         self.response.encode_body(dst)
     }
@@ -295,11 +318,15 @@ pub fn decode_response(payload: &[u8]) -> Result<ResponseFrame, DecodeError> {
     let mut buf = payload;
     let header = Header::decode(&mut buf)?;
     if header.version != PROTOCOL_VERSION {
-        return Err(DecodeError::UnsupportedVersion { got: header.version, supported: PROTOCOL_VERSION });
+        return Err(DecodeError::UnsupportedVersion {
+            got: header.version,
+            supported: PROTOCOL_VERSION,
+        });
     }
     let response = match wire::get_u8(&mut buf, "status")? {
         STATUS_OK => {
-            let opcode = Opcode::from_u8(header.opcode).ok_or(DecodeError::UnknownOpcode(header.opcode))?;
+            let opcode =
+                Opcode::from_u8(header.opcode).ok_or(DecodeError::UnknownOpcode(header.opcode))?;
             Response::decode_body(opcode, &mut buf)?
         }
         STATUS_ERROR => {
@@ -307,8 +334,17 @@ pub fn decode_response(payload: &[u8]) -> Result<ResponseFrame, DecodeError> {
             let message = wire::get_str(&mut buf, "error.message", u32::MAX)?.to_owned();
             Response::Error(ErrorResponse { code, message })
         }
-        tag => return Err(DecodeError::InvalidTag { field: "status", tag }),
+        tag => {
+            return Err(DecodeError::InvalidTag {
+                field: "status",
+                tag,
+            })
+        }
     };
     wire::finish(buf)?;
-    Ok(ResponseFrame { request_id: header.request_id, opcode: header.opcode, response })
+    Ok(ResponseFrame {
+        request_id: header.request_id,
+        opcode: header.opcode,
+        response,
+    })
 }

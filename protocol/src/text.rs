@@ -97,7 +97,11 @@ fn one_id(rest: &str, limits: &Limits, usage: &'static str) -> Result<ConceptId,
 
 fn check_len(field: &'static str, value: &str, max: u32) -> Result<(), DecodeError> {
     if value.len() > max as usize {
-        return Err(DecodeError::TooLong { field, len: value.len() as u64, max: u64::from(max) });
+        return Err(DecodeError::TooLong {
+            field,
+            len: value.len() as u64,
+            max: u64::from(max),
+        });
     }
     Ok(())
 }
@@ -126,10 +130,12 @@ pub fn parse_text_command(line: &str, limits: &Limits) -> Result<Option<TextComm
             expect_end(rest, "STATS")?;
             TextCommand::Request(Request::Stats)
         }
-        "GET" => TextCommand::Request(Request::GetConceptById { id: one_id(rest, limits, "GET <id>")? }),
-        "DEL" | "DELETE" => {
-            TextCommand::Request(Request::Delete { id: one_id(rest, limits, "DEL <id>")? })
-        }
+        "GET" => TextCommand::Request(Request::GetConceptById {
+            id: one_id(rest, limits, "GET <id>")?,
+        }),
+        "DEL" | "DELETE" => TextCommand::Request(Request::Delete {
+            id: one_id(rest, limits, "DEL <id>")?,
+        }),
         "TYPE" => TextCommand::Request(Request::QueryByType(parse_type(rest, limits)?)),
         "STORE" => TextCommand::Request(Request::StoreConcept(parse_store(rest, limits)?)),
         _ => {
@@ -138,7 +144,9 @@ pub fn parse_text_command(line: &str, limits: &Limits) -> Result<Option<TextComm
                 end = end.saturating_sub(1);
             }
             let shown = command.get(..end).unwrap_or_default();
-            return Err(TextError::UnknownCommand { command: shown.to_owned() });
+            return Err(TextError::UnknownCommand {
+                command: shown.to_owned(),
+            });
         }
     };
     Ok(Some(parsed))
@@ -197,8 +205,14 @@ mod tests {
 
     #[test]
     fn commands_are_case_insensitive_and_tolerate_crlf() {
-        assert_eq!(parse("health\r"), Ok(Some(TextCommand::Request(Request::Health))));
-        assert_eq!(parse("  Stats  "), Ok(Some(TextCommand::Request(Request::Stats))));
+        assert_eq!(
+            parse("health\r"),
+            Ok(Some(TextCommand::Request(Request::Health)))
+        );
+        assert_eq!(
+            parse("  Stats  "),
+            Ok(Some(TextCommand::Request(Request::Stats)))
+        );
         assert_eq!(parse("QUIT"), Ok(Some(TextCommand::Quit)));
     }
 
@@ -210,12 +224,16 @@ mod tests {
 
     #[test]
     fn get_takes_exactly_one_id() {
-        let Ok(Some(TextCommand::Request(Request::GetConceptById { id }))) = parse("GET doc-1") else {
+        let Ok(Some(TextCommand::Request(Request::GetConceptById { id }))) = parse("GET doc-1")
+        else {
             panic!("GET did not parse");
         };
         assert_eq!(id.as_str(), "doc-1");
         assert_eq!(parse("GET"), Err(TextError::Usage { usage: "GET <id>" }));
-        assert_eq!(parse("GET a b"), Err(TextError::Usage { usage: "GET <id>" }));
+        assert_eq!(
+            parse("GET a b"),
+            Err(TextError::Usage { usage: "GET <id>" })
+        );
     }
 
     #[test]
@@ -229,20 +247,35 @@ mod tests {
         assert_eq!(store.concept_type, "note");
         assert_eq!(store.content, "hello   wide  world");
         assert!(store.embedding.is_none());
-        assert!(matches!(parse("STORE d1 note"), Err(TextError::Usage { .. })));
+        assert!(matches!(
+            parse("STORE d1 note"),
+            Err(TextError::Usage { .. })
+        ));
     }
 
     #[test]
     fn type_parses_limit_and_cursor() {
-        let Ok(Some(TextCommand::Request(Request::QueryByType(query)))) = parse("TYPE note 5 d3") else {
+        let Ok(Some(TextCommand::Request(Request::QueryByType(query)))) = parse("TYPE note 5 d3")
+        else {
             panic!("TYPE did not parse");
         };
-        assert_eq!((query.concept_type.as_str(), query.limit, query.cursor.as_str()), ("note", 5, "d3"));
-        let Ok(Some(TextCommand::Request(Request::QueryByType(query)))) = parse("TYPE note 999999") else {
+        assert_eq!(
+            (
+                query.concept_type.as_str(),
+                query.limit,
+                query.cursor.as_str()
+            ),
+            ("note", 5, "d3")
+        );
+        let Ok(Some(TextCommand::Request(Request::QueryByType(query)))) = parse("TYPE note 999999")
+        else {
             panic!("TYPE did not parse");
         };
         assert_eq!(query.limit, Limits::DEFAULT_MAX_QUERY_LIMIT);
-        assert!(matches!(parse("TYPE note zero"), Err(TextError::Usage { .. })));
+        assert!(matches!(
+            parse("TYPE note zero"),
+            Err(TextError::Usage { .. })
+        ));
         assert!(matches!(parse("TYPE note 0"), Err(TextError::Usage { .. })));
     }
 

@@ -26,6 +26,14 @@ impl ConceptId {
         Ok(ConceptId(Arc::from(id)))
     }
 
+    /// Validates only what every server requires (non-empty, at most
+    /// [`crate::MAX_FRAME_BYTES_CAP`] bytes). Clients use this; the server applies its own,
+    /// usually smaller, `MAX_ID_BYTES` and answers InvalidArgument beyond it.
+    pub fn parse(id: &str) -> Result<ConceptId, DecodeError> {
+        Self::check(id, crate::MAX_FRAME_BYTES_CAP)?;
+        Ok(ConceptId(Arc::from(id)))
+    }
+
     fn check(id: &str, max_id_bytes: u32) -> Result<(), DecodeError> {
         if id.is_empty() {
             return Err(DecodeError::Empty { field: "id" });
@@ -82,7 +90,10 @@ impl Vector {
     pub fn new(values: Vec<f32>, dimension: u32) -> Result<Vector, DecodeError> {
         let got = u32::try_from(values.len()).unwrap_or(u32::MAX);
         if got != dimension {
-            return Err(DecodeError::DimensionMismatch { expected: dimension, got });
+            return Err(DecodeError::DimensionMismatch {
+                expected: dimension,
+                got,
+            });
         }
         if let Some(index) = values.iter().position(|value| !value.is_finite()) {
             return Err(DecodeError::NonFiniteValue { index });
@@ -101,17 +112,22 @@ impl Vector {
         let count = wire::get_u32(buf, FIELD)?;
         if let Some(expected) = expected_dimension {
             if count != expected {
-                return Err(DecodeError::DimensionMismatch { expected, got: count });
+                return Err(DecodeError::DimensionMismatch {
+                    expected,
+                    got: count,
+                });
             }
         }
         let count = count as usize;
-        let bytes = count.checked_mul(4).ok_or(DecodeError::Truncated { field: FIELD })?;
+        let bytes = count
+            .checked_mul(4)
+            .ok_or(DecodeError::Truncated { field: FIELD })?;
         let raw = wire::get_bytes(buf, bytes, FIELD)?;
         let mut values = Vec::with_capacity(count);
         for (index, chunk) in raw.chunks_exact(4).enumerate() {
-            let value = f32::from_le_bytes(<[u8; 4]>::try_from(chunk).map_err(|_| {
-                DecodeError::Truncated { field: FIELD }
-            })?);
+            let value = f32::from_le_bytes(
+                <[u8; 4]>::try_from(chunk).map_err(|_| DecodeError::Truncated { field: FIELD })?,
+            );
             if !value.is_finite() {
                 return Err(DecodeError::NonFiniteValue { index });
             }
@@ -201,7 +217,9 @@ pub(crate) fn decode_attributes(
     for _ in 0..count {
         let key = wire::get_str(buf, "attribute key", limits.attribute_bytes)?;
         let value = wire::get_str(buf, "attribute value", limits.attribute_bytes)?;
-        total_bytes = total_bytes.saturating_add(key.len() as u64).saturating_add(value.len() as u64);
+        total_bytes = total_bytes
+            .saturating_add(key.len() as u64)
+            .saturating_add(value.len() as u64);
         if total_bytes > u64::from(limits.attribute_bytes) {
             return Err(DecodeError::TooLong {
                 field: FIELD,
@@ -209,8 +227,13 @@ pub(crate) fn decode_attributes(
                 max: u64::from(limits.attribute_bytes),
             });
         }
-        if attributes.insert(key.to_owned(), value.to_owned()).is_some() {
-            return Err(DecodeError::DuplicateKey { key: key.to_owned() });
+        if attributes
+            .insert(key.to_owned(), value.to_owned())
+            .is_some()
+        {
+            return Err(DecodeError::DuplicateKey {
+                key: key.to_owned(),
+            });
         }
     }
     Ok(attributes)
@@ -314,17 +337,29 @@ impl Concept {
     /// The exact size of this concept's encoding, in bytes. The server uses it to keep
     /// query pages within one frame and to report bytes used.
     pub fn encoded_len(&self) -> usize {
-        let strings = [self.id.as_str(), &self.content, &self.concept_type, &self.model]
-            .iter()
-            .fold(0_usize, |sum, value| sum.saturating_add(4).saturating_add(value.len()));
+        let strings = [
+            self.id.as_str(),
+            &self.content,
+            &self.concept_type,
+            &self.model,
+        ]
+        .iter()
+        .fold(0_usize, |sum, value| {
+            sum.saturating_add(4).saturating_add(value.len())
+        });
         let attributes = self.attributes.iter().fold(4_usize, |sum, (key, value)| {
-            sum.saturating_add(8).saturating_add(key.len()).saturating_add(value.len())
+            sum.saturating_add(8)
+                .saturating_add(key.len())
+                .saturating_add(value.len())
         });
         let embedding = self
             .embedding
             .as_ref()
             .map_or(1, |vector| vector.len().saturating_mul(4).saturating_add(5));
         let times = if self.expires_at_ms.is_some() { 17 } else { 9 };
-        strings.saturating_add(attributes).saturating_add(embedding).saturating_add(times)
+        strings
+            .saturating_add(attributes)
+            .saturating_add(embedding)
+            .saturating_add(times)
     }
 }

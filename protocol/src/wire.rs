@@ -19,19 +19,23 @@ use bytes::{Buf, BufMut, BytesMut};
 use crate::error::{DecodeError, EncodeError};
 
 pub(crate) fn get_u8(buf: &mut &[u8], field: &'static str) -> Result<u8, DecodeError> {
-    buf.try_get_u8().map_err(|_| DecodeError::Truncated { field })
+    buf.try_get_u8()
+        .map_err(|_| DecodeError::Truncated { field })
 }
 
 pub(crate) fn get_u16(buf: &mut &[u8], field: &'static str) -> Result<u16, DecodeError> {
-    buf.try_get_u16_le().map_err(|_| DecodeError::Truncated { field })
+    buf.try_get_u16_le()
+        .map_err(|_| DecodeError::Truncated { field })
 }
 
 pub(crate) fn get_u32(buf: &mut &[u8], field: &'static str) -> Result<u32, DecodeError> {
-    buf.try_get_u32_le().map_err(|_| DecodeError::Truncated { field })
+    buf.try_get_u32_le()
+        .map_err(|_| DecodeError::Truncated { field })
 }
 
 pub(crate) fn get_u64(buf: &mut &[u8], field: &'static str) -> Result<u64, DecodeError> {
-    buf.try_get_u64_le().map_err(|_| DecodeError::Truncated { field })
+    buf.try_get_u64_le()
+        .map_err(|_| DecodeError::Truncated { field })
 }
 
 pub(crate) fn get_bool(buf: &mut &[u8], field: &'static str) -> Result<bool, DecodeError> {
@@ -53,7 +57,9 @@ pub(crate) fn get_bytes<'a>(
     len: usize,
     field: &'static str,
 ) -> Result<&'a [u8], DecodeError> {
-    let (head, tail) = buf.split_at_checked(len).ok_or(DecodeError::Truncated { field })?;
+    let (head, tail) = buf
+        .split_at_checked(len)
+        .ok_or(DecodeError::Truncated { field })?;
     *buf = tail;
     Ok(head)
 }
@@ -66,7 +72,11 @@ pub(crate) fn get_str<'a>(
 ) -> Result<&'a str, DecodeError> {
     let len = get_u32(buf, field)?;
     if len > max_bytes {
-        return Err(DecodeError::TooLong { field, len: u64::from(len), max: u64::from(max_bytes) });
+        return Err(DecodeError::TooLong {
+            field,
+            len: u64::from(len),
+            max: u64::from(max_bytes),
+        });
     }
     let bytes = get_bytes(buf, len as usize, field)?;
     std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field })
@@ -82,10 +92,17 @@ pub(crate) fn get_count(
 ) -> Result<usize, DecodeError> {
     let count = get_u32(buf, field)?;
     if count > max {
-        return Err(DecodeError::TooMany { field, count: u64::from(count), max: u64::from(max) });
+        return Err(DecodeError::TooMany {
+            field,
+            count: u64::from(count),
+            max: u64::from(max),
+        });
     }
     let count = count as usize;
-    let fits = buf.remaining().checked_div(min_entry_bytes).unwrap_or(usize::MAX);
+    let fits = buf
+        .remaining()
+        .checked_div(min_entry_bytes)
+        .unwrap_or(usize::MAX);
     if count > fits {
         return Err(DecodeError::Truncated { field });
     }
@@ -111,7 +128,11 @@ pub(crate) fn put_len(
     Ok(())
 }
 
-pub(crate) fn put_str(dst: &mut BytesMut, value: &str, field: &'static str) -> Result<(), EncodeError> {
+pub(crate) fn put_str(
+    dst: &mut BytesMut,
+    value: &str,
+    field: &'static str,
+) -> Result<(), EncodeError> {
     put_len(dst, value.len(), field)?;
     dst.put_slice(value.as_bytes());
     Ok(())
@@ -131,7 +152,10 @@ pub(crate) fn put_option_u64(dst: &mut BytesMut, value: Option<u64>) {
     }
 }
 
-pub(crate) fn get_option_u64(buf: &mut &[u8], field: &'static str) -> Result<Option<u64>, DecodeError> {
+pub(crate) fn get_option_u64(
+    buf: &mut &[u8],
+    field: &'static str,
+) -> Result<Option<u64>, DecodeError> {
     if get_option_tag(buf, field)? {
         Ok(Some(get_u64(buf, field)?))
     } else {

@@ -194,13 +194,19 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
         if self.max_connections == 0 {
-            return Err(ConfigError::Zero { name: "MAX_CONNECTIONS" });
+            return Err(ConfigError::Zero {
+                name: "MAX_CONNECTIONS",
+            });
         }
         if self.idle_timeout.is_zero() {
-            return Err(ConfigError::Zero { name: "IDLE_TIMEOUT_SECS" });
+            return Err(ConfigError::Zero {
+                name: "IDLE_TIMEOUT_SECS",
+            });
         }
         if self.max_write_backlog_bytes == 0 {
-            return Err(ConfigError::Zero { name: "MAX_WRITE_BACKLOG_BYTES" });
+            return Err(ConfigError::Zero {
+                name: "MAX_WRITE_BACKLOG_BYTES",
+            });
         }
         Ok(())
     }
@@ -222,7 +228,9 @@ impl TryFrom<Cli> for ServerConfig {
             listen_addr: SocketAddr::new(cli.host, port),
             storage_path: cli.storage_path,
             role: cli.role,
-            default_ttl: default_ttl_seconds.filter(|seconds| *seconds > 0).map(Duration::from_secs),
+            default_ttl: default_ttl_seconds
+                .filter(|seconds| *seconds > 0)
+                .map(Duration::from_secs),
             limits: Limits {
                 max_frame_bytes: cli.max_frame_bytes,
                 max_id_bytes: cli.max_id_bytes,
@@ -277,16 +285,30 @@ mod tests {
         let shard = parse(&["--role", "cache_shard"]).unwrap();
         assert_eq!(shard.listen_addr.port(), DEFAULT_CACHE_SHARD_PORT);
         assert_eq!(shard.default_ttl, Some(Duration::from_secs(86_400)));
-        let explicit = parse(&["--role", "cache_shard", "--port", "6000", "--default-ttl-seconds", "0"]).unwrap();
+        let explicit = parse(&[
+            "--role",
+            "cache_shard",
+            "--port",
+            "6000",
+            "--default-ttl-seconds",
+            "0",
+        ])
+        .unwrap();
         assert_eq!(explicit.listen_addr.port(), 6000);
         assert_eq!(explicit.default_ttl, None);
     }
 
     #[test]
     fn bad_values_are_refused_with_the_setting_name() {
-        assert!(parse(&["--max-frame-bytes", "16777216"]).unwrap_err().contains("MAX_FRAME_BYTES"));
-        assert!(parse(&["--vector-dimension", "0"]).unwrap_err().contains("VECTOR_DIMENSION"));
-        assert!(parse(&["--max-connections", "0"]).unwrap_err().contains("MAX_CONNECTIONS"));
+        assert!(parse(&["--max-frame-bytes", "16777216"])
+            .unwrap_err()
+            .contains("MAX_FRAME_BYTES"));
+        assert!(parse(&["--vector-dimension", "0"])
+            .unwrap_err()
+            .contains("VECTOR_DIMENSION"));
+        assert!(parse(&["--max-connections", "0"])
+            .unwrap_err()
+            .contains("MAX_CONNECTIONS"));
         assert!(parse(&["--role", "primary"]).is_err());
     }
 

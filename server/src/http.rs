@@ -41,8 +41,15 @@ async fn stats(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
 }
 
 async fn not_found() -> Response {
-    let body = json::error(ErrorCode::NotFound, "no such endpoint; try GET /health or GET /stats");
-    (StatusCode::NOT_FOUND, Json(serde_json::json!({ "ok": false, "error": body }))).into_response()
+    let body = json::error(
+        ErrorCode::NotFound,
+        "no such endpoint; try GET /health or GET /stats",
+    );
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "ok": false, "error": body })),
+    )
+        .into_response()
 }
 
 /// Serves HTTP/1.1 on an accepted connection until the client closes it or `shutdown` is

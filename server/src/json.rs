@@ -33,7 +33,10 @@ pub fn health(health: &HealthInfo) -> Value {
 pub fn stats(stats: &StatsSnapshot) -> Value {
     let mut object = Map::new();
     object.insert("role".to_owned(), Value::from(stats.role.as_str()));
-    object.insert("vector_dimension".to_owned(), Value::from(stats.vector_dimension));
+    object.insert(
+        "vector_dimension".to_owned(),
+        Value::from(stats.vector_dimension),
+    );
     for (name, value) in &stats.counters {
         object.insert(name.clone(), Value::from(*value));
     }
@@ -63,6 +66,8 @@ pub fn reply(response: &Response) -> Value {
             "next_cursor": page.next_cursor,
         }),
         Response::Deleted { existed } => json!({ "ok": true, "existed": existed }),
-        Response::Error(failure) => json!({ "ok": false, "error": error(failure.code, &failure.message) }),
+        Response::Error(failure) => {
+            json!({ "ok": false, "error": error(failure.code, &failure.message) })
+        }
     }
 }

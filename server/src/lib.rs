@@ -69,22 +69,39 @@ impl Server {
     }
 
     /// [`Server::bind`] with a chosen clock, for tests of time-dependent behaviour.
-    pub async fn bind_with_clock(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Server, ServerError> {
+    pub async fn bind_with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, ServerError> {
         config.validate()?;
         let max_page_bytes = (config.limits.max_frame_bytes as usize)
             .saturating_sub(PAGE_OVERHEAD_BYTES + config.limits.max_id_bytes as usize);
-        let engine = Engine::new(EngineConfig { default_ttl: config.default_ttl, max_page_bytes }, clock);
+        let engine = Engine::new(
+            EngineConfig {
+                default_ttl: config.default_ttl,
+                max_page_bytes,
+            },
+            clock,
+        );
         let listener = TcpListener::bind(config.listen_addr)
             .await
-            .map_err(|source| ServerError::Bind { addr: config.listen_addr, source })?;
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen_addr,
+                source,
+            })?;
         let service = Arc::new(Service::new(engine, config.role, config.limits.clone()));
-        Ok(Server { listener, shared: Arc::new(net::Shared { service, config }) })
+        Ok(Server {
+            listener,
+            shared: Arc::new(net::Shared { service, config }),
+        })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         // A bound TCP listener always has a local address; fall back to the configured one.
-        self.listener.local_addr().unwrap_or(self.shared.config.listen_addr)
+        self.listener
+            .local_addr()
+            .unwrap_or(self.shared.config.listen_addr)
     }
 
     /// The request executor, for in-process inspection (tests, embedding).
@@ -101,7 +118,11 @@ impl Server {
         tracker.close();
         let grace = shared.config.shutdown_grace;
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            warn!(open = tracker.len(), ?grace, "connections still open after the shutdown grace period");
+            warn!(
+                open = tracker.len(),
+                ?grace,
+                "connections still open after the shutdown grace period"
+            );
         }
         shared.service.engine().shutdown()?;
         info!("shutdown complete");

@@ -43,7 +43,13 @@ pub struct Service {
 impl Service {
     /// A service over `engine`.
     pub fn new(engine: Engine, role: Role, limits: Limits) -> Service {
-        Service { engine, role, limits, started: Instant::now(), counters: ServerCounters::default() }
+        Service {
+            engine,
+            role,
+            limits,
+            started: Instant::now(),
+            counters: ServerCounters::default(),
+        }
     }
 
     /// The decoding limits.
@@ -63,7 +69,9 @@ impl Service {
             Request::Stats => Response::Stats(self.stats()),
             Request::StoreConcept(store) => {
                 bump(&self.counters.stores);
-                self.engine.store(store).map_or_else(|error| engine_error(&error), Response::Stored)
+                self.engine
+                    .store(store)
+                    .map_or_else(|error| engine_error(&error), Response::Stored)
             }
             Request::GetConceptById { id } => {
                 bump(&self.counters.gets);
@@ -81,7 +89,10 @@ impl Service {
             }
             Request::Delete { id } => {
                 bump(&self.counters.deletes);
-                self.engine.delete(&id).map_or_else(|error| engine_error(&error), |existed| Response::Deleted { existed })
+                self.engine.delete(&id).map_or_else(
+                    |error| engine_error(&error),
+                    |existed| Response::Deleted { existed },
+                )
             }
         };
         self.count_response(&response);
@@ -132,7 +143,10 @@ impl Service {
         StatsSnapshot {
             role: self.role.as_str().to_owned(),
             vector_dimension: self.limits.vector_dimension,
-            counters: pairs.into_iter().map(|(name, value)| (name.to_owned(), value)).collect(),
+            counters: pairs
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
         }
     }
 }

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sutra_protocol::{Concept, ConceptId, ErrorCode, QueryByType, QueryPage, StoreConcept, StoreOutcome};
+use sutra_protocol::{
+    Concept, ConceptId, ErrorCode, QueryByType, QueryPage, StoreConcept, StoreOutcome,
+};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 use store::ConceptStore;
@@ -74,7 +76,12 @@ pub struct Engine {
 impl Engine {
     /// An empty engine.
     pub fn new(config: EngineConfig, clock: Arc<dyn Clock>) -> Engine {
-        Engine { store: ConceptStore::new(), clock, config, closed: AtomicBool::new(false) }
+        Engine {
+            store: ConceptStore::new(),
+            clock,
+            config,
+            closed: AtomicBool::new(false),
+        }
     }
 
     fn check_open(&self) -> Result<(), EngineError> {
@@ -109,17 +116,24 @@ impl Engine {
             expires_at_ms,
         };
         let created = self.store.upsert(&Arc::new(concept), now_ms);
-        Ok(StoreOutcome { created, created_at_ms: now_ms, expires_at_ms })
+        Ok(StoreOutcome {
+            created,
+            created_at_ms: now_ms,
+            expires_at_ms,
+        })
     }
 
     /// The live concept with this id.
     pub fn get(&self, id: &ConceptId) -> Result<Arc<Concept>, EngineError> {
-        self.store.get(id, self.clock.now_ms()).ok_or_else(|| EngineError::NotFound { id: id.clone() })
+        self.store
+            .get(id, self.clock.now_ms())
+            .ok_or_else(|| EngineError::NotFound { id: id.clone() })
     }
 
     /// One page of live concepts of a type, in ascending id order after the cursor.
     pub fn query_by_type(&self, query: &QueryByType) -> QueryPage {
-        self.store.query_by_type(query, self.config.max_page_bytes, self.clock.now_ms())
+        self.store
+            .query_by_type(query, self.config.max_page_bytes, self.clock.now_ms())
     }
 
     /// Removes a concept; `Ok(false)` when there was none.

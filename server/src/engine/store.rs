@@ -44,7 +44,9 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 fn is_live(concept: &Concept, now_ms: u64) -> bool {
-    concept.expires_at_ms.is_none_or(|expires_at_ms| expires_at_ms > now_ms)
+    concept
+        .expires_at_ms
+        .is_none_or(|expires_at_ms| expires_at_ms > now_ms)
 }
 
 pub(super) struct ConceptStore {
@@ -67,19 +69,26 @@ impl ConceptStore {
     }
 
     fn shard_index(&self, key: &str) -> usize {
-        #[expect(clippy::cast_possible_truncation, reason = "only the low bits pick a shard")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "only the low bits pick a shard"
+        )]
         let hash = self.hasher.hash_one(key) as usize;
         hash & (SHARD_COUNT - 1)
     }
 
     fn concept_shard(&self, id: &str) -> &RwLock<ConceptShard> {
         let index = self.shard_index(id);
-        self.concepts.get(index).unwrap_or_else(|| unreachable!("shard index is masked"))
+        self.concepts
+            .get(index)
+            .unwrap_or_else(|| unreachable!("shard index is masked"))
     }
 
     fn type_shard(&self, concept_type: &str) -> &RwLock<TypeShard> {
         let index = self.shard_index(concept_type);
-        self.types.get(index).unwrap_or_else(|| unreachable!("shard index is masked"))
+        self.types
+            .get(index)
+            .unwrap_or_else(|| unreachable!("shard index is masked"))
     }
 
     fn index_insert(&self, concept_type: &str, id: &Arc<str>) {
@@ -116,7 +125,8 @@ impl ConceptStore {
                 self.index_remove(&old.concept_type, &id);
                 self.index_insert(&concept.concept_type, &id);
             }
-            self.bytes_used.fetch_sub(old.encoded_len() as u64, Ordering::Relaxed);
+            self.bytes_used
+                .fetch_sub(old.encoded_len() as u64, Ordering::Relaxed);
         } else {
             self.index_insert(&concept.concept_type, &id);
             self.concept_count.fetch_add(1, Ordering::Relaxed);
@@ -128,7 +138,9 @@ impl ConceptStore {
 
     /// The live concept with this id. An expired one is removed on the way.
     pub(super) fn get(&self, id: &ConceptId, now_ms: u64) -> Option<Arc<Concept>> {
-        let concept = read(self.concept_shard(id.as_str())).get(id.as_str()).cloned()?;
+        let concept = read(self.concept_shard(id.as_str()))
+            .get(id.as_str())
+            .cloned()?;
         if is_live(&concept, now_ms) {
             Some(concept)
         } else {
@@ -139,7 +151,10 @@ impl ConceptStore {
 
     fn remove_if_expired(&self, id: &str, now_ms: u64) {
         let mut shard = write(self.concept_shard(id));
-        if shard.get(id).is_some_and(|concept| !is_live(concept, now_ms)) {
+        if shard
+            .get(id)
+            .is_some_and(|concept| !is_live(concept, now_ms))
+        {
             if let Some(removed) = shard.remove(id) {
                 self.forget(&removed);
             }
@@ -149,7 +164,8 @@ impl ConceptStore {
     fn forget(&self, removed: &Concept) {
         self.index_remove(&removed.concept_type, removed.id.as_str());
         self.concept_count.fetch_sub(1, Ordering::Relaxed);
-        self.bytes_used.fetch_sub(removed.encoded_len() as u64, Ordering::Relaxed);
+        self.bytes_used
+            .fetch_sub(removed.encoded_len() as u64, Ordering::Relaxed);
     }
 
     /// Removes the id; returns whether a live concept was removed.
@@ -168,14 +184,26 @@ impl ConceptStore {
         let Some(ids) = shard.get(concept_type) else {
             return Vec::new();
         };
-        let lower = if after.is_empty() { Bound::Unbounded } else { Bound::Excluded(after) };
-        ids.range::<str, _>((lower, Bound::Unbounded)).take(count).cloned().collect()
+        let lower = if after.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(after)
+        };
+        ids.range::<str, _>((lower, Bound::Unbounded))
+            .take(count)
+            .cloned()
+            .collect()
     }
 
     /// One page of live concepts of a type after the cursor, at most `query.limit` concepts
     /// and `max_page_bytes` encoded bytes (but always at least one concept when any remain).
     /// `next_cursor` is non-empty only when another live concept follows the page.
-    pub(super) fn query_by_type(&self, query: &QueryByType, max_page_bytes: usize, now_ms: u64) -> QueryPage {
+    pub(super) fn query_by_type(
+        &self,
+        query: &QueryByType,
+        max_page_bytes: usize,
+        now_ms: u64,
+    ) -> QueryPage {
         let limit = (query.limit as usize).max(1);
         let mut concepts: Vec<Arc<Concept>> = Vec::with_capacity(limit.min(1024));
         let mut page_bytes = 0_usize;
@@ -188,7 +216,10 @@ impl ConceptStore {
             let ids = self.ids_after(&query.concept_type, &cursor, wanted);
             let exhausted = ids.len() < wanted;
             let Some(batch_end) = ids.last().cloned() else {
-                return QueryPage { concepts, next_cursor: String::new() };
+                return QueryPage {
+                    concepts,
+                    next_cursor: String::new(),
+                };
             };
             for id in ids {
                 let Some(concept) = read(self.concept_shard(&id)).get(&*id).cloned() else {
@@ -198,16 +229,26 @@ impl ConceptStore {
                     continue;
                 }
                 let size = concept.encoded_len();
-                let over_budget = !concepts.is_empty() && page_bytes.saturating_add(size) > max_page_bytes;
+                let over_budget =
+                    !concepts.is_empty() && page_bytes.saturating_add(size) > max_page_bytes;
                 if concepts.len() == limit || over_budget {
-                    let next_cursor = concepts.last().map(|last| last.id.as_str().to_owned()).unwrap_or_default();
-                    return QueryPage { concepts, next_cursor };
+                    let next_cursor = concepts
+                        .last()
+                        .map(|last| last.id.as_str().to_owned())
+                        .unwrap_or_default();
+                    return QueryPage {
+                        concepts,
+                        next_cursor,
+                    };
                 }
                 page_bytes = page_bytes.saturating_add(size);
                 concepts.push(concept);
             }
             if exhausted {
-                return QueryPage { concepts, next_cursor: String::new() };
+                return QueryPage {
+                    concepts,
+                    next_cursor: String::new(),
+                };
             }
             cursor = batch_end;
         }
@@ -244,6 +285,12 @@ impl ConceptStore {
             }
         }
         assert_eq!(indexed, count, "type index and map disagree");
-        assert_eq!(self.counters(), EngineCounters { concepts: count, bytes_used: bytes });
+        assert_eq!(
+            self.counters(),
+            EngineCounters {
+                concepts: count,
+                bytes_used: bytes
+            }
+        );
     }
 }

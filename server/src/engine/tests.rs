@@ -24,7 +24,13 @@ fn store_request(key: &str, concept_type: &str, ttl_seconds: Option<u64>) -> Sto
 }
 
 fn engine_with(clock: Arc<ManualClock>, default_ttl: Option<Duration>) -> Engine {
-    Engine::new(EngineConfig { default_ttl, max_page_bytes: 1 << 20 }, clock)
+    Engine::new(
+        EngineConfig {
+            default_ttl,
+            max_page_bytes: 1 << 20,
+        },
+        clock,
+    )
 }
 
 fn engine() -> (Engine, Arc<ManualClock>) {
@@ -38,7 +44,13 @@ fn query(engine: &Engine, concept_type: &str, limit: u32, cursor: &str) -> (Vec<
         limit,
         cursor: cursor.to_owned(),
     });
-    (page.concepts.iter().map(|concept| concept.id.to_string()).collect(), page.next_cursor)
+    (
+        page.concepts
+            .iter()
+            .map(|concept| concept.id.to_string())
+            .collect(),
+        page.next_cursor,
+    )
 }
 
 #[test]
@@ -51,7 +63,10 @@ fn store_then_get_returns_the_concept_with_server_time() {
     let concept = engine.get(&id("a")).unwrap();
     assert_eq!(concept.content, "content of a");
     assert_eq!(concept.created_at_ms, 1_000_000);
-    assert_eq!(engine.get(&id("b")), Err(EngineError::NotFound { id: id("b") }));
+    assert_eq!(
+        engine.get(&id("b")),
+        Err(EngineError::NotFound { id: id("b") })
+    );
 }
 
 #[test]
@@ -83,23 +98,35 @@ fn ttl_expires_on_read_using_the_injected_clock() {
     let outcome = engine.store(store_request("default", "t", None)).unwrap();
     assert_eq!(outcome.expires_at_ms, Some(65_000));
     engine.store(store_request("short", "t", Some(1))).unwrap();
-    engine.store(store_request("forever", "t", Some(0))).unwrap();
+    engine
+        .store(store_request("forever", "t", Some(0)))
+        .unwrap();
     clock.advance_ms(1_000);
-    assert!(engine.get(&id("short")).is_err(), "expires exactly at its deadline");
+    assert!(
+        engine.get(&id("short")).is_err(),
+        "expires exactly at its deadline"
+    );
     assert!(engine.get(&id("default")).is_ok());
     clock.advance_ms(60_000);
     assert!(engine.get(&id("default")).is_err());
     assert!(engine.get(&id("forever")).is_ok());
     assert_eq!(query(&engine, "t", 10, "").0, vec!["forever"]);
     // Storing over an expired id counts as a creation.
-    assert!(engine.store(store_request("short", "t", None)).unwrap().created);
+    assert!(
+        engine
+            .store(store_request("short", "t", None))
+            .unwrap()
+            .created
+    );
 }
 
 #[test]
 fn query_pages_are_ordered_and_complete() {
     let (engine, _) = engine();
     for index in (0..25).rev() {
-        engine.store(store_request(&format!("id-{index:02}"), "note", None)).unwrap();
+        engine
+            .store(store_request(&format!("id-{index:02}"), "note", None))
+            .unwrap();
     }
     engine.store(store_request("other", "doc", None)).unwrap();
     let mut seen = Vec::new();
@@ -129,11 +156,17 @@ fn query_skips_concepts_deleted_between_pages_without_repeating() {
         engine.store(store_request(key, "t", None)).unwrap();
     }
     let (first, cursor) = query(&engine, "t", 2, "");
-    assert_eq!((first, cursor.as_str()), (vec!["a".to_owned(), "b".to_owned()], "b"));
+    assert_eq!(
+        (first, cursor.as_str()),
+        (vec!["a".to_owned(), "b".to_owned()], "b")
+    );
     engine.delete(&id("c")).unwrap();
     engine.store(store_request("a2", "t", None)).unwrap(); // sorts before the cursor
     let (second, cursor) = query(&engine, "t", 2, &cursor);
-    assert_eq!((second, cursor.as_str()), (vec!["d".to_owned(), "e".to_owned()], ""));
+    assert_eq!(
+        (second, cursor.as_str()),
+        (vec!["d".to_owned(), "e".to_owned()], "")
+    );
 }
 
 #[test]
@@ -144,11 +177,20 @@ fn query_respects_the_page_byte_budget() {
         engine.store(store_request("x0", "t", None)).unwrap();
         engine.get(&id("x0")).unwrap().encoded_len()
     };
-    let engine = Engine::new(EngineConfig { default_ttl: None, max_page_bytes: one_concept * 2 }, clock);
+    let engine = Engine::new(
+        EngineConfig {
+            default_ttl: None,
+            max_page_bytes: one_concept * 2,
+        },
+        clock,
+    );
     for key in ["x0", "x1", "x2"] {
         engine.store(store_request(key, "t", None)).unwrap();
     }
-    assert_eq!(query(&engine, "t", 100, ""), (vec!["x0".to_owned(), "x1".to_owned()], "x1".to_owned()));
+    assert_eq!(
+        query(&engine, "t", 100, ""),
+        (vec!["x0".to_owned(), "x1".to_owned()], "x1".to_owned())
+    );
 }
 
 #[test]
@@ -156,7 +198,10 @@ fn writes_after_shutdown_are_refused_but_reads_work() {
     let (engine, _) = engine();
     engine.store(store_request("a", "t", None)).unwrap();
     engine.shutdown().unwrap();
-    assert_eq!(engine.store(store_request("b", "t", None)), Err(EngineError::ShuttingDown));
+    assert_eq!(
+        engine.store(store_request("b", "t", None)),
+        Err(EngineError::ShuttingDown)
+    );
     assert_eq!(engine.delete(&id("a")), Err(EngineError::ShuttingDown));
     assert!(engine.get(&id("a")).is_ok());
 }
@@ -175,7 +220,9 @@ fn concurrent_writers_on_shared_ids_keep_map_and_index_consistent() {
                     if step % 5 == 0 {
                         engine.delete(&id(&key)).unwrap();
                     } else {
-                        engine.store(store_request(&key, concept_type, None)).unwrap();
+                        engine
+                            .store(store_request(&key, concept_type, None))
+                            .unwrap();
                     }
                 }
             });
@@ -186,20 +233,41 @@ fn concurrent_writers_on_shared_ids_keep_map_and_index_consistent() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Store { key: u8, concept_type: u8, ttl_seconds: Option<u8> },
-    Delete { key: u8 },
-    Get { key: u8 },
-    Query { concept_type: u8, limit: u8 },
-    Advance { seconds: u8 },
+    Store {
+        key: u8,
+        concept_type: u8,
+        ttl_seconds: Option<u8>,
+    },
+    Delete {
+        key: u8,
+    },
+    Get {
+        key: u8,
+    },
+    Query {
+        concept_type: u8,
+        limit: u8,
+    },
+    Advance {
+        seconds: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0..16_u8, 0..3_u8, proptest::option::of(0..5_u8))
-            .prop_map(|(key, concept_type, ttl_seconds)| Op::Store { key, concept_type, ttl_seconds }),
+        (0..16_u8, 0..3_u8, proptest::option::of(0..5_u8)).prop_map(
+            |(key, concept_type, ttl_seconds)| Op::Store {
+                key,
+                concept_type,
+                ttl_seconds
+            }
+        ),
         (0..16_u8).prop_map(|key| Op::Delete { key }),
         (0..16_u8).prop_map(|key| Op::Get { key }),
-        (0..3_u8, 1..6_u8).prop_map(|(concept_type, limit)| Op::Query { concept_type, limit }),
+        (0..3_u8, 1..6_u8).prop_map(|(concept_type, limit)| Op::Query {
+            concept_type,
+            limit
+        }),
         (0..4_u8).prop_map(|seconds| Op::Advance { seconds }),
     ]
 }

@@ -30,7 +30,11 @@ pub(super) async fn serve(
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let max_frame_bytes = shared.config.limits.max_frame_bytes;
-    let mut framed = Framed::with_capacity(stream, FrameCodec::new(max_frame_bytes), INITIAL_BUFFER_BYTES);
+    let mut framed = Framed::with_capacity(
+        stream,
+        FrameCodec::new(max_frame_bytes),
+        INITIAL_BUFFER_BYTES,
+    );
     let mut encoder = FrameCodec::new(max_frame_bytes);
     let service = &*shared.service;
     loop {
@@ -60,7 +64,16 @@ pub(super) async fn serve(
                     let error = FrameError::TooLarge { len, max };
                     let response = Response::error(error.code(), error.to_string());
                     service.count_response(&response);
-                    encode(&mut encoder, ResponseFrame { request_id: 0, opcode: 0, response }, framed.write_buffer_mut(), peer);
+                    encode(
+                        &mut encoder,
+                        ResponseFrame {
+                            request_id: 0,
+                            opcode: 0,
+                            response,
+                        },
+                        framed.write_buffer_mut(),
+                        peer,
+                    );
                     flush(&mut framed, shared).await?;
                     return Err(error.into());
                 }
@@ -88,32 +101,59 @@ fn respond(service: &Service, payload: &Bytes, peer: SocketAddr) -> ResponseFram
     match decode_request(payload, service.limits()) {
         Ok(frame) => {
             let opcode = frame.request.opcode() as u8;
-            ResponseFrame { request_id: frame.request_id, opcode, response: service.call(frame.request) }
+            ResponseFrame {
+                request_id: frame.request_id,
+                opcode,
+                response: service.call(frame.request),
+            }
         }
         Err(failure) => {
             debug!(%peer, error = %failure.error, "undecodable request");
-            let (request_id, opcode) = failure.header.map_or((0, 0), |header| (header.request_id, header.opcode));
+            let (request_id, opcode) = failure
+                .header
+                .map_or((0, 0), |header| (header.request_id, header.opcode));
             let response = service::decode_error(&failure.error);
             service.count_response(&response);
-            ResponseFrame { request_id, opcode, response }
+            ResponseFrame {
+                request_id,
+                opcode,
+                response,
+            }
         }
     }
 }
 
-fn encode(encoder: &mut FrameCodec, frame: ResponseFrame, dst: &mut bytes::BytesMut, peer: SocketAddr) {
+fn encode(
+    encoder: &mut FrameCodec,
+    frame: ResponseFrame,
+    dst: &mut bytes::BytesMut,
+    peer: SocketAddr,
+) {
     let (request_id, opcode) = (frame.request_id, frame.opcode);
     if let Err(failure) = encoder.encode(frame, dst) {
         // Limits are validated so every response fits a frame; reaching this is a bug.
         error!(%peer, %failure, request_id, "response could not be encoded");
-        let fallback = ResponseFrame { request_id, opcode, response: service::internal_error() };
+        let fallback = ResponseFrame {
+            request_id,
+            opcode,
+            response: service::internal_error(),
+        };
         if let Err(failure) = encoder.encode(fallback, dst) {
             error!(%peer, %failure, "error response could not be encoded");
         }
     }
 }
 
-async fn flush(framed: &mut Framed<TcpStream, FrameCodec>, shared: &Shared) -> Result<(), SessionError> {
-    match timeout(shared.config.idle_timeout, SinkExt::<ResponseFrame>::flush(framed)).await {
+async fn flush(
+    framed: &mut Framed<TcpStream, FrameCodec>,
+    shared: &Shared,
+) -> Result<(), SessionError> {
+    match timeout(
+        shared.config.idle_timeout,
+        SinkExt::<ResponseFrame>::flush(framed),
+    )
+    .await
+    {
         Ok(result) => Ok(result?),
         Err(_) => Err(SessionError::WriteTimeout),
     }

@@ -104,10 +104,16 @@ pub(crate) async fn accept_loop(
             let token = shutdown.child_token();
             tracker.spawn(async move {
                 serve(stream, peer, &shared, token, permit).await;
-                shared.service.counters.connections_current.fetch_sub(1, Ordering::Relaxed);
+                shared
+                    .service
+                    .counters
+                    .connections_current
+                    .fetch_sub(1, Ordering::Relaxed);
             });
         } else {
-            counters.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            counters
+                .connections_rejected
+                .fetch_add(1, Ordering::Relaxed);
             warn!(%peer, limit = shared.config.max_connections, "connection refused: MAX_CONNECTIONS reached");
             if let Ok(permit) = Arc::clone(&rejecting).try_acquire_owned() {
                 let shared = Arc::clone(&shared);
@@ -147,7 +153,15 @@ async fn serve(
     let result = match dialect {
         Dialect::Binary => binary::serve(stream, peer, shared, &shutdown).await,
         Dialect::Text => text::serve(stream, peer, shared, &shutdown).await,
-        Dialect::Http => crate::http::serve(stream, Arc::clone(&shared.service), shared.config.idle_timeout, &shutdown).await,
+        Dialect::Http => {
+            crate::http::serve(
+                stream,
+                Arc::clone(&shared.service),
+                shared.config.idle_timeout,
+                &shutdown,
+            )
+            .await
+        }
     };
     match result {
         Ok(()) => debug!(%peer, "connection closed"),
@@ -171,12 +185,15 @@ async fn sniff(stream: &TcpStream, sniff_timeout: Duration) -> std::io::Result<O
     loop {
         let len = stream.peek(&mut buf).await?;
         let seen = buf.get(..len).unwrap_or_default();
-        if let Some(end) = seen.iter().position(|byte| *byte == b'\n') {
-            let line = seen.get(..end).unwrap_or_default();
-            return Ok(Some(if is_http_request_line(line) { Dialect::Http } else { Dialect::Text }));
-        }
-        if len == 0 || len == buf.len() || !may_become_http(seen) || tokio::time::Instant::now() >= deadline {
-            return Ok(Some(Dialect::Text));
+        let complete = seen.contains(&b'\n');
+        let undecided =
+            may_become_http(seen) && len < buf.len() && tokio::time::Instant::now() < deadline;
+        if complete || !undecided {
+            return Ok(Some(if complete && looks_like_http(seen) {
+                Dialect::Http
+            } else {
+                Dialect::Text
+            }));
         }
         tokio::time::sleep(SNIFF_POLL).await;
     }
@@ -190,7 +207,9 @@ fn is_method(token: &[u8]) -> bool {
 fn is_http_request_line(line: &[u8]) -> bool {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|byte| *byte == b' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
     is_method(method)
@@ -218,6 +237,14 @@ fn may_become_http(prefix: &[u8]) -> bool {
     }
 }
 
+/// Whether the first bytes of a connection are (or may become) an HTTP request line.
+fn looks_like_http(seen: &[u8]) -> bool {
+    match seen.iter().position(|byte| *byte == b'\n') {
+        Some(end) => is_http_request_line(seen.get(..end).unwrap_or_default()),
+        None => may_become_http(seen),
+    }
+}
+
 /// Answers an over-limit connection with Busy in its dialect, then closes it.
 async fn reject_busy(mut stream: TcpStream, shared: &Shared) {
     const MESSAGE: &str = "too many connections (MAX_CONNECTIONS reached); retry later";
@@ -229,12 +256,19 @@ async fn reject_busy(mut stream: TcpStream, shared: &Shared) {
     };
     let reply: Vec<u8> = if seen.first().is_none_or(|byte| *byte == 0x00) {
         let mut dst = BytesMut::new();
-        let frame = ResponseFrame { request_id: 0, opcode: 0, response: Response::error(ErrorCode::Busy, MESSAGE) };
-        if FrameCodec::new(shared.config.limits.max_frame_bytes).encode(frame, &mut dst).is_err() {
+        let frame = ResponseFrame {
+            request_id: 0,
+            opcode: 0,
+            response: Response::error(ErrorCode::Busy, MESSAGE),
+        };
+        if FrameCodec::new(shared.config.limits.max_frame_bytes)
+            .encode(frame, &mut dst)
+            .is_err()
+        {
             return;
         }
         dst.to_vec()
-    } else if may_become_http(seen.split(|byte| *byte == b'\n').next().unwrap_or_default()) {
+    } else if looks_like_http(seen) {
         let body = crate::json::error(ErrorCode::Busy, MESSAGE).to_string();
         format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

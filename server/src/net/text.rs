@@ -33,7 +33,8 @@ pub(super) async fn serve(
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let max_line_bytes = shared.config.limits.max_frame_bytes as usize;
-    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_line_bytes);
+    let codec =
+        AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_line_bytes);
     let mut framed = Framed::new(stream, codec);
     let service = &*shared.service;
     loop {
@@ -55,7 +56,9 @@ pub(super) async fn serve(
                 }
                 Some(Ok(line)) => step = answer(service, &line, framed.write_buffer_mut()),
                 Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
-                    let message = format!("line longer than MAX_FRAME_BYTES ({max_line_bytes} bytes); closing");
+                    let message = format!(
+                        "line longer than MAX_FRAME_BYTES ({max_line_bytes} bytes); closing"
+                    );
                     let response = Response::error(ErrorCode::FrameTooLarge, message);
                     service.count_response(&response);
                     write_line(framed.write_buffer_mut(), &json::reply(&response));
@@ -65,7 +68,9 @@ pub(super) async fn serve(
                 }
                 Some(Err(AnyDelimiterCodecError::Io(error))) => return Err(error.into()),
             }
-            if matches!(step, Step::Quit) || framed.write_buffer().len() >= shared.config.max_write_backlog_bytes {
+            if matches!(step, Step::Quit)
+                || framed.write_buffer().len() >= shared.config.max_write_backlog_bytes
+            {
                 break;
             }
             match framed.next().now_or_never() {
@@ -118,7 +123,10 @@ fn write_line(out: &mut BytesMut, value: &serde_json::Value) {
     writer.into_inner().put_u8(b'\n');
 }
 
-async fn flush(framed: &mut Framed<TcpStream, AnyDelimiterCodec>, shared: &Shared) -> Result<(), SessionError> {
+async fn flush(
+    framed: &mut Framed<TcpStream, AnyDelimiterCodec>,
+    shared: &Shared,
+) -> Result<(), SessionError> {
     match timeout(shared.config.idle_timeout, SinkExt::<&str>::flush(framed)).await {
         // Flushing never checks line lengths, so MaxChunkLengthExceeded cannot occur here.
         Ok(Ok(()) | Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => Ok(()),

@@ -1,1 +1,19 @@
+//! Cross-crate integration tests, in one binary (one link step): each module starts real
+//! servers on 127.0.0.1 with ephemeral ports and temporary data directories.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::similar_names,
+    clippy::assigning_clones,
+    clippy::cast_precision_loss,
+    clippy::format_push_string,
+    reason = "tests fail loudly, and their helpers are tests too"
+)]
+
+mod client_ops;
+mod http;
+mod limits;
+mod raw_protocol;
+mod shutdown;
+mod text_mode;

@@ -1,0 +1,124 @@
+//! The real `sutra-storage` binary: `--help`, configuration from the environment, refusal of
+//! bad configuration with a clear message, and a clean exit 0 on SIGTERM after serving.
+
+#![allow(clippy::expect_used, reason = "a failed expectation is a failed test")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sutra-storage");
+
+fn spawn(envs: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command.spawn().expect("the binary starts")
+}
+
+/// Reads the log until the "listening" line and returns the bound address.
+fn wait_for_address(child: &mut Child) -> String {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let line = lines
+            .next()
+            .expect("the server logs before exiting")
+            .expect("utf-8 log");
+        if line.contains("listening") {
+            let addr = line
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("addr="))
+                .expect("addr field");
+            // Keep draining the log so the server never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return addr.to_owned();
+        }
+    }
+    panic!("no listening line within 20 s");
+}
+
+#[test]
+fn help_documents_the_environment_variables() {
+    let output = Command::new(BINARY).arg("--help").output().expect("runs");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("utf-8");
+    for name in [
+        "STORAGE_PORT",
+        "STORAGE_PATH",
+        "VECTOR_DIMENSION",
+        "SUTRA_ROLE",
+        "MAX_CONNECTIONS",
+        "RUST_LOG",
+    ] {
+        assert!(help.contains(name), "--help lacks {name}");
+    }
+}
+
+#[test]
+fn invalid_configuration_is_refused_with_a_clear_message() {
+    let output = Command::new(BINARY)
+        .env_clear()
+        .env("VECTOR_DIMENSION", "0")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("VECTOR_DIMENSION must be between 1 and"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serves_text_and_http_then_exits_zero_on_sigterm() {
+    let mut child = spawn(&[
+        ("STORAGE_PORT", "0"),
+        ("SUTRA_ROLE", "cache_shard"),
+        ("VECTOR_DIMENSION", "64"),
+    ]);
+    let addr = wait_for_address(&mut child);
+
+    let mut text = TcpStream::connect(&addr).expect("connects");
+    text.write_all(b"STORE a note hello\nGET a\nQUIT\n")
+        .expect("writes");
+    let mut replies = String::new();
+    text.read_to_string(&mut replies)
+        .expect("reads until QUIT closes");
+    assert!(replies.contains("\"content\":\"hello\""), "{replies}");
+    // The cache_shard role gives stores a default TTL of one day.
+    assert!(replies.contains("\"expires_at_ms\":1"), "{replies}");
+
+    let mut http = TcpStream::connect(&addr).expect("connects");
+    http.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("writes");
+    let mut response = String::new();
+    http.read_to_string(&mut response).expect("reads");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"vector_dimension\":64"), "{response}");
+    assert!(response.contains("\"role\":\"cache_shard\""), "{response}");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs")
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
