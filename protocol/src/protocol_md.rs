@@ -72,6 +72,10 @@ impl Walker<'_> {
         self.take(len as usize, &format!("{name}: {text:?}"));
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per field kind, in one place"
+    )]
     fn field(&mut self, field: Field) {
         match field {
             Field::FrameLength => {

@@ -38,13 +38,7 @@ pub(super) async fn serve(
     let mut encoder = FrameCodec::new(max_frame_bytes);
     let service = &*shared.service;
     loop {
-        let next = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            next = timeout(shared.config.idle_timeout, framed.next()) => next,
-        };
-        let Ok(mut item) = next else {
-            debug!(%peer, "closed: idle timeout");
+        let Some(mut item) = super::next_item(&mut framed, shared, shutdown, peer).await else {
             break;
         };
         // Answer this frame and every complete frame already buffered, then flush once.

@@ -170,6 +170,27 @@ async fn serve(
     drop(permit);
 }
 
+/// Waits for the next frame or line of a session. `None` means stop: shutdown began while the
+/// connection was between requests, or it stayed silent for the idle timeout.
+async fn next_item<S: futures_util::Stream + Unpin>(
+    framed: &mut S,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    peer: SocketAddr,
+) -> Option<Option<S::Item>> {
+    use futures_util::StreamExt;
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => None,
+        next = tokio::time::timeout(shared.config.idle_timeout, framed.next()) => {
+            if next.is_err() {
+                debug!(%peer, "closed: idle timeout");
+            }
+            next.ok()
+        }
+    }
+}
+
 /// Waits for the first bytes and classifies the connection; `None` when the peer closed
 /// without sending anything.
 async fn sniff(stream: &TcpStream, sniff_timeout: Duration) -> std::io::Result<Option<Dialect>> {

@@ -164,7 +164,7 @@ async fn sixty_four_concurrent_connections() -> anyhow::Result<()> {
 #[tokio::test]
 async fn client_reconnects_after_the_connection_breaks() -> anyhow::Result<()> {
     let server = TestServer::start_with(|config| {
-        config.idle_timeout = std::time::Duration::from_millis(200)
+        config.idle_timeout = std::time::Duration::from_millis(200);
     })
     .await?;
     let client = Client::connect(server.addr_string()).await?;
