@@ -1,0 +1,462 @@
+//! The WAL thread: recovery at open, then the group-commit loop.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tracing::{error, info, warn};
+
+use crate::io::{Storage, StorageFile};
+use crate::segment::{self, SEGMENT_HEADER_BYTES};
+use crate::{Ack, Command, FsyncPolicy, Lsn, Recovery, Shared, WalConfig, WalError};
+
+/// A fresh random CRC seed, so bytes left from an older file can never validate.
+fn random_seed() -> u32 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "any 32 bits of a random hash will do"
+    )]
+    let seed = RandomState::new().hash_one(nanos) as u32;
+    seed
+}
+
+struct ActiveSegment {
+    name: String,
+    file: Box<dyn StorageFile>,
+    seed: u32,
+    offset: u64,
+    /// Bytes written since the last sync.
+    dirty: bool,
+}
+
+pub(crate) struct Writer {
+    storage: Arc<dyn Storage>,
+    config: WalConfig,
+    shared: Arc<Shared>,
+    /// First LSN of every segment, active one included.
+    segments: BTreeMap<Lsn, String>,
+    active: Option<ActiveSegment>,
+    next_lsn: Lsn,
+    last_sync: Instant,
+    /// Reused encode buffer for batches.
+    scratch: Vec<u8>,
+}
+
+impl Writer {
+    pub(crate) fn recover(
+        storage: Arc<dyn Storage>,
+        config: WalConfig,
+        checkpoint_lsn: Lsn,
+        mut replay: impl FnMut(Lsn, &[u8]) -> Result<(), WalError>,
+        shared: Arc<Shared>,
+    ) -> Result<(Writer, Recovery), WalError> {
+        let mut names = BTreeMap::new();
+        for name in storage
+            .list()
+            .map_err(|error| WalError::io("list", "wal directory", error))?
+        {
+            if let Some(first_lsn) = segment::parse_segment_name(&name) {
+                names.insert(first_lsn, name);
+            } else if std::path::Path::new(&name)
+                .extension()
+                .is_some_and(|extension| extension == "tmp")
+            {
+                // A segment whose creation was interrupted before its rename: never part of
+                // the log.
+                storage
+                    .remove(&name)
+                    .map_err(|error| WalError::io("remove", &name, error))?;
+            }
+        }
+        let mut expected = checkpoint_lsn.saturating_add(1);
+        let mut replayed = 0_u64;
+        let mut dropped_bytes = 0;
+        let mut active = None;
+        let count = names.len();
+        for (index, (first_lsn, name)) in names.iter().enumerate() {
+            let is_last = index + 1 == count;
+            let mut file = storage
+                .open(name)
+                .map_err(|error| WalError::io("open", name, error))?;
+            let bytes = file
+                .read_all()
+                .map_err(|error| WalError::io("read", name, error))?;
+            let scan = segment::scan_segment(&bytes, name, config.max_record_bytes)?;
+            if scan.header.first_lsn != *first_lsn {
+                return Err(WalError::Corrupt {
+                    file: name.clone(),
+                    offset: 16,
+                    reason: "first LSN differs from the file name",
+                });
+            }
+            if *first_lsn > expected {
+                return Err(WalError::Gap {
+                    expected,
+                    found: *first_lsn,
+                });
+            }
+            for record in &scan.records {
+                if record.lsn >= expected {
+                    replay(record.lsn, record.payload)?;
+                    replayed += 1;
+                    expected = record.lsn + 1;
+                }
+            }
+            if scan.dropped_bytes > 0 {
+                if !is_last {
+                    return Err(WalError::Corrupt {
+                        file: name.clone(),
+                        offset: scan.end_offset as u64,
+                        reason: "invalid bytes at the end of a segment that is not the last one",
+                    });
+                }
+                warn!(file = %name, offset = scan.end_offset, dropped_bytes = scan.dropped_bytes, "dropped the torn tail of the write-ahead log");
+                dropped_bytes = scan.dropped_bytes;
+                // Zero the torn bytes so that a later recovery does not see them again.
+                let zeros = vec![0_u8; scan.dropped_bytes];
+                file.write_at(scan.end_offset as u64, &zeros)
+                    .map_err(|error| WalError::io("write", name, error))?;
+                file.sync_data()
+                    .map_err(|error| WalError::io("sync", name, error))?;
+            }
+            let next_in_segment = scan
+                .records
+                .last()
+                .map_or(scan.header.first_lsn, |record| record.lsn + 1);
+            expected = expected.max(next_in_segment);
+            if is_last {
+                active = Some(ActiveSegment {
+                    name: name.clone(),
+                    file,
+                    seed: scan.header.seed,
+                    offset: scan.end_offset as u64,
+                    dirty: false,
+                });
+            }
+        }
+        shared
+            .stats
+            .segments
+            .store(names.len() as u64, Ordering::Relaxed);
+        info!(
+            segments = count,
+            replayed,
+            next_lsn = expected,
+            "write-ahead log recovered"
+        );
+        let writer = Writer {
+            storage,
+            config,
+            shared,
+            segments: names,
+            active,
+            next_lsn: expected,
+            last_sync: Instant::now(),
+            scratch: Vec::new(),
+        };
+        Ok((
+            writer,
+            Recovery {
+                replayed,
+                segments: count,
+                dropped_bytes,
+                next_lsn: expected,
+            },
+        ))
+    }
+
+    pub(crate) fn run(mut self, commands: &Receiver<Command>) {
+        let mut batch: Vec<(Vec<u8>, Ack)> = Vec::new();
+        loop {
+            let Some(first) = self.wait_for_command(commands) else {
+                // Every handle is gone: make what was written durable and stop.
+                let _ = self.sync_if_dirty();
+                return;
+            };
+            let mut pending = Some(first);
+            let mut batch_bytes = 0_usize;
+            // Gather every append already queued, up to the batch size; another command ends
+            // the batch and runs after it, keeping queue order.
+            let trailing = loop {
+                match pending.take() {
+                    Some(Command::Append { payload, ack }) => {
+                        batch_bytes = batch_bytes.saturating_add(payload.len());
+                        batch.push((payload, ack));
+                        if batch_bytes >= self.config.max_batch_bytes {
+                            break None;
+                        }
+                        match commands.try_recv() {
+                            Ok(command) => pending = Some(command),
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break None,
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            if let Some(command) = trailing {
+                if !self.handle_control(command) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Blocks for the next command; under `EverySec` wakes up to sync on time.
+    fn wait_for_command(&mut self, commands: &Receiver<Command>) -> Option<Command> {
+        loop {
+            let dirty = self.active.as_ref().is_some_and(|active| active.dirty);
+            if self.config.fsync != FsyncPolicy::EverySec || !dirty {
+                return commands.recv().ok();
+            }
+            let due = self.last_sync + self.config.sync_interval;
+            match commands.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(command) => return Some(command),
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.sync_if_dirty();
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Runs a non-append command; `false` means stop the thread.
+    fn handle_control(&mut self, command: Command) -> bool {
+        match command {
+            Command::Append { .. } => unreachable!("appends are batched"),
+            Command::Barrier(then) => {
+                then(self.next_lsn.saturating_sub(1));
+                true
+            }
+            Command::Truncate { through_lsn } => {
+                if let Err(error) = self.truncate(through_lsn) {
+                    warn!(%error, "could not delete WAL segments covered by a checkpoint");
+                }
+                true
+            }
+            Command::Shutdown(reply) => {
+                let result = if self.shared.poisoned.load(Ordering::Acquire) {
+                    Err(WalError::Poisoned)
+                } else {
+                    self.sync_if_dirty()
+                };
+                let _ = reply.send(result);
+                false
+            }
+            #[cfg(any(test, feature = "test-util"))]
+            Command::Halt(reply) => {
+                let _ = reply.send(());
+                false
+            }
+        }
+    }
+
+    fn poison(&self, error: &WalError) {
+        if !self.shared.poisoned.swap(true, Ordering::AcqRel) {
+            error!(%error, "write-ahead log failed; refusing all further writes until restart");
+        }
+    }
+
+    /// Writes, syncs (per policy) and acknowledges one batch.
+    fn commit(&mut self, batch: &mut Vec<(Vec<u8>, Ack)>) {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            for (_, ack) in batch.drain(..) {
+                ack(Err(WalError::Poisoned));
+            }
+            return;
+        }
+        let mut written: Vec<(Lsn, Ack)> = Vec::with_capacity(batch.len());
+        self.scratch.clear();
+        let mut records = batch.drain(..);
+        while let Some((payload, ack)) = records.next() {
+            let span = segment::record_span(payload.len()).unwrap_or(usize::MAX) as u64;
+            let fits = self.active.as_ref().is_some_and(|active| {
+                active.offset + self.scratch.len() as u64 + span <= self.config.segment_bytes
+            });
+            if !fits {
+                // Finish the current segment durably, then open the next one.
+                if let Err(error) = self.flush_scratch(true) {
+                    self.fail(&error, written);
+                    ack(Err(error.clone()));
+                    records.for_each(|(_, ack)| ack(Err(error.clone())));
+                    return;
+                }
+                if let Err(error) = self.roll() {
+                    // The records before the roll are durable in the previous segment. The
+                    // rest never reached the disk: with a full disk the log stays usable and
+                    // the next batch tries to create the segment again.
+                    self.acknowledge(written);
+                    if !error.is_disk_full() {
+                        self.poison(&error);
+                    }
+                    ack(Err(error.clone()));
+                    records.for_each(|(_, ack)| ack(Err(error.clone())));
+                    return;
+                }
+            }
+            let lsn = self.next_lsn;
+            let seed = self.active.as_ref().map_or(0, |active| active.seed);
+            segment::encode_record(&mut self.scratch, seed, lsn, &payload);
+            self.next_lsn += 1;
+            written.push((lsn, ack));
+        }
+        let sync = self.config.fsync == FsyncPolicy::Always
+            || (self.config.fsync == FsyncPolicy::EverySec
+                && self.last_sync.elapsed() >= self.config.sync_interval);
+        match self.flush_scratch(sync) {
+            Ok(()) => self.acknowledge(written),
+            Err(error) => self.fail(&error, written),
+        }
+    }
+
+    fn acknowledge(&self, written: Vec<(Lsn, Ack)>) {
+        if written.is_empty() {
+            return;
+        }
+        self.shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .appends
+            .fetch_add(written.len() as u64, Ordering::Relaxed);
+        for (lsn, ack) in written {
+            ack(Ok(lsn));
+        }
+    }
+
+    /// Fails records whose write or sync failed. They may be partly on disk and their LSNs
+    /// are spent, so the log cannot continue past them: it is poisoned.
+    fn fail(&self, error: &WalError, written: Vec<(Lsn, Ack)>) {
+        self.poison(error);
+        for (_, ack) in written {
+            ack(Err(error.clone()));
+        }
+    }
+
+    /// Writes the scratch buffer at the end of the active segment and optionally syncs it.
+    fn flush_scratch(&mut self, sync: bool) -> Result<(), WalError> {
+        let Some(active) = self.active.as_mut() else {
+            return if self.scratch.is_empty() {
+                Ok(())
+            } else {
+                Err(WalError::Closed)
+            };
+        };
+        if !self.scratch.is_empty() {
+            active
+                .file
+                .write_at(active.offset, &self.scratch)
+                .map_err(|error| WalError::io("write", &active.name, error))?;
+            active.offset += self.scratch.len() as u64;
+            active.dirty = true;
+            self.scratch.clear();
+        }
+        if sync && active.dirty {
+            active
+                .file
+                .sync_data()
+                .map_err(|error| WalError::io("sync", &active.name, error))?;
+            active.dirty = false;
+            self.last_sync = Instant::now();
+            self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn sync_if_dirty(&mut self) -> Result<(), WalError> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(WalError::Poisoned);
+        }
+        let result = self.flush_scratch(true);
+        if let Err(error) = &result {
+            self.poison(error);
+        }
+        result
+    }
+
+    /// Creates the segment that starts at `next_lsn`: temporary file, allocation, header,
+    /// sync, rename, directory sync.
+    fn roll(&mut self) -> Result<(), WalError> {
+        let first_lsn = self.next_lsn;
+        let name = segment::segment_name(first_lsn);
+        let temp = format!("{name}.tmp");
+        let seed = random_seed();
+        let create = || -> Result<Box<dyn StorageFile>, WalError> {
+            let mut file = self
+                .storage
+                .create(&temp)
+                .map_err(|error| WalError::io("create", &temp, error))?;
+            file.allocate(self.config.segment_bytes)
+                .map_err(|error| WalError::io("allocate", &temp, error))?;
+            file.write_at(0, &segment::encode_header(seed, first_lsn))
+                .map_err(|error| WalError::io("write", &temp, error))?;
+            file.sync_data()
+                .map_err(|error| WalError::io("sync", &temp, error))?;
+            self.storage
+                .rename(&temp, &name)
+                .map_err(|error| WalError::io("rename", &temp, error))?;
+            self.storage
+                .sync_dir()
+                .map_err(|error| WalError::io("sync", "wal directory", error))?;
+            Ok(file)
+        };
+        match create() {
+            Ok(file) => {
+                self.segments.insert(first_lsn, name.clone());
+                self.shared
+                    .stats
+                    .segments
+                    .store(self.segments.len() as u64, Ordering::Relaxed);
+                self.active = Some(ActiveSegment {
+                    name,
+                    file,
+                    seed,
+                    offset: SEGMENT_HEADER_BYTES as u64,
+                    dirty: false,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                // Leave no half-made segment behind; the next batch tries again.
+                let _ = self.storage.remove(&temp);
+                Err(error)
+            }
+        }
+    }
+
+    fn truncate(&mut self, through_lsn: Lsn) -> Result<(), WalError> {
+        let firsts: Vec<Lsn> = self.segments.keys().copied().collect();
+        let mut removed = false;
+        for pair in firsts.windows(2) {
+            let (Some(first), Some(next_first)) = (pair.first(), pair.get(1)) else {
+                continue;
+            };
+            // Every record of this segment is below the next segment's first LSN.
+            if next_first.saturating_sub(1) <= through_lsn {
+                if let Some(name) = self.segments.remove(first) {
+                    self.storage
+                        .remove(&name)
+                        .map_err(|error| WalError::io("remove", &name, error))?;
+                    removed = true;
+                }
+            }
+        }
+        if removed {
+            self.storage
+                .sync_dir()
+                .map_err(|error| WalError::io("sync", "wal directory", error))?;
+        }
+        self.shared
+            .stats
+            .segments
+            .store(self.segments.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
