@@ -30,11 +30,14 @@ pub enum ErrorCode {
     Busy = 8,
     /// The server failed; details are in its log, not in the reply.
     Internal = 9,
+    /// The write could not be made durable (disk full, I/O error, or the write-ahead log
+    /// refuses writes after an earlier failure) and was not applied.
+    StorageUnavailable = 10,
 }
 
 impl ErrorCode {
     /// All codes, in numeric order.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -44,6 +47,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::Busy,
         ErrorCode::Internal,
+        ErrorCode::StorageUnavailable,
     ];
 
     /// The code's wire value.
@@ -72,6 +76,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NotFound",
             ErrorCode::Busy => "Busy",
             ErrorCode::Internal => "Internal",
+            ErrorCode::StorageUnavailable => "StorageUnavailable",
         }
     }
 }

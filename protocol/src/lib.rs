@@ -37,7 +37,7 @@ pub mod request;
 pub mod response;
 pub mod text;
 mod types;
-mod wire;
+pub mod wire;
 
 pub use error::{DecodeError, EncodeError, ErrorCode, FrameError};
 pub use frame::{FrameCodec, FRAME_HEADER_BYTES};

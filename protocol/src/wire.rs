@@ -1,4 +1,5 @@
-//! Primitive field encodings shared by every message.
+//! Primitive field encodings shared by every message (and reused by the server's own disk
+//! formats, which are versioned separately from the wire).
 //!
 //! | type | encoding |
 //! |---|---|
@@ -17,28 +18,34 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::error::{DecodeError, EncodeError};
+use crate::types::{self, Attributes, ConceptId, FieldLimits, Vector};
 
-pub(crate) fn get_u8(buf: &mut &[u8], field: &'static str) -> Result<u8, DecodeError> {
+/// Reads a u8.
+pub fn get_u8(buf: &mut &[u8], field: &'static str) -> Result<u8, DecodeError> {
     buf.try_get_u8()
         .map_err(|_| DecodeError::Truncated { field })
 }
 
-pub(crate) fn get_u16(buf: &mut &[u8], field: &'static str) -> Result<u16, DecodeError> {
+/// Reads a u16 LE.
+pub fn get_u16(buf: &mut &[u8], field: &'static str) -> Result<u16, DecodeError> {
     buf.try_get_u16_le()
         .map_err(|_| DecodeError::Truncated { field })
 }
 
-pub(crate) fn get_u32(buf: &mut &[u8], field: &'static str) -> Result<u32, DecodeError> {
+/// Reads a u32 LE.
+pub fn get_u32(buf: &mut &[u8], field: &'static str) -> Result<u32, DecodeError> {
     buf.try_get_u32_le()
         .map_err(|_| DecodeError::Truncated { field })
 }
 
-pub(crate) fn get_u64(buf: &mut &[u8], field: &'static str) -> Result<u64, DecodeError> {
+/// Reads a u64 LE.
+pub fn get_u64(buf: &mut &[u8], field: &'static str) -> Result<u64, DecodeError> {
     buf.try_get_u64_le()
         .map_err(|_| DecodeError::Truncated { field })
 }
 
-pub(crate) fn get_bool(buf: &mut &[u8], field: &'static str) -> Result<bool, DecodeError> {
+/// Reads a bool (0 or 1).
+pub fn get_bool(buf: &mut &[u8], field: &'static str) -> Result<bool, DecodeError> {
     match get_u8(buf, field)? {
         0 => Ok(false),
         1 => Ok(true),
@@ -47,12 +54,12 @@ pub(crate) fn get_bool(buf: &mut &[u8], field: &'static str) -> Result<bool, Dec
 }
 
 /// Reads an option tag: `Ok(true)` when a value follows.
-pub(crate) fn get_option_tag(buf: &mut &[u8], field: &'static str) -> Result<bool, DecodeError> {
+pub fn get_option_tag(buf: &mut &[u8], field: &'static str) -> Result<bool, DecodeError> {
     get_bool(buf, field)
 }
 
 /// Reads `len` raw bytes; `len` is compared with what remains before slicing.
-pub(crate) fn get_bytes<'a>(
+pub fn get_bytes<'a>(
     buf: &mut &'a [u8],
     len: usize,
     field: &'static str,
@@ -65,7 +72,7 @@ pub(crate) fn get_bytes<'a>(
 }
 
 /// Reads a string of at most `max_bytes` bytes, borrowed from the input.
-pub(crate) fn get_str<'a>(
+pub fn get_str<'a>(
     buf: &mut &'a [u8],
     field: &'static str,
     max_bytes: u32,
@@ -82,9 +89,8 @@ pub(crate) fn get_str<'a>(
     std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field })
 }
 
-/// Reads a count of entries that each occupy at least `min_entry_bytes`, checked against both
-/// the limit and the bytes that remain, so a caller may reserve `count` entries safely.
-pub(crate) fn get_count(
+/// Reads a count of entries that each occupy at least `min_entry_bytes`, checked against the limit and the bytes that remain.
+pub fn get_count(
     buf: &mut &[u8],
     field: &'static str,
     max: u32,
@@ -110,7 +116,7 @@ pub(crate) fn get_count(
 }
 
 /// Fails unless every byte was consumed.
-pub(crate) fn finish(buf: &[u8]) -> Result<(), DecodeError> {
+pub fn finish(buf: &[u8]) -> Result<(), DecodeError> {
     if buf.is_empty() {
         Ok(())
     } else {
@@ -118,31 +124,27 @@ pub(crate) fn finish(buf: &[u8]) -> Result<(), DecodeError> {
     }
 }
 
-pub(crate) fn put_len(
-    dst: &mut BytesMut,
-    len: usize,
-    field: &'static str,
-) -> Result<(), EncodeError> {
+/// Writes a u32 LE length.
+pub fn put_len(dst: &mut BytesMut, len: usize, field: &'static str) -> Result<(), EncodeError> {
     let len = u32::try_from(len).map_err(|_| EncodeError::FieldTooLong { field })?;
     dst.put_u32_le(len);
     Ok(())
 }
 
-pub(crate) fn put_str(
-    dst: &mut BytesMut,
-    value: &str,
-    field: &'static str,
-) -> Result<(), EncodeError> {
+/// Writes a string.
+pub fn put_str(dst: &mut BytesMut, value: &str, field: &'static str) -> Result<(), EncodeError> {
     put_len(dst, value.len(), field)?;
     dst.put_slice(value.as_bytes());
     Ok(())
 }
 
-pub(crate) fn put_bool(dst: &mut BytesMut, value: bool) {
+/// Writes a bool.
+pub fn put_bool(dst: &mut BytesMut, value: bool) {
     dst.put_u8(u8::from(value));
 }
 
-pub(crate) fn put_option_u64(dst: &mut BytesMut, value: Option<u64>) {
+/// Writes an option<u64>.
+pub fn put_option_u64(dst: &mut BytesMut, value: Option<u64>) {
     match value {
         None => dst.put_u8(0),
         Some(value) => {
@@ -152,13 +154,45 @@ pub(crate) fn put_option_u64(dst: &mut BytesMut, value: Option<u64>) {
     }
 }
 
-pub(crate) fn get_option_u64(
-    buf: &mut &[u8],
-    field: &'static str,
-) -> Result<Option<u64>, DecodeError> {
+/// Reads an option<u64>.
+pub fn get_option_u64(buf: &mut &[u8], field: &'static str) -> Result<Option<u64>, DecodeError> {
     if get_option_tag(buf, field)? {
         Ok(Some(get_u64(buf, field)?))
     } else {
         Ok(None)
     }
+}
+
+/// Reads a concept id (non-empty; bounded only by the input). For data the server wrote
+/// itself, such as its log; network input goes through the request decoder's limits.
+pub fn get_id(buf: &mut &[u8]) -> Result<ConceptId, DecodeError> {
+    ConceptId::decode(buf, u32::MAX)
+}
+
+/// Writes a concept id.
+pub fn put_id(dst: &mut BytesMut, id: &ConceptId) -> Result<(), EncodeError> {
+    id.encode(dst)
+}
+
+/// Reads a map<string,string> bounded only by the input.
+pub fn get_attributes(buf: &mut &[u8]) -> Result<Attributes, DecodeError> {
+    types::decode_attributes(buf, FieldLimits::UNBOUNDED)
+}
+
+/// Writes a map<string,string>.
+pub fn put_attributes(dst: &mut BytesMut, attributes: &Attributes) -> Result<(), EncodeError> {
+    types::encode_attributes(dst, attributes)
+}
+
+/// Reads an option<vector>; with `expected_dimension` the count must match it.
+pub fn get_optional_vector(
+    buf: &mut &[u8],
+    expected_dimension: Option<u32>,
+) -> Result<Option<Vector>, DecodeError> {
+    types::decode_optional_vector(buf, expected_dimension)
+}
+
+/// Writes an option<vector>.
+pub fn put_optional_vector(dst: &mut BytesMut, vector: Option<&Vector>) -> Result<(), EncodeError> {
+    types::encode_optional_vector(dst, vector)
 }

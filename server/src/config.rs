@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use sutra_protocol::Limits;
+use sutra_wal::{FsyncPolicy, WalConfig};
+
+use crate::engine::CheckpointConfig;
 
 /// Default port in the `normal` role.
 pub const DEFAULT_PORT: u16 = 50051;
@@ -14,6 +17,27 @@ pub const DEFAULT_PORT: u16 = 50051;
 pub const DEFAULT_CACHE_SHARD_PORT: u16 = 50052;
 /// Default `DEFAULT_TTL_SECONDS` in the `cache_shard` role (one day).
 pub const DEFAULT_CACHE_SHARD_TTL_SECONDS: u64 = 86_400;
+
+/// `--fsync` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncArg {
+    /// Acknowledge after fdatasync.
+    Always,
+    /// Acknowledge after write; fdatasync at most one second later.
+    Everysec,
+    /// Acknowledge after write; the OS flushes.
+    Never,
+}
+
+impl From<FsyncArg> for FsyncPolicy {
+    fn from(value: FsyncArg) -> FsyncPolicy {
+        match value {
+            FsyncArg::Always => FsyncPolicy::Always,
+            FsyncArg::Everysec => FsyncPolicy::EverySec,
+            FsyncArg::Never => FsyncPolicy::Never,
+        }
+    }
+}
 
 /// What the server is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,10 +78,35 @@ pub struct Cli {
     #[arg(long, env = "STORAGE_PORT")]
     pub port: Option<u16>,
 
-    /// Data directory. This build keeps concepts in memory only; the write-ahead log that will
-    /// live here arrives with the durability work, so data does not survive a restart yet.
+    /// Data directory: write-ahead log, checkpoints, manifest and lock. Created if missing;
+    /// a directory in use by another server, or written with another VECTOR_DIMENSION, is
+    /// refused.
     #[arg(long, env = "STORAGE_PATH", default_value = "./data")]
     pub storage_path: PathBuf,
+
+    /// When a write is acknowledged: `always` after fdatasync (nothing acknowledged is lost,
+    /// even by a power cut); `everysec` after write(2), fsync at most 1 s later (a power cut
+    /// can lose the last second; a crash of the process loses nothing); `never` after
+    /// write(2), the OS flushes (a power cut can lose everything since the last checkpoint).
+    #[arg(long, env = "WAL_FSYNC", value_enum, default_value = "always")]
+    pub fsync: FsyncArg,
+
+    /// Size of each write-ahead log segment file (preallocated), in bytes.
+    #[arg(long, env = "WAL_SEGMENT_BYTES", default_value_t = WalConfig::DEFAULT_SEGMENT_BYTES)]
+    pub wal_segment_bytes: u64,
+
+    /// Most writes waiting for the log; beyond it writes get Busy.
+    #[arg(long, env = "WAL_QUEUE_LEN", default_value_t = WalConfig::DEFAULT_QUEUE_LEN)]
+    pub wal_queue_len: usize,
+
+    /// Seconds between checkpoints while there are writes (a checkpoint snapshots the data and
+    /// deletes the log it covers). A clean shutdown always checkpoints.
+    #[arg(long, env = "CHECKPOINT_INTERVAL_SECS", default_value_t = CheckpointConfig::DEFAULT_INTERVAL.as_secs())]
+    pub checkpoint_interval_secs: u64,
+
+    /// Checkpoint early once this many log bytes were written since the last checkpoint.
+    #[arg(long, env = "CHECKPOINT_WAL_BYTES", default_value_t = CheckpointConfig::DEFAULT_WAL_BYTES)]
+    pub checkpoint_wal_bytes: u64,
 
     /// Number of f32 values in every embedding; stores with another length are refused with
     /// DimensionMismatch.
@@ -142,8 +191,12 @@ fn millis(duration: Duration) -> u64 {
 pub struct ServerConfig {
     /// Where to listen.
     pub listen_addr: SocketAddr,
-    /// Data directory (reserved for the write-ahead log).
+    /// Data directory.
     pub storage_path: PathBuf,
+    /// Write-ahead log settings (its `max_record_bytes` follows `limits.max_frame_bytes`).
+    pub wal: WalConfig,
+    /// When to checkpoint.
+    pub checkpoint: CheckpointConfig,
     /// The role.
     pub role: Role,
     /// TTL for stores without one; `None` keeps them forever.
@@ -178,6 +231,11 @@ impl ServerConfig {
     pub fn for_tests(storage_path: PathBuf) -> ServerConfig {
         ServerConfig {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            wal: WalConfig {
+                max_record_bytes: Limits::DEFAULT_MAX_FRAME_BYTES,
+                ..WalConfig::default()
+            },
+            checkpoint: CheckpointConfig::default(),
             storage_path,
             role: Role::Normal,
             default_ttl: None,
@@ -227,6 +285,17 @@ impl TryFrom<Cli> for ServerConfig {
         let config = ServerConfig {
             listen_addr: SocketAddr::new(cli.host, port),
             storage_path: cli.storage_path,
+            wal: WalConfig {
+                segment_bytes: cli.wal_segment_bytes,
+                max_record_bytes: cli.max_frame_bytes,
+                fsync: cli.fsync.into(),
+                queue_len: cli.wal_queue_len,
+                ..WalConfig::default()
+            },
+            checkpoint: CheckpointConfig {
+                interval: Duration::from_secs(cli.checkpoint_interval_secs),
+                wal_bytes: cli.checkpoint_wal_bytes,
+            },
             role: cli.role,
             default_ttl: default_ttl_seconds
                 .filter(|seconds| *seconds > 0)
@@ -259,6 +328,14 @@ pub enum ConfigError {
     /// A protocol limit is out of range.
     #[error(transparent)]
     Limits(#[from] sutra_protocol::LimitsError),
+    /// A log segment cannot hold the largest record.
+    #[error("WAL_SEGMENT_BYTES ({segment_bytes}) must exceed MAX_FRAME_BYTES ({max_frame_bytes}) plus 64 bytes")]
+    WalSegmentTooSmall {
+        /// The configured segment size.
+        segment_bytes: u64,
+        /// The configured frame limit.
+        max_frame_bytes: u32,
+    },
     /// A setting that must be positive is zero.
     #[error("{name} must be at least 1")]
     Zero {
@@ -335,6 +412,11 @@ mod tests {
             "SNIFF_TIMEOUT_MS",
             "MAX_WRITE_BACKLOG_BYTES",
             "SHUTDOWN_GRACE_SECS",
+            "WAL_FSYNC",
+            "WAL_SEGMENT_BYTES",
+            "WAL_QUEUE_LEN",
+            "CHECKPOINT_INTERVAL_SECS",
+            "CHECKPOINT_WAL_BYTES",
             "RUST_LOG",
         ] {
             assert!(help.contains(env), "--help does not mention {env}");

@@ -2,8 +2,9 @@
 //!
 //! - [`config`]: the command line with environment fallbacks, turned into [`ServerConfig`].
 //!   Nothing else reads the environment.
-//! - [`engine`]: the concept store (sharded map + type index, TTL via an injected clock). Only
-//!   the engine changes stored state; the write-ahead log will slot in under it.
+//! - [`engine`]: the concept store (sharded map + type index, TTL via an injected clock),
+//!   made durable by the write-ahead log (`sutra-wal`) and checkpoints in `STORAGE_PATH`.
+//!   Only the engine changes stored state.
 //! - `service`: executes a [`sutra_protocol::Request`] against the engine and keeps counters;
 //!   the binary, text and HTTP sessions all go through it.
 //! - `net`: accept loop, connection limit, first-byte sniffing, binary and text sessions.
@@ -29,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::{Cli, Role, ServerConfig};
-use engine::{Clock, Engine, EngineConfig, EngineError, SystemClock};
+use engine::{Clock, Durability, Engine, EngineConfig, EngineError, SystemClock};
 use service::Service;
 
 /// Bytes reserved in a frame for everything in a `QueryByType` response but its concepts:
@@ -51,9 +52,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The engine failed to shut down cleanly.
-    #[error("engine shutdown failed: {0}")]
-    Shutdown(#[from] EngineError),
+    /// The engine failed to open or to shut down cleanly.
+    #[error("{0}")]
+    Engine(#[from] EngineError),
 }
 
 /// A bound, not yet running server.
@@ -76,13 +77,24 @@ impl Server {
         config.validate()?;
         let max_page_bytes = (config.limits.max_frame_bytes as usize)
             .saturating_sub(PAGE_OVERHEAD_BYTES + config.limits.max_id_bytes as usize);
-        let engine = Engine::new(
-            EngineConfig {
-                default_ttl: config.default_ttl,
-                max_page_bytes,
+        let engine_config = EngineConfig {
+            default_ttl: config.default_ttl,
+            max_page_bytes,
+            vector_dimension: config.limits.vector_dimension,
+            durability: Durability::Persistent {
+                data_dir: config.storage_path.clone(),
+                wal: config.wal.clone(),
+                checkpoint: config.checkpoint.clone(),
             },
-            clock,
-        );
+        };
+        // Recovery reads files and may take a while: keep it off the async workers.
+        let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config, clock))
+            .await
+            .map_err(|error| {
+                ServerError::Engine(EngineError::Internal {
+                    message: error.to_string(),
+                })
+            })??;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|source| ServerError::Bind {

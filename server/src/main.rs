@@ -36,6 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let storage_path = config.storage_path.clone();
+        let fsync = config.wal.fsync;
         let (role, dimension) = (config.role, config.limits.vector_dimension);
         let server = Server::bind(config).await?;
         info!(
@@ -43,11 +44,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             role = role.as_str(),
             vector_dimension = dimension,
             version = sutra_server::service::VERSION,
-            "sutra-storage listening (binary protocol, text commands and HTTP on one port)"
-        );
-        warn!(
             storage_path = %storage_path.display(),
-            "concepts are kept in memory only in this build; they do not survive a restart"
+            ?fsync,
+            "sutra-storage listening (binary protocol, text commands and HTTP on one port)"
         );
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));

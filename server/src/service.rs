@@ -1,6 +1,8 @@
 //! Executes requests against the engine and keeps the server's counters. The binary, text
 //! and HTTP sessions all go through [`Service`], so they answer identically.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -8,6 +10,14 @@ use sutra_protocol::{ErrorCode, HealthInfo, Limits, Request, Response, StatsSnap
 
 use crate::config::Role;
 use crate::engine::Engine;
+
+/// The answer to a request: now, or once a write is durable.
+pub enum Reply {
+    /// The response.
+    Ready(Response),
+    /// A write waiting for the log; resolves to its response.
+    Pending(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
 
 /// The server version reported by Health.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -62,38 +72,59 @@ impl Service {
         &self.engine
     }
 
-    /// Runs one request.
-    pub fn call(&self, request: Request) -> Response {
-        let response = match request {
-            Request::Health => Response::Health(self.health()),
-            Request::Stats => Response::Stats(self.stats()),
+    /// Runs one request. Reads and failures are answered at once; a write is answered when
+    /// the log has made it durable ([`Reply::Pending`]). Callers count the final response with
+    /// [`Service::count_response`].
+    pub fn call(&self, request: Request) -> Reply {
+        match request {
+            Request::Health => Reply::Ready(Response::Health(self.health())),
+            Request::Stats => Reply::Ready(Response::Stats(self.stats())),
             Request::StoreConcept(store) => {
                 bump(&self.counters.stores);
-                self.engine
-                    .store(store)
-                    .map_or_else(|error| engine_error(&error), Response::Stored)
+                match self.engine.store(store) {
+                    Ok(pending) => Reply::Pending(Box::pin(async move {
+                        pending
+                            .wait()
+                            .await
+                            .map_or_else(|error| engine_error(&error), Response::Stored)
+                    })),
+                    Err(error) => Reply::Ready(engine_error(&error)),
+                }
             }
             Request::GetConceptById { id } => {
                 bump(&self.counters.gets);
-                self.engine.get(&id).map_or_else(
+                Reply::Ready(self.engine.get(&id).map_or_else(
                     |error| {
                         bump(&self.counters.gets_not_found);
                         engine_error(&error)
                     },
                     Response::Concept,
-                )
+                ))
             }
             Request::QueryByType(query) => {
                 bump(&self.counters.queries);
-                Response::Page(self.engine.query_by_type(&query))
+                Reply::Ready(Response::Page(self.engine.query_by_type(&query)))
             }
             Request::Delete { id } => {
                 bump(&self.counters.deletes);
-                self.engine.delete(&id).map_or_else(
-                    |error| engine_error(&error),
-                    |existed| Response::Deleted { existed },
-                )
+                match self.engine.delete(&id) {
+                    Ok(pending) => Reply::Pending(Box::pin(async move {
+                        pending.wait().await.map_or_else(
+                            |error| engine_error(&error),
+                            |existed| Response::Deleted { existed },
+                        )
+                    })),
+                    Err(error) => Reply::Ready(engine_error(&error)),
+                }
             }
+        }
+    }
+
+    /// Runs one request to completion.
+    pub async fn call_and_wait(&self, request: Request) -> Response {
+        let response = match self.call(request) {
+            Reply::Ready(response) => response,
+            Reply::Pending(pending) => pending.await,
         };
         self.count_response(&response);
         response
@@ -111,7 +142,12 @@ impl Service {
     /// Liveness facts.
     pub fn health(&self) -> HealthInfo {
         HealthInfo {
-            status: "ok".to_owned(),
+            status: if self.engine.is_writable() {
+                "ok"
+            } else {
+                "read_only"
+            }
+            .to_owned(),
             role: self.role.as_str().to_owned(),
             vector_dimension: self.limits.vector_dimension,
             concepts: self.engine.counters().concepts,
@@ -125,7 +161,7 @@ impl Service {
         let engine = self.engine.counters();
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let counters = &self.counters;
-        let pairs: [(&str, u64); 13] = [
+        let pairs: [(&str, u64); 21] = [
             ("concepts", engine.concepts),
             ("bytes_used", engine.bytes_used),
             ("uptime_seconds", self.started.elapsed().as_secs()),
@@ -139,6 +175,14 @@ impl Service {
             ("gets_not_found", load(&counters.gets_not_found)),
             ("queries", load(&counters.queries)),
             ("deletes", load(&counters.deletes)),
+            ("wal_appends", engine.wal_appends),
+            ("wal_batches", engine.wal_batches),
+            ("wal_syncs", engine.wal_syncs),
+            ("wal_segments", engine.wal_segments),
+            ("checkpoints", engine.checkpoints),
+            ("checkpoint_lsn", engine.checkpoint_lsn),
+            ("writable", u64::from(self.engine.is_writable())),
+            ("persistent", u64::from(engine.persistent)),
         ];
         StatsSnapshot {
             role: self.role.as_str().to_owned(),
@@ -152,7 +196,10 @@ impl Service {
 }
 
 fn engine_error(error: &crate::engine::EngineError) -> Response {
-    Response::error(error.code(), error.to_string())
+    if error.code() == ErrorCode::Internal || error.code() == ErrorCode::StorageUnavailable {
+        tracing::warn!(%error, "request failed");
+    }
+    Response::error(error.code(), error.client_message())
 }
 
 /// An error response for a request that could not be decoded.

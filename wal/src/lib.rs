@@ -309,7 +309,7 @@ impl Wal {
         match self.commands.try_send(Command::Append { payload, ack }) {
             Err(TrySendError::Full(Command::Append { ack, .. })) => ack(Err(WalError::QueueFull)),
             Err(TrySendError::Disconnected(Command::Append { ack, .. })) => {
-                ack(Err(WalError::Closed))
+                ack(Err(WalError::Closed));
             }
             // Sent, or (impossible) another command came back.
             Ok(()) | Err(_) => {}

@@ -48,6 +48,42 @@ pub(crate) struct Writer {
     scratch: Vec<u8>,
 }
 
+/// The segments in the directory by first LSN. Leftover temporary files (a segment whose
+/// creation was interrupted before its rename) were never part of the log and are removed.
+fn list_segments(storage: &dyn Storage) -> Result<BTreeMap<Lsn, String>, WalError> {
+    let mut names = BTreeMap::new();
+    for name in storage
+        .list()
+        .map_err(|error| WalError::io("list", "wal directory", error))?
+    {
+        if let Some(first_lsn) = segment::parse_segment_name(&name) {
+            names.insert(first_lsn, name);
+        } else if std::path::Path::new(&name)
+            .extension()
+            .is_some_and(|extension| extension == "tmp")
+        {
+            storage
+                .remove(&name)
+                .map_err(|error| WalError::io("remove", &name, error))?;
+        }
+    }
+    Ok(names)
+}
+
+/// Zeroes a torn tail so that a later recovery does not see it again.
+fn drop_torn_tail(
+    file: &mut dyn StorageFile,
+    name: &str,
+    offset: usize,
+    dropped_bytes: usize,
+) -> Result<(), WalError> {
+    warn!(file = %name, offset, dropped_bytes, "dropped the torn tail of the write-ahead log");
+    file.write_at(offset as u64, &vec![0_u8; dropped_bytes])
+        .map_err(|error| WalError::io("write", name, error))?;
+    file.sync_data()
+        .map_err(|error| WalError::io("sync", name, error))
+}
+
 impl Writer {
     pub(crate) fn recover(
         storage: Arc<dyn Storage>,
@@ -56,24 +92,7 @@ impl Writer {
         mut replay: impl FnMut(Lsn, &[u8]) -> Result<(), WalError>,
         shared: Arc<Shared>,
     ) -> Result<(Writer, Recovery), WalError> {
-        let mut names = BTreeMap::new();
-        for name in storage
-            .list()
-            .map_err(|error| WalError::io("list", "wal directory", error))?
-        {
-            if let Some(first_lsn) = segment::parse_segment_name(&name) {
-                names.insert(first_lsn, name);
-            } else if std::path::Path::new(&name)
-                .extension()
-                .is_some_and(|extension| extension == "tmp")
-            {
-                // A segment whose creation was interrupted before its rename: never part of
-                // the log.
-                storage
-                    .remove(&name)
-                    .map_err(|error| WalError::io("remove", &name, error))?;
-            }
-        }
+        let names = list_segments(&*storage)?;
         let mut expected = checkpoint_lsn.saturating_add(1);
         let mut replayed = 0_u64;
         let mut dropped_bytes = 0;
@@ -116,14 +135,8 @@ impl Writer {
                         reason: "invalid bytes at the end of a segment that is not the last one",
                     });
                 }
-                warn!(file = %name, offset = scan.end_offset, dropped_bytes = scan.dropped_bytes, "dropped the torn tail of the write-ahead log");
                 dropped_bytes = scan.dropped_bytes;
-                // Zero the torn bytes so that a later recovery does not see them again.
-                let zeros = vec![0_u8; scan.dropped_bytes];
-                file.write_at(scan.end_offset as u64, &zeros)
-                    .map_err(|error| WalError::io("write", name, error))?;
-                file.sync_data()
-                    .map_err(|error| WalError::io("sync", name, error))?;
+                drop_torn_tail(&mut *file, name, scan.end_offset, scan.dropped_bytes)?;
             }
             let next_in_segment = scan
                 .records

@@ -1,16 +1,29 @@
 //! The concept engine: the only code that changes stored state.
 //!
-//! Today the engine is an in-memory store (see [`store`]). The durability work slots a
-//! write-ahead log under [`Engine::store`] and [`Engine::delete`]: they log, wait for the log's
-//! acknowledgement, then apply to memory. Nothing above the engine (the network sessions,
-//! HTTP) touches stored state directly, so that change stays inside this module.
+//! Writes go through the write-ahead log (`sutra-wal`): the engine encodes a [`Record`],
+//! appends it, and applies it to the in-memory store *inside the log's acknowledgement*, on
+//! the WAL thread, in LSN order. So memory changes in exactly the order of the log, a write
+//! is visible to readers only once it is durable under the fsync policy, and replaying the
+//! log rebuilds the same state. Reads never touch the log.
 //!
-//! The engine logs nothing on the success path; errors are logged once, by the session that
-//! reports them.
+//! Checkpoints ([`persist`]) snapshot every live concept at a consistent LSN (taken on the
+//! WAL thread between batches) and delete the log segments the snapshot covers. Start-up
+//! loads the newest snapshot, then replays the log after it.
+//!
+//! An engine can also run without a data directory ([`Durability::InMemory`]), applying
+//! writes at once; unit tests use that.
+//!
+//! The engine logs nothing on the request path; errors are logged once, by the session that
+//! reports them. Recovery and checkpoints log at `info`, failures at `warn`/`error`.
 
 mod clock;
+mod datadir;
+mod persist;
+mod record;
+mod snapshot;
 mod store;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +31,29 @@ use std::time::Duration;
 use sutra_protocol::{
     Concept, ConceptId, ErrorCode, QueryByType, QueryPage, StoreConcept, StoreOutcome,
 };
+use sutra_wal::{WalConfig, WalError};
+use tokio::sync::oneshot;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use persist::CheckpointConfig;
+use record::Record;
 use store::ConceptStore;
+
+/// Where writes go.
+#[derive(Debug, Clone)]
+pub enum Durability {
+    /// Nowhere: memory only, lost at exit.
+    InMemory,
+    /// A data directory with a write-ahead log and checkpoints.
+    Persistent {
+        /// `STORAGE_PATH`.
+        data_dir: PathBuf,
+        /// The log's settings.
+        wal: WalConfig,
+        /// When to checkpoint.
+        checkpoint: CheckpointConfig,
+    },
+}
 
 /// Settings the engine needs.
 #[derive(Debug, Clone)]
@@ -29,10 +62,14 @@ pub struct EngineConfig {
     pub default_ttl: Option<Duration>,
     /// Largest encoded size of one `QueryByType` page, so a page always fits one frame.
     pub max_page_bytes: usize,
+    /// `VECTOR_DIMENSION`, recorded in the data directory.
+    pub vector_dimension: u32,
+    /// Where writes go.
+    pub durability: Durability,
 }
 
 /// Why an operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
     /// No live concept has this id.
@@ -44,6 +81,45 @@ pub enum EngineError {
     /// The engine has been shut down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Too many writes are waiting for the log.
+    #[error("too many writes in flight; retry later")]
+    Overloaded,
+    /// The write could not be made durable; it was not applied.
+    #[error("the write could not be made durable and was not applied: {0}")]
+    Storage(WalError),
+    /// Recovery or the log failed at start-up.
+    #[error("{0}")]
+    Wal(WalError),
+    /// A file operation failed.
+    #[error("{op} {path}: {message}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: String,
+        /// The OS error.
+        message: String,
+    },
+    /// Another server holds the data directory.
+    #[error("data directory {path} is in use by another sutra-storage process (its LOCK file is locked); stop that server or choose another STORAGE_PATH")]
+    Locked {
+        /// The directory.
+        path: String,
+    },
+    /// The data directory cannot be used by this server.
+    #[error("cannot use data directory {path}: {reason}")]
+    BadDataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A bug.
+    #[error("internal error: {message}")]
+    Internal {
+        /// Details for the log.
+        message: String,
+    },
 }
 
 impl EngineError {
@@ -51,37 +127,142 @@ impl EngineError {
     pub fn code(&self) -> ErrorCode {
         match self {
             EngineError::NotFound { .. } => ErrorCode::NotFound,
-            EngineError::ShuttingDown => ErrorCode::Busy,
+            EngineError::ShuttingDown | EngineError::Overloaded => ErrorCode::Busy,
+            EngineError::Storage(_) => ErrorCode::StorageUnavailable,
+            EngineError::Wal(_)
+            | EngineError::Io { .. }
+            | EngineError::Locked { .. }
+            | EngineError::BadDataDir { .. }
+            | EngineError::Internal { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// The message a client may see (internal details stay in the log).
+    pub fn client_message(&self) -> String {
+        match self {
+            EngineError::Storage(error) if error.is_disk_full() => {
+                "the disk is full: the write was not stored; retry when space is available"
+                    .to_owned()
+            }
+            EngineError::Storage(WalError::Poisoned) => {
+                "the server's write-ahead log failed earlier; writes are refused until it restarts"
+                    .to_owned()
+            }
+            EngineError::Storage(_) => {
+                "the write could not be made durable and was not stored; see the server log"
+                    .to_owned()
+            }
+            EngineError::NotFound { .. } | EngineError::ShuttingDown | EngineError::Overloaded => {
+                self.to_string()
+            }
+            _ => "internal error; see the server log".to_owned(),
+        }
+    }
+
+    fn from_append(error: WalError) -> EngineError {
+        match error {
+            WalError::QueueFull => EngineError::Overloaded,
+            WalError::Closed => EngineError::ShuttingDown,
+            other => EngineError::Storage(other),
         }
     }
 }
 
-/// Counts of engine operations, for statistics.
+/// Sizes and counters for statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineCounters {
     /// Live concepts (including expired ones not yet removed).
     pub concepts: u64,
     /// Encoded bytes of those concepts.
     pub bytes_used: u64,
+    /// Log records written.
+    pub wal_appends: u64,
+    /// Log batches written.
+    pub wal_batches: u64,
+    /// Log `fdatasync` calls.
+    pub wal_syncs: u64,
+    /// Log segment files.
+    pub wal_segments: u64,
+    /// Checkpoints completed since start.
+    pub checkpoints: u64,
+    /// LSN of the newest checkpoint.
+    pub checkpoint_lsn: u64,
+    /// Whether writes go to a data directory.
+    pub persistent: bool,
 }
 
-/// The concept store with its time source.
+/// A write that completes when the log acknowledges it.
+#[must_use = "a write is only known to be durable once awaited"]
+pub struct PendingWrite<T>(PendingInner<T>);
+
+enum PendingInner<T> {
+    Ready(Result<T, EngineError>),
+    Waiting(oneshot::Receiver<Result<T, EngineError>>),
+}
+
+impl<T> PendingWrite<T> {
+    fn ready(result: Result<T, EngineError>) -> PendingWrite<T> {
+        PendingWrite(PendingInner::Ready(result))
+    }
+
+    /// Waits for durability (or failure).
+    pub async fn wait(self) -> Result<T, EngineError> {
+        match self.0 {
+            PendingInner::Ready(result) => result,
+            PendingInner::Waiting(receiver) => {
+                receiver.await.unwrap_or(Err(EngineError::ShuttingDown))
+            }
+        }
+    }
+
+    /// Waits from synchronous code (not from an async task).
+    pub fn wait_blocking(self) -> Result<T, EngineError> {
+        match self.0 {
+            PendingInner::Ready(result) => result,
+            PendingInner::Waiting(receiver) => receiver
+                .blocking_recv()
+                .unwrap_or(Err(EngineError::ShuttingDown)),
+        }
+    }
+}
+
+/// The concept store with its time source and, when persistent, its log.
 pub struct Engine {
-    store: ConceptStore,
+    store: Arc<ConceptStore>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     closed: AtomicBool,
+    persistence: Option<Arc<persist::Persistence>>,
 }
 
 impl Engine {
-    /// An empty engine.
-    pub fn new(config: EngineConfig, clock: Arc<dyn Clock>) -> Engine {
-        Engine {
-            store: ConceptStore::new(),
+    /// Opens the engine: for [`Durability::Persistent`] this locks the data directory, checks
+    /// its manifest, loads the newest snapshot, replays the log and starts the checkpointer.
+    /// Blocking; call it off the async runtime.
+    pub fn open(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine, EngineError> {
+        let store = Arc::new(ConceptStore::new());
+        let persistence = match &config.durability {
+            Durability::InMemory => None,
+            Durability::Persistent {
+                data_dir,
+                wal,
+                checkpoint,
+            } => Some(persist::Persistence::open(
+                data_dir,
+                wal,
+                checkpoint.clone(),
+                config.vector_dimension,
+                Arc::clone(&store),
+                Arc::clone(&clock),
+            )?),
+        };
+        Ok(Engine {
+            store,
             clock,
             config,
             closed: AtomicBool::new(false),
-        }
+            persistence,
+        })
     }
 
     fn check_open(&self) -> Result<(), EngineError> {
@@ -92,8 +273,40 @@ impl Engine {
         }
     }
 
-    /// Inserts or replaces a concept; the server sets its creation time and expiry.
-    pub fn store(&self, request: StoreConcept) -> Result<StoreOutcome, EngineError> {
+    /// Logs `record` and, once it is durable, runs `apply` (on the WAL thread, in log order).
+    fn commit<T: Send + 'static>(
+        &self,
+        record: Result<Vec<u8>, sutra_protocol::EncodeError>,
+        apply: impl FnOnce(&ConceptStore) -> T + Send + 'static,
+    ) -> PendingWrite<T> {
+        let Some(persistence) = &self.persistence else {
+            return PendingWrite::ready(Ok(apply(&self.store)));
+        };
+        let payload = match record {
+            Ok(payload) => payload,
+            Err(error) => {
+                return PendingWrite::ready(Err(EngineError::Internal {
+                    message: format!("encoding a log record: {error}"),
+                }))
+            }
+        };
+        let (sender, receiver) = oneshot::channel();
+        let store = Arc::clone(&self.store);
+        persistence.append(
+            payload,
+            Box::new(move |result| {
+                let outcome = result
+                    .map(|_| apply(&store))
+                    .map_err(EngineError::from_append);
+                let _ = sender.send(outcome);
+            }),
+        );
+        PendingWrite(PendingInner::Waiting(receiver))
+    }
+
+    /// Inserts or replaces a concept; the server sets its creation time and expiry (absolute,
+    /// so replay never extends it).
+    pub fn store(&self, request: StoreConcept) -> Result<PendingWrite<StoreOutcome>, EngineError> {
         self.check_open()?;
         let now_ms = self.clock.now_ms();
         let ttl = match request.ttl_seconds {
@@ -101,11 +314,9 @@ impl Engine {
             Some(0) => None,
             Some(seconds) => Some(Duration::from_secs(seconds)),
         };
-        let expires_at_ms = ttl.map(|ttl| {
-            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-            now_ms.saturating_add(ttl_ms)
-        });
-        let concept = Concept {
+        let expires_at_ms = ttl
+            .map(|ttl| now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)));
+        let concept = Arc::new(Concept {
             id: request.id,
             content: request.content,
             concept_type: request.concept_type,
@@ -114,13 +325,16 @@ impl Engine {
             embedding: request.embedding,
             created_at_ms: now_ms,
             expires_at_ms,
-        };
-        let created = self.store.upsert(&Arc::new(concept), now_ms);
-        Ok(StoreOutcome {
-            created,
-            created_at_ms: now_ms,
-            expires_at_ms,
-        })
+        });
+        let record = record::encode_put(&concept);
+        Ok(self.commit(record, move |store| {
+            let created = store.upsert(&concept, now_ms);
+            StoreOutcome {
+                created,
+                created_at_ms: now_ms,
+                expires_at_ms,
+            }
+        }))
     }
 
     /// The live concept with this id.
@@ -136,24 +350,57 @@ impl Engine {
             .query_by_type(query, self.config.max_page_bytes, self.clock.now_ms())
     }
 
-    /// Removes a concept; `Ok(false)` when there was none.
-    pub fn delete(&self, id: &ConceptId) -> Result<bool, EngineError> {
+    /// Removes a concept; resolves to `false` when there was none.
+    pub fn delete(&self, id: &ConceptId) -> Result<PendingWrite<bool>, EngineError> {
         self.check_open()?;
-        Ok(self.store.remove(id, self.clock.now_ms()))
+        let now_ms = self.clock.now_ms();
+        let id = id.clone();
+        let record = Record::Delete(id.clone()).encode();
+        Ok(self.commit(record, move |store| store.remove(&id, now_ms)))
+    }
+
+    /// Whether writes are accepted (false after a log failure, until restart).
+    pub fn is_writable(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+            && self
+                .persistence
+                .as_ref()
+                .is_none_or(|persistence| !persistence.is_poisoned())
     }
 
     /// Sizes for statistics.
     pub fn counters(&self) -> EngineCounters {
-        self.store.counters()
+        let (concepts, bytes_used) = self.store.counters();
+        let mut counters = EngineCounters {
+            concepts,
+            bytes_used,
+            ..EngineCounters::default()
+        };
+        if let Some(persistence) = &self.persistence {
+            counters.persistent = true;
+            persistence.fill_counters(&mut counters);
+        }
+        counters
     }
 
-    /// Stops accepting writes. Reads still succeed so that in-flight sessions can finish.
-    /// With the write-ahead log this is where the final sync and checkpoint happen.
+    /// Writes a checkpoint now (a no-op in memory).
+    pub fn checkpoint(&self) -> Result<(), EngineError> {
+        match &self.persistence {
+            Some(persistence) => persistence.checkpoint(),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting writes, writes a final checkpoint, syncs and closes the log. Reads still
+    /// succeed so that in-flight sessions can finish.
     pub fn shutdown(&self) -> Result<(), EngineError> {
         self.closed.store(true, Ordering::Release);
         #[cfg(debug_assertions)]
         self.store.check_invariants();
-        Ok(())
+        match &self.persistence {
+            Some(persistence) => persistence.shutdown(),
+            None => Ok(()),
+        }
     }
 }
 

@@ -24,8 +24,6 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use hashbrown::{DefaultHashBuilder, HashMap};
 use sutra_protocol::{Concept, ConceptId, QueryByType, QueryPage};
 
-use super::EngineCounters;
-
 /// Number of shards in each map: enough that 2-16 cores rarely meet on one lock.
 const SHARD_COUNT: usize = 64;
 const _: () = assert!(SHARD_COUNT.is_power_of_two());
@@ -254,11 +252,28 @@ impl ConceptStore {
         }
     }
 
-    pub(super) fn counters(&self) -> EngineCounters {
-        EngineCounters {
-            concepts: self.concept_count.load(Ordering::Relaxed),
-            bytes_used: self.bytes_used.load(Ordering::Relaxed),
+    /// (concepts, encoded bytes).
+    pub(super) fn counters(&self) -> (u64, u64) {
+        (
+            self.concept_count.load(Ordering::Relaxed),
+            self.bytes_used.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Every live concept, for a checkpoint. Pointer copies only; shard by shard.
+    pub(super) fn live_concepts(&self, now_ms: u64) -> Vec<Arc<Concept>> {
+        let mut concepts = Vec::with_capacity(
+            usize::try_from(self.concept_count.load(Ordering::Relaxed)).unwrap_or(0),
+        );
+        for shard in &*self.concepts {
+            concepts.extend(
+                read(shard)
+                    .values()
+                    .filter(|concept| is_live(concept, now_ms))
+                    .cloned(),
+            );
         }
+        concepts
     }
 
     /// Checks that the map, the index and the counters agree. Only valid while no writer runs.
@@ -285,12 +300,6 @@ impl ConceptStore {
             }
         }
         assert_eq!(indexed, count, "type index and map disagree");
-        assert_eq!(
-            self.counters(),
-            EngineCounters {
-                concepts: count,
-                bytes_used: bytes
-            }
-        );
+        assert_eq!(self.counters(), (count, bytes));
     }
 }

@@ -3,14 +3,17 @@
 //! Pipelined requests are answered in batches: the session decodes and executes every frame
 //! already in its read buffer, encodes each response into its write buffer, and flushes once
 //! when the input is drained (or the buffered responses reach `MAX_WRITE_BACKLOG_BYTES`).
-//! That keeps order, batches syscalls and bounds memory: a client that sends but never reads
+//! Writes in a batch wait for the log together (one group commit), and a read waits for the
+//! writes queued before it. That keeps order, batches syscalls and bounds memory: a client that sends but never reads
 //! stalls its own session once the backlog is full, and is closed after the idle timeout.
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use sutra_protocol::{decode_request, FrameCodec, FrameError, Response, ResponseFrame};
+use sutra_protocol::{decode_request, FrameCodec, FrameError, Opcode, Response, ResponseFrame};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::codec::{Encoder, Framed};
@@ -18,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
 use super::{SessionError, Shared};
-use crate::service::{self, Service};
+use crate::service::{self, Reply, Service};
 
 /// Initial read and write buffer size; buffers grow only as far as one frame needs.
 const INITIAL_BUFFER_BYTES: usize = 8 * 1024;
@@ -37,6 +40,7 @@ pub(super) async fn serve(
     );
     let mut encoder = FrameCodec::new(max_frame_bytes);
     let service = &*shared.service;
+    let mut pipeline = Pipeline::default();
     loop {
         let Some(mut item) = super::next_item(&mut framed, shared, shutdown, peer).await else {
             break;
@@ -49,29 +53,25 @@ pub(super) async fn serve(
                     closing = true;
                     break;
                 }
-                Some(Ok(payload)) => {
-                    let frame = respond(service, &payload, peer);
-                    encode(&mut encoder, frame, framed.write_buffer_mut(), peer);
-                }
+                Some(Ok(payload)) => pipeline.push(service, &payload, peer).await,
                 Some(Err(FrameError::TooLarge { len, max })) => {
-                    // The stream cannot be delimited any more: reply, then close.
+                    // The stream cannot be delimited any more: answer what came before, reply,
+                    // then close.
                     let error = FrameError::TooLarge { len, max };
                     let response = Response::error(error.code(), error.to_string());
-                    service.count_response(&response);
-                    encode(
-                        &mut encoder,
-                        ResponseFrame {
-                            request_id: 0,
-                            opcode: 0,
-                            response,
-                        },
-                        framed.write_buffer_mut(),
-                        peer,
-                    );
+                    pipeline.queue.push_back((0, 0, Reply::Ready(response)));
+                    pipeline
+                        .drain(service, &mut encoder, framed.write_buffer_mut(), peer)
+                        .await;
                     flush(&mut framed, shared).await?;
                     return Err(error.into());
                 }
                 Some(Err(error)) => return Err(error.into()),
+            }
+            if pipeline.queue.len() >= MAX_PIPELINE_REQUESTS {
+                pipeline
+                    .drain(service, &mut encoder, framed.write_buffer_mut(), peer)
+                    .await;
             }
             if framed.write_buffer().len() >= shared.config.max_write_backlog_bytes {
                 flush(&mut framed, shared).await?;
@@ -81,6 +81,9 @@ pub(super) async fn serve(
                 None => break,
             }
         }
+        pipeline
+            .drain(service, &mut encoder, framed.write_buffer_mut(), peer)
+            .await;
         flush(&mut framed, shared).await?;
         if closing {
             break;
@@ -89,40 +92,86 @@ pub(super) async fn serve(
     flush(&mut framed, shared).await
 }
 
-/// Decodes and executes one payload. A bad payload gets an error response echoing whatever
-/// of the header could be read; the connection stays usable.
-fn respond(service: &Service, payload: &Bytes, peer: SocketAddr) -> ResponseFrame {
-    match decode_request(payload, service.limits()) {
-        Ok(frame) => {
-            let opcode = frame.request.opcode() as u8;
-            ResponseFrame {
-                request_id: frame.request_id,
-                opcode,
-                response: service.call(frame.request),
+/// Most requests answered in one batch before their responses are encoded.
+const MAX_PIPELINE_REQUESTS: usize = 1024;
+
+/// Replies not yet encoded, in request order. Writes wait for the log while later requests
+/// are decoded, so a pipeline of writes shares one group commit. A read that follows a
+/// waiting write waits for it first, so a connection always reads its own writes.
+#[derive(Default)]
+struct Pipeline {
+    queue: VecDeque<(u32, u8, Reply)>,
+}
+
+impl Pipeline {
+    async fn push(&mut self, service: &Service, payload: &Bytes, peer: SocketAddr) {
+        match decode_request(payload, service.limits()) {
+            Ok(frame) => {
+                let opcode = frame.request.opcode();
+                let is_write = matches!(opcode, Opcode::StoreConcept | Opcode::Delete);
+                if !is_write
+                    && self
+                        .queue
+                        .iter()
+                        .any(|(_, _, reply)| matches!(reply, Reply::Pending(_)))
+                {
+                    self.settle().await;
+                }
+                self.queue
+                    .push_back((frame.request_id, opcode as u8, service.call(frame.request)));
+            }
+            Err(failure) => {
+                debug!(%peer, error = %failure.error, "undecodable request");
+                let (request_id, opcode) = failure
+                    .header
+                    .map_or((0, 0), |header| (header.request_id, header.opcode));
+                self.queue.push_back((
+                    request_id,
+                    opcode,
+                    Reply::Ready(service::decode_error(&failure.error)),
+                ));
             }
         }
-        Err(failure) => {
-            debug!(%peer, error = %failure.error, "undecodable request");
-            let (request_id, opcode) = failure
-                .header
-                .map_or((0, 0), |header| (header.request_id, header.opcode));
-            let response = service::decode_error(&failure.error);
-            service.count_response(&response);
-            ResponseFrame {
-                request_id,
-                opcode,
-                response,
+    }
+
+    /// Waits for every pending write, keeping the replies queued in order.
+    async fn settle(&mut self) {
+        for (_, _, reply) in &mut self.queue {
+            if let Reply::Pending(pending) = reply {
+                *reply = Reply::Ready(pending.await);
             }
+        }
+    }
+
+    /// Waits for every reply and encodes them in order.
+    async fn drain(
+        &mut self,
+        service: &Service,
+        encoder: &mut FrameCodec,
+        dst: &mut BytesMut,
+        peer: SocketAddr,
+    ) {
+        while let Some((request_id, opcode, reply)) = self.queue.pop_front() {
+            let response = match reply {
+                Reply::Ready(response) => response,
+                Reply::Pending(pending) => pending.await,
+            };
+            service.count_response(&response);
+            encode(
+                encoder,
+                ResponseFrame {
+                    request_id,
+                    opcode,
+                    response,
+                },
+                dst,
+                peer,
+            );
         }
     }
 }
 
-fn encode(
-    encoder: &mut FrameCodec,
-    frame: ResponseFrame,
-    dst: &mut bytes::BytesMut,
-    peer: SocketAddr,
-) {
+fn encode(encoder: &mut FrameCodec, frame: ResponseFrame, dst: &mut BytesMut, peer: SocketAddr) {
     let (request_id, opcode) = (frame.request_id, frame.opcode);
     if let Err(failure) = encoder.encode(frame, dst) {
         // Limits are validated so every response fits a frame; reaching this is a bug.

@@ -48,7 +48,7 @@ pub(super) async fn serve(
                     step = Step::Quit;
                     break;
                 }
-                Some(Ok(line)) => step = answer(service, &line, framed.write_buffer_mut()),
+                Some(Ok(line)) => step = answer(service, &line, framed.write_buffer_mut()).await,
                 Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
                     let message = format!(
                         "line longer than MAX_FRAME_BYTES ({max_line_bytes} bytes); closing"
@@ -80,7 +80,7 @@ pub(super) async fn serve(
     flush(&mut framed, shared).await
 }
 
-fn answer(service: &Service, line: &[u8], out: &mut BytesMut) -> Step {
+async fn answer(service: &Service, line: &[u8], out: &mut BytesMut) -> Step {
     let Ok(line) = std::str::from_utf8(line) else {
         let response = Response::error(ErrorCode::InvalidArgument, "line is not valid UTF-8");
         service.count_response(&response);
@@ -98,7 +98,7 @@ fn answer(service: &Service, line: &[u8], out: &mut BytesMut) -> Step {
             Step::Continue
         }
         Ok(Some(TextCommand::Request(request))) => {
-            write_line(out, &json::reply(&service.call(request)));
+            write_line(out, &json::reply(&service.call_and_wait(request).await));
             Step::Continue
         }
         Err(error) => {

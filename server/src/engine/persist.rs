@@ -1,0 +1,261 @@
+//! The persistent half of the engine: the data directory, the log and checkpoints.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sutra_wal::{Ack, DirStorage, Wal, WalConfig, WalError};
+use tracing::{info, warn};
+
+use super::datadir::{io_error, DataDir};
+use super::record::Record;
+use super::store::ConceptStore;
+use super::{snapshot, Clock, EngineCounters, EngineError};
+
+/// When checkpoints happen (besides clean shutdown).
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// At most this long between checkpoints while there are writes (`CHECKPOINT_INTERVAL_SECS`).
+    pub interval: Duration,
+    /// Or as soon as this many log bytes were written since the last one
+    /// (`CHECKPOINT_WAL_BYTES`).
+    pub wal_bytes: u64,
+}
+
+impl CheckpointConfig {
+    /// Default `CHECKPOINT_INTERVAL_SECS`.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+    /// Default `CHECKPOINT_WAL_BYTES`: 256 MiB.
+    pub const DEFAULT_WAL_BYTES: u64 = 256 * 1024 * 1024;
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            interval: Self::DEFAULT_INTERVAL,
+            wal_bytes: Self::DEFAULT_WAL_BYTES,
+        }
+    }
+}
+
+pub(crate) struct Persistence {
+    dir: DataDir,
+    wal: RwLock<Option<Wal>>,
+    store: Arc<ConceptStore>,
+    clock: Arc<dyn Clock>,
+    vector_dimension: u32,
+    checkpoint: CheckpointConfig,
+    /// Serialises checkpoints (timer, shutdown and explicit calls).
+    checkpointing: Mutex<()>,
+    wal_bytes_since_checkpoint: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoint_lsn: AtomicU64,
+    checkpointer: Mutex<Option<(JoinHandle<()>, mpsc::Sender<()>)>>,
+}
+
+fn replay_record(
+    store: &ConceptStore,
+    lsn: u64,
+    payload: &[u8],
+    vector_dimension: u32,
+) -> Result<(), WalError> {
+    match Record::decode(payload, vector_dimension) {
+        Ok(Record::Put(concept)) => {
+            store.upsert(&Arc::new(concept), 0);
+            Ok(())
+        }
+        Ok(Record::Delete(id)) => {
+            store.remove(&id, 0);
+            Ok(())
+        }
+        Err(_) => Err(WalError::Corrupt {
+            file: format!("record {lsn}"),
+            offset: 0,
+            reason: "checksum valid but the record cannot be decoded",
+        }),
+    }
+}
+
+impl Persistence {
+    pub(crate) fn open(
+        path: &Path,
+        wal_config: &WalConfig,
+        checkpoint: CheckpointConfig,
+        vector_dimension: u32,
+        store: Arc<ConceptStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Persistence>, EngineError> {
+        let started = Instant::now();
+        let dir = DataDir::open(path, vector_dimension)?;
+        let checkpoint_lsn = snapshot::load(&dir.path, vector_dimension, |concept| {
+            store.upsert(&Arc::new(concept), 0);
+        })?;
+        let loaded = store.counters().0;
+        let wal_dir = dir.wal_dir();
+        let storage =
+            DirStorage::open(&wal_dir).map_err(|error| io_error("open", &wal_dir, error))?;
+        let (wal, recovery) = Wal::open(
+            Arc::new(storage),
+            wal_config,
+            checkpoint_lsn,
+            |lsn, payload| replay_record(&store, lsn, payload, vector_dimension),
+        )
+        .map_err(EngineError::Wal)?;
+        info!(
+            path = %path.display(),
+            snapshot_lsn = checkpoint_lsn,
+            snapshot_concepts = loaded,
+            replayed_records = recovery.replayed,
+            dropped_tail_bytes = recovery.dropped_bytes,
+            concepts = store.counters().0,
+            elapsed_ms = started.elapsed().as_millis(),
+            "data directory recovered"
+        );
+        let persistence = Arc::new(Persistence {
+            dir,
+            wal: RwLock::new(Some(wal)),
+            store,
+            clock,
+            vector_dimension,
+            checkpoint,
+            checkpointing: Mutex::new(()),
+            wal_bytes_since_checkpoint: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
+            checkpointer: Mutex::new(None),
+        });
+        Self::start_checkpointer(&persistence)?;
+        Ok(persistence)
+    }
+
+    fn start_checkpointer(this: &Arc<Persistence>) -> Result<(), EngineError> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let weak = Arc::downgrade(this);
+        let handle = std::thread::Builder::new()
+            .name("sutra-checkpoint".to_owned())
+            .spawn(move || {
+                let mut last = Instant::now();
+                // Wake up once a second to check the triggers; a message or a closed channel stops.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_secs(1)) {
+                    let Some(persistence) = weak.upgrade() else { return };
+                    let written = persistence.wal_bytes_since_checkpoint.load(Ordering::Relaxed);
+                    let due = written > 0 && (last.elapsed() >= persistence.checkpoint.interval || written >= persistence.checkpoint.wal_bytes);
+                    if due {
+                        if let Err(error) = persistence.checkpoint() {
+                            warn!(%error, "checkpoint failed; the log keeps every write and the next checkpoint retries");
+                        }
+                        last = Instant::now();
+                    }
+                }
+            })
+            .map_err(|error| EngineError::Internal { message: format!("starting the checkpoint thread: {error}") })?;
+        *this
+            .checkpointer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((handle, stop));
+        Ok(())
+    }
+
+    pub(crate) fn append(&self, payload: Vec<u8>, ack: Ack) {
+        self.wal_bytes_since_checkpoint
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        match &*self.wal.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(wal) => wal.append(payload, ack),
+            None => ack(Err(WalError::Closed)),
+        }
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.wal
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(Wal::is_poisoned)
+    }
+
+    pub(crate) fn fill_counters(&self, counters: &mut EngineCounters) {
+        if let Some(wal) = &*self.wal.read().unwrap_or_else(PoisonError::into_inner) {
+            let stats = wal.stats();
+            counters.wal_appends = stats.appends.load(Ordering::Relaxed);
+            counters.wal_batches = stats.batches.load(Ordering::Relaxed);
+            counters.wal_syncs = stats.syncs.load(Ordering::Relaxed);
+            counters.wal_segments = stats.segments.load(Ordering::Relaxed);
+        }
+        counters.checkpoints = self.checkpoints.load(Ordering::Relaxed);
+        counters.checkpoint_lsn = self.checkpoint_lsn.load(Ordering::Relaxed);
+    }
+
+    /// Snapshots every live concept at a consistent LSN, then deletes the covered segments.
+    pub(crate) fn checkpoint(&self) -> Result<(), EngineError> {
+        let _one_at_a_time = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let started = Instant::now();
+        let (sender, cut) = mpsc::channel();
+        {
+            let wal = self.wal.read().unwrap_or_else(PoisonError::into_inner);
+            let wal = wal.as_ref().ok_or(EngineError::ShuttingDown)?;
+            if wal.is_poisoned() {
+                return Err(EngineError::Storage(WalError::Poisoned));
+            }
+            let store = Arc::clone(&self.store);
+            let clock = Arc::clone(&self.clock);
+            // Runs on the WAL thread between batches: the store matches the log exactly.
+            wal.barrier(Box::new(move |lsn| {
+                let concepts = store.live_concepts(clock.now_ms());
+                let _ = sender.send((lsn, concepts));
+            }))
+            .map_err(EngineError::Wal)?;
+        }
+        let (lsn, concepts) = cut.recv().map_err(|_| EngineError::ShuttingDown)?;
+        let written_before = self.wal_bytes_since_checkpoint.load(Ordering::Relaxed);
+        if lsn == self.checkpoint_lsn.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        snapshot::write(&self.dir.path, lsn, self.vector_dimension, &concepts)?;
+        self.checkpoint_lsn.store(lsn, Ordering::Relaxed);
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        // Only checkpoints subtract, one at a time, so this cannot underflow.
+        self.wal_bytes_since_checkpoint
+            .fetch_sub(written_before, Ordering::Relaxed);
+        if let Some(wal) = &*self.wal.read().unwrap_or_else(PoisonError::into_inner) {
+            wal.truncate(lsn).map_err(EngineError::Wal)?;
+        }
+        info!(
+            lsn,
+            concepts = concepts.len(),
+            elapsed_ms = started.elapsed().as_millis(),
+            "checkpoint written"
+        );
+        Ok(())
+    }
+
+    /// Stops the checkpointer, writes a final checkpoint and closes the log.
+    pub(crate) fn shutdown(&self) -> Result<(), EngineError> {
+        if let Some((handle, stop)) = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            drop(stop);
+            let _ = handle.join();
+        }
+        let checkpoint = if self.is_poisoned() {
+            Ok(())
+        } else {
+            self.checkpoint()
+        };
+        let wal = self
+            .wal
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let closed = wal.map_or(Ok(()), |wal| wal.shutdown().map_err(EngineError::Wal));
+        checkpoint.and(closed)
+    }
+}

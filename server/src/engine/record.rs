@@ -1,0 +1,136 @@
+//! The engine's log and snapshot record: what one durable change means.
+//!
+//! This format belongs to the engine and is versioned with the data directory
+//! (`MANIFEST`'s `format_version`), not with the wire protocol; it reuses only the protocol's
+//! primitive field encodings (`sutra_protocol::wire`).
+//!
+//! | field | encoding |
+//! |---|---|
+//! | tag | u8: 1 = Put, 2 = Delete |
+//!
+//! Put (the whole concept; times are absolute Unix milliseconds, so replay never extends a TTL):
+//!
+//! | field | encoding |
+//! |---|---|
+//! | id | string |
+//! | content | string |
+//! | concept_type | string |
+//! | model | string |
+//! | attributes | map<string,string> |
+//! | embedding | option<vector>, count = the directory's `vector_dimension` |
+//! | created_at_ms | u64 |
+//! | expires_at_ms | option<u64> |
+//!
+//! Delete: id (string).
+
+use bytes::{BufMut, BytesMut};
+use sutra_protocol::wire;
+use sutra_protocol::{Concept, ConceptId, DecodeError, EncodeError};
+
+const TAG_PUT: u8 = 1;
+const TAG_DELETE: u8 = 2;
+
+/// One durable change.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Record {
+    Put(Concept),
+    Delete(ConceptId),
+}
+
+/// Encodes a Put without cloning the concept.
+pub(crate) fn encode_put(concept: &Concept) -> Result<Vec<u8>, EncodeError> {
+    let mut dst = BytesMut::with_capacity(concept.encoded_len() + 1);
+    put_concept(&mut dst, concept)?;
+    Ok(dst.to_vec())
+}
+
+fn put_concept(dst: &mut BytesMut, concept: &Concept) -> Result<(), EncodeError> {
+    dst.put_u8(TAG_PUT);
+    wire::put_id(dst, &concept.id)?;
+    wire::put_str(dst, &concept.content, "content")?;
+    wire::put_str(dst, &concept.concept_type, "concept_type")?;
+    wire::put_str(dst, &concept.model, "model")?;
+    wire::put_attributes(dst, &concept.attributes)?;
+    wire::put_optional_vector(dst, concept.embedding.as_ref())?;
+    dst.put_u64_le(concept.created_at_ms);
+    wire::put_option_u64(dst, concept.expires_at_ms);
+    Ok(())
+}
+
+impl Record {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut dst = BytesMut::new();
+        match self {
+            Record::Put(concept) => put_concept(&mut dst, concept)?,
+            Record::Delete(id) => {
+                dst.put_u8(TAG_DELETE);
+                wire::put_id(&mut dst, id)?;
+            }
+        }
+        Ok(dst.to_vec())
+    }
+
+    pub(crate) fn decode(bytes: &[u8], vector_dimension: u32) -> Result<Record, DecodeError> {
+        let mut buf = bytes;
+        let record = match wire::get_u8(&mut buf, "record tag")? {
+            TAG_PUT => Record::Put(Concept {
+                id: wire::get_id(&mut buf)?,
+                content: wire::get_str(&mut buf, "content", u32::MAX)?.to_owned(),
+                concept_type: wire::get_str(&mut buf, "concept_type", u32::MAX)?.to_owned(),
+                model: wire::get_str(&mut buf, "model", u32::MAX)?.to_owned(),
+                attributes: wire::get_attributes(&mut buf)?,
+                embedding: wire::get_optional_vector(&mut buf, Some(vector_dimension))?,
+                created_at_ms: wire::get_u64(&mut buf, "created_at_ms")?,
+                expires_at_ms: wire::get_option_u64(&mut buf, "expires_at_ms")?,
+            }),
+            TAG_DELETE => Record::Delete(wire::get_id(&mut buf)?),
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    field: "record tag",
+                    tag,
+                })
+            }
+        };
+        wire::finish(buf)?;
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sutra_protocol::{Attributes, Limits, Vector};
+
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_check_the_dimension() {
+        let concept = Concept {
+            id: ConceptId::new("a", &Limits::default()).unwrap(),
+            content: "text".to_owned(),
+            concept_type: "t".to_owned(),
+            model: "m".to_owned(),
+            attributes: Attributes::from([("k".to_owned(), "v".to_owned())]),
+            embedding: Some(Vector::new(vec![0.5; 4], 4).unwrap()),
+            created_at_ms: 7,
+            expires_at_ms: Some(9),
+        };
+        for record in [
+            Record::Put(concept.clone()),
+            Record::Delete(concept.id.clone()),
+        ] {
+            let bytes = record.encode().unwrap();
+            assert_eq!(Record::decode(&bytes, 4).unwrap(), record);
+            for cut in 0..bytes.len() {
+                assert!(Record::decode(&bytes[..cut], 4).is_err());
+            }
+        }
+        let bytes = Record::Put(concept).encode().unwrap();
+        assert!(matches!(
+            Record::decode(&bytes, 8),
+            Err(DecodeError::DimensionMismatch {
+                expected: 8,
+                got: 4
+            })
+        ));
+    }
+}
