@@ -33,7 +33,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), ServerError>>>,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -47,6 +47,14 @@ impl TestServer {
         configure: impl FnOnce(&mut ServerConfig),
     ) -> anyhow::Result<TestServer> {
         let data_dir = tempfile::tempdir().context("creating the data dir")?;
+        Self::start_in(data_dir, configure).await
+    }
+
+    /// Starts a server on an existing data directory (to test restarts).
+    pub async fn start_in(
+        data_dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> anyhow::Result<TestServer> {
         let mut config = ServerConfig::for_tests(data_dir.path().to_path_buf());
         configure(&mut config);
         let server = Server::bind(config).await.context("binding the server")?;
@@ -57,7 +65,7 @@ impl TestServer {
             addr,
             shutdown,
             task: Some(task),
-            _data_dir: data_dir,
+            data_dir,
         })
     }
 
@@ -72,13 +80,19 @@ impl TestServer {
     }
 
     /// Shuts down gracefully and returns the server's result.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop_keeping_data().await.map(drop)
+    }
+
+    /// Shuts down gracefully and hands back the data directory for a restart.
+    pub async fn stop_keeping_data(mut self) -> anyhow::Result<tempfile::TempDir> {
         self.shutdown.cancel();
         let task = self.task.take().context("server already stopped")?;
         tokio::time::timeout(STEP_TIMEOUT, task)
             .await
             .context("server did not stop in time")???;
-        Ok(())
+        let placeholder = tempfile::tempdir()?;
+        Ok(std::mem::replace(&mut self.data_dir, placeholder))
     }
 }
 

@@ -468,6 +468,56 @@ mod persistent {
         engine.shutdown().unwrap();
     }
 
+    /// A crash in the middle of a checkpoint leaves a partial `snapshot-*.tmp`: it was never
+    /// renamed into place, so recovery ignores (and removes) it and replays the log instead.
+    #[test]
+    fn a_checkpoint_interrupted_by_a_crash_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(0));
+        let engine = open(dir.path(), &clock);
+        store_now(&engine, store_request("kept", "t", None)).unwrap();
+        engine.checkpoint().unwrap();
+        store_now(&engine, store_request("after", "t", None)).unwrap();
+        drop(engine);
+        let partial = dir.path().join(format!("snapshot-{:020}.tmp", 99));
+        std::fs::write(&partial, b"SUTRASNP half a snapshot").unwrap();
+        let engine = open(dir.path(), &clock);
+        assert!(engine.get(&id("kept")).is_ok());
+        assert!(engine.get(&id("after")).is_ok());
+        assert!(!partial.exists(), "the partial snapshot is removed");
+        engine.shutdown().unwrap();
+    }
+
+    /// A damaged snapshot stops start-up with a message naming it, instead of silently
+    /// serving a partial data set.
+    #[test]
+    fn a_damaged_snapshot_stops_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(0));
+        let engine = open(dir.path(), &clock);
+        for key in 0..10 {
+            store_now(&engine, store_request(&format!("k{key}"), "t", None)).unwrap();
+        }
+        engine.shutdown().unwrap();
+        drop(engine);
+        let snapshot = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| {
+                path.extension()
+                    .is_some_and(|extension| extension == "snap")
+            })
+            .expect("a snapshot after a clean shutdown");
+        let mut bytes = std::fs::read(&snapshot).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&snapshot, bytes).unwrap();
+        let error = Engine::open(config(dir.path(), 4), clock)
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("snapshot is damaged"), "{error}");
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Store { key: u8, concept_type: u8 },

@@ -12,6 +12,7 @@
 )]
 
 mod client_ops;
+mod durability;
 mod http;
 mod limits;
 mod raw_protocol;
