@@ -93,8 +93,8 @@ impl Persistence {
     ) -> Result<Arc<Persistence>, EngineError> {
         let started = Instant::now();
         let dir = DataDir::open(path, vector_dimension)?;
-        let checkpoint_lsn = snapshot::load(&dir.path, vector_dimension, |concept| {
-            store.upsert(&Arc::new(concept), 0);
+        let checkpoint_lsn = snapshot::load(&dir.path, vector_dimension, |concepts| {
+            store.bulk_load(concepts)
         })?;
         let loaded = store.counters().0;
         let wal_dir = dir.wal_dir();
@@ -215,12 +215,12 @@ impl Persistence {
             }))
             .map_err(EngineError::Wal)?;
         }
-        let (lsn, concepts) = cut.recv().map_err(|_| EngineError::ShuttingDown)?;
+        let (lsn, mut concepts) = cut.recv().map_err(|_| EngineError::ShuttingDown)?;
         let written_before = self.wal_bytes_since_checkpoint.load(Ordering::Relaxed);
         if lsn == self.checkpoint_lsn.load(Ordering::Relaxed) {
             return Ok(());
         }
-        snapshot::write(&self.dir.path, lsn, self.vector_dimension, &concepts)?;
+        snapshot::write(&self.dir.path, lsn, self.vector_dimension, &mut concepts)?;
         self.checkpoint_lsn.store(lsn, Ordering::Relaxed);
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         // Only checkpoints subtract, one at a time, so this cannot underflow.

@@ -134,6 +134,35 @@ impl ConceptStore {
         previous.is_none_or(|old| !is_live(&old, now_ms))
     }
 
+    /// Loads a snapshot into an empty store. The type index is built once at the end from
+    /// sorted ids (a bulk build), instead of one ordered insert per concept: at a million
+    /// concepts, ordered inserts spend most of the restart comparing ids.
+    pub(super) fn bulk_load(&self, concepts: impl IntoIterator<Item = Concept>) {
+        let mut by_type: HashMap<String, Vec<Arc<str>>> = HashMap::new();
+        for concept in concepts {
+            let concept = Arc::new(concept);
+            let id = Arc::clone(concept.id.as_arc());
+            let bytes = concept.encoded_len() as u64;
+            let previous =
+                write(self.concept_shard(&id)).insert(Arc::clone(&id), Arc::clone(&concept));
+            debug_assert!(previous.is_none(), "snapshot ids are unique");
+            match by_type.get_mut(concept.concept_type.as_str()) {
+                Some(ids) => ids.push(id),
+                None => {
+                    by_type.insert(concept.concept_type.clone(), vec![id]);
+                }
+            }
+            self.concept_count.fetch_add(1, Ordering::Relaxed);
+            self.bytes_used.fetch_add(bytes, Ordering::Relaxed);
+        }
+        for (concept_type, mut ids) in by_type {
+            // Snapshots are written in (type, id) order, so this sort only confirms the order.
+            ids.sort_unstable();
+            let set: BTreeSet<Arc<str>> = ids.into_iter().collect();
+            write(self.type_shard(&concept_type)).insert(concept_type.into_boxed_str(), set);
+        }
+    }
+
     /// The live concept with this id. An expired one is removed on the way.
     pub(super) fn get(&self, id: &ConceptId, now_ms: u64) -> Option<Arc<Concept>> {
         let concept = read(self.concept_shard(id.as_str()))
