@@ -94,7 +94,7 @@ impl Persistence {
         let started = Instant::now();
         let dir = DataDir::open(path, vector_dimension)?;
         let checkpoint_lsn = snapshot::load(&dir.path, vector_dimension, |concepts| {
-            store.bulk_load(concepts)
+            store.bulk_load(concepts);
         })?;
         let loaded = store.counters().0;
         let wal_dir = dir.wal_dir();
