@@ -196,7 +196,17 @@ impl Service {
 }
 
 fn engine_error(error: &crate::engine::EngineError) -> Response {
-    if error.code() == ErrorCode::Internal || error.code() == ErrorCode::StorageUnavailable {
+    // A poisoned log was reported once, when it failed; do not log every refused write.
+    let refused = matches!(
+        error,
+        crate::engine::EngineError::Storage(sutra_wal::WalError::Poisoned)
+    );
+    if !refused
+        && matches!(
+            error.code(),
+            ErrorCode::Internal | ErrorCode::StorageUnavailable
+        )
+    {
         tracing::warn!(%error, "request failed");
     }
     Response::error(error.code(), error.client_message())

@@ -122,3 +122,88 @@ fn serves_text_and_http_then_exits_zero_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// fsync failure, end to end: the server runs under `fiu-run` (Debian package `fiu-utils`)
+/// with `fdatasync` failing at random. Once a write gets StorageUnavailable, no later write is
+/// acknowledged (the log is poisoned, not retried), `/health` reports `read_only`, and after a
+/// restart without fault injection every acknowledged write is present.
+#[test]
+fn failed_fsyncs_poison_the_log_and_lose_no_acknowledged_write() {
+    use sutra_client::sutra_protocol::{ConceptId, ErrorCode, StoreConcept};
+    use sutra_client::BlockingClient;
+
+    if Command::new("fiu-run").arg("-h").output().is_err() {
+        assert!(
+            std::env::var_os("SUTRA_SKIP_FIU").is_some(),
+            "fiu-run is missing: apt-get install fiu-utils (or set SUTRA_SKIP_FIU=1 to skip this test)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new("fiu-run");
+    command
+        .args([
+            "-x",
+            "-c",
+            "enable_random name=posix/io/sync/fdatasync,probability=0.05",
+            BINARY,
+        ])
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .env("STORAGE_PORT", "0")
+        .env("STORAGE_PATH", dir.path())
+        .env("VECTOR_DIMENSION", "8")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("fiu-run starts");
+    let addr = wait_for_address(&mut child);
+    let client = BlockingClient::connect(addr.clone()).expect("connects");
+    let mut acknowledged = Vec::new();
+    let mut failed = false;
+    for index in 0..5_000 {
+        let id = format!("f{index}");
+        match client.store_concept(StoreConcept::new(
+            ConceptId::parse(&id).expect("id"),
+            id.clone(),
+        )) {
+            Ok(_) => {
+                assert!(!failed, "a write was acknowledged after a failed fsync");
+                acknowledged.push(id);
+            }
+            Err(error) => {
+                assert_eq!(error.code(), Some(ErrorCode::StorageUnavailable), "{error}");
+                failed = true;
+            }
+        }
+    }
+    assert!(failed, "5% of fdatasync calls failing never failed a write");
+    assert!(!acknowledged.is_empty());
+    assert_eq!(client.health_check().expect("health").status, "read_only");
+    drop(client);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let mut child = spawn(&[
+        ("STORAGE_PORT", "0"),
+        ("STORAGE_PATH", dir.path().to_str().expect("utf-8")),
+        ("VECTOR_DIMENSION", "8"),
+    ]);
+    let addr = wait_for_address(&mut child);
+    let client = BlockingClient::connect(addr).expect("connects");
+    for id in &acknowledged {
+        assert_eq!(
+            client
+                .get_concept_by_id(id)
+                .expect("acknowledged write survives")
+                .content,
+            *id
+        );
+    }
+    assert_eq!(
+        client.health_check().expect("health").status,
+        "ok",
+        "a restart clears the poison"
+    );
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+}

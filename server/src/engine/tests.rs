@@ -578,3 +578,33 @@ mod persistent {
         }
     }
 }
+
+#[test]
+fn storage_errors_map_to_storage_unavailable_with_a_clear_message() {
+    let full = EngineError::from_append(sutra_wal::WalError::Io {
+        op: "allocate",
+        file: "wal-1.seg".to_owned(),
+        source: Arc::new(std::io::Error::from_raw_os_error(28)),
+    });
+    assert_eq!(full.code(), sutra_protocol::ErrorCode::StorageUnavailable);
+    assert!(
+        full.client_message().contains("disk is full"),
+        "{}",
+        full.client_message()
+    );
+    let poisoned = EngineError::from_append(sutra_wal::WalError::Poisoned);
+    assert!(poisoned
+        .client_message()
+        .contains("refused until it restarts"));
+    assert_eq!(
+        EngineError::from_append(sutra_wal::WalError::QueueFull).code(),
+        sutra_protocol::ErrorCode::Busy
+    );
+    // Internal details (paths, OS errors) stay in the log.
+    let failed = EngineError::from_append(sutra_wal::WalError::Io {
+        op: "sync",
+        file: "/secret/path/wal-1.seg".to_owned(),
+        source: Arc::new(std::io::Error::from_raw_os_error(5)),
+    });
+    assert!(!failed.client_message().contains("/secret"));
+}
