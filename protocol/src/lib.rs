@@ -50,7 +50,7 @@ pub use response::{
     decode_response, ErrorResponse, HealthInfo, QueryPage, Response, ResponseFrame, StatsSnapshot,
     StoreOutcome,
 };
-pub use types::{Attributes, Concept, ConceptId, Vector};
+pub use types::{Attributes, Concept, ConceptId, Vector, VectorSource};
 
 #[cfg(test)]
 mod proptests;

@@ -81,9 +81,34 @@ impl fmt::Display for ConceptId {
     }
 }
 
-/// An embedding: exactly the server's `VECTOR_DIMENSION` finite f32 values.
-#[derive(Clone, PartialEq)]
-pub struct Vector(Box<[f32]>);
+/// Where a vector's values live when they are not on the heap (the server keeps them in
+/// memory-mapped segment files). Implementations must return the same values for as long as
+/// they exist.
+pub trait VectorSource: Send + Sync {
+    /// The values.
+    fn values(&self) -> &[f32];
+    /// The storage's own position for the values (the server's slot number), if any.
+    fn location(&self) -> Option<u64> {
+        None
+    }
+}
+
+#[derive(Clone)]
+enum VectorData {
+    Owned(Box<[f32]>),
+    Shared(Arc<dyn VectorSource>),
+}
+
+/// An embedding: exactly the server's `VECTOR_DIMENSION` finite f32 values, on the heap or
+/// in shared storage ([`VectorSource`]). Cloning never copies the values.
+#[derive(Clone)]
+pub struct Vector(VectorData);
+
+impl PartialEq for Vector {
+    fn eq(&self, other: &Vector) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
 
 impl Vector {
     /// Validates `values`: the length must equal `dimension` and every value must be finite.
@@ -98,7 +123,30 @@ impl Vector {
         if let Some(index) = values.iter().position(|value| !value.is_finite()) {
             return Err(DecodeError::NonFiniteValue { index });
         }
-        Ok(Vector(values.into_boxed_slice()))
+        Ok(Vector(VectorData::Owned(values.into_boxed_slice())))
+    }
+
+    /// A vector whose values live in `source`; its length must be `dimension`.
+    pub fn from_source(
+        source: Arc<dyn VectorSource>,
+        dimension: u32,
+    ) -> Result<Vector, DecodeError> {
+        let got = u32::try_from(source.values().len()).unwrap_or(u32::MAX);
+        if got != dimension {
+            return Err(DecodeError::DimensionMismatch {
+                expected: dimension,
+                got,
+            });
+        }
+        Ok(Vector(VectorData::Shared(source)))
+    }
+
+    /// The storage position of a shared vector ([`VectorSource::location`]).
+    pub fn location(&self) -> Option<u64> {
+        match &self.0 {
+            VectorData::Owned(_) => None,
+            VectorData::Shared(source) => source.location(),
+        }
     }
 
     /// Decodes a vector. With `expected_dimension` the count must match it exactly (the
@@ -139,13 +187,14 @@ impl Vector {
         if let Some(index) = values.iter().position(|value| !value.is_finite()) {
             return Err(DecodeError::NonFiniteValue { index });
         }
-        Ok(Vector(values))
+        Ok(Vector(VectorData::Owned(values)))
     }
 
     pub(crate) fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        wire::put_len(dst, self.0.len(), "embedding")?;
-        dst.reserve(self.0.len().saturating_mul(4));
-        for value in &self.0 {
+        let values = self.as_slice();
+        wire::put_len(dst, values.len(), "embedding")?;
+        dst.reserve(values.len().saturating_mul(4));
+        for value in values {
             dst.put_f32_le(*value);
         }
         Ok(())
@@ -153,23 +202,26 @@ impl Vector {
 
     /// The values.
     pub fn as_slice(&self) -> &[f32] {
-        &self.0
+        match &self.0 {
+            VectorData::Owned(values) => values,
+            VectorData::Shared(source) => source.values(),
+        }
     }
 
     /// The number of values.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 
     /// Whether the vector has no values (never true for a server-validated vector).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_slice().is_empty()
     }
 }
 
 impl fmt::Debug for Vector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Vector(dim={})", self.0.len())
+        write!(f, "Vector(dim={})", self.len())
     }
 }
 

@@ -91,6 +91,11 @@ pub struct Cli {
     #[arg(long, env = "WAL_FSYNC", value_enum, default_value = "always")]
     pub fsync: FsyncArg,
 
+    /// Keep vectors in memory-mapped, preallocated segment files under STORAGE_PATH/vectors
+    /// (the page cache holds them) instead of on the heap.
+    #[arg(long, env = "MMAP_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mmap_enabled: bool,
+
     /// Size of each write-ahead log segment file (preallocated), in bytes.
     #[arg(long, env = "WAL_SEGMENT_BYTES", default_value_t = WalConfig::DEFAULT_SEGMENT_BYTES)]
     pub wal_segment_bytes: u64,
@@ -197,6 +202,8 @@ pub struct ServerConfig {
     pub wal: WalConfig,
     /// When to checkpoint.
     pub checkpoint: CheckpointConfig,
+    /// Vectors in mapped segment files (`MMAP_ENABLED`).
+    pub mmap_enabled: bool,
     /// The role.
     pub role: Role,
     /// TTL for stores without one; `None` keeps them forever.
@@ -236,6 +243,7 @@ impl ServerConfig {
                 ..WalConfig::default()
             },
             checkpoint: CheckpointConfig::default(),
+            mmap_enabled: true,
             storage_path,
             role: Role::Normal,
             default_ttl: None,
@@ -296,6 +304,7 @@ impl TryFrom<Cli> for ServerConfig {
                 interval: Duration::from_secs(cli.checkpoint_interval_secs),
                 wal_bytes: cli.checkpoint_wal_bytes,
             },
+            mmap_enabled: cli.mmap_enabled,
             role: cli.role,
             default_ttl: default_ttl_seconds
                 .filter(|seconds| *seconds > 0)
@@ -413,6 +422,7 @@ mod tests {
             "MAX_WRITE_BACKLOG_BYTES",
             "SHUTDOWN_GRACE_SECS",
             "WAL_FSYNC",
+            "MMAP_ENABLED",
             "WAL_SEGMENT_BYTES",
             "WAL_QUEUE_LEN",
             "CHECKPOINT_INTERVAL_SECS",

@@ -85,6 +85,7 @@ impl Server {
                 data_dir: config.storage_path.clone(),
                 wal: config.wal.clone(),
                 checkpoint: config.checkpoint.clone(),
+                mmap_vectors: config.mmap_enabled,
             },
         };
         // Recovery reads files and may take a while: keep it off the async workers.

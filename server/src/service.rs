@@ -161,7 +161,7 @@ impl Service {
         let engine = self.engine.counters();
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let counters = &self.counters;
-        let pairs: [(&str, u64); 21] = [
+        let pairs: [(&str, u64); 23] = [
             ("concepts", engine.concepts),
             ("bytes_used", engine.bytes_used),
             ("uptime_seconds", self.started.elapsed().as_secs()),
@@ -183,6 +183,8 @@ impl Service {
             ("checkpoint_lsn", engine.checkpoint_lsn),
             ("writable", u64::from(self.engine.is_writable())),
             ("persistent", u64::from(engine.persistent)),
+            ("vector_slots_used", engine.vector_slots_used),
+            ("vector_slots_allocated", engine.vector_slots_allocated),
         ];
         StatsSnapshot {
             role: self.role.as_str().to_owned(),

@@ -18,10 +18,12 @@
 
 mod clock;
 mod datadir;
+mod mmap;
 mod persist;
 mod record;
 mod snapshot;
 mod store;
+mod vectors;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +54,8 @@ pub enum Durability {
         wal: WalConfig,
         /// When to checkpoint.
         checkpoint: CheckpointConfig,
+        /// Keep vectors in memory-mapped segment files instead of on the heap.
+        mmap_vectors: bool,
     },
 }
 
@@ -189,6 +193,10 @@ pub struct EngineCounters {
     pub checkpoint_lsn: u64,
     /// Whether writes go to a data directory.
     pub persistent: bool,
+    /// Vector slots holding a vector (`MMAP_ENABLED`).
+    pub vector_slots_used: u64,
+    /// Vector slots allocated on disk.
+    pub vector_slots_allocated: u64,
 }
 
 /// A write that completes when the log acknowledges it.
@@ -247,11 +255,13 @@ impl Engine {
                 data_dir,
                 wal,
                 checkpoint,
+                mmap_vectors,
             } => Some(persist::Persistence::open(
                 data_dir,
                 wal,
                 checkpoint.clone(),
                 config.vector_dimension,
+                *mmap_vectors,
                 Arc::clone(&store),
                 Arc::clone(&clock),
             )?),
@@ -316,13 +326,23 @@ impl Engine {
         };
         let expires_at_ms = ttl
             .map(|ttl| now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)));
+        // With mapped vector segments the vector goes to a fresh slot before it is logged, so a
+        // full disk fails the request here, not after the log has accepted it.
+        let vectors = self
+            .persistence
+            .as_ref()
+            .and_then(|persistence| persistence.vectors.as_ref());
+        let embedding = match (vectors, request.embedding) {
+            (Some(vectors), Some(embedding)) => Some(vectors.store(embedding.as_slice())?),
+            (_, embedding) => embedding,
+        };
         let concept = Arc::new(Concept {
             id: request.id,
             content: request.content,
             concept_type: request.concept_type,
             model: request.model,
             attributes: request.attributes,
-            embedding: request.embedding,
+            embedding,
             created_at_ms: now_ms,
             expires_at_ms,
         });

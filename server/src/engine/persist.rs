@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::datadir::{io_error, DataDir};
 use super::record::Record;
 use super::store::ConceptStore;
+use super::vectors::VectorStore;
 use super::{snapshot, Clock, EngineCounters, EngineError};
 
 /// When checkpoints happen (besides clean shutdown).
@@ -46,6 +47,8 @@ const CHECKPOINT_POLL: Duration = Duration::from_millis(100);
 
 pub(crate) struct Persistence {
     dir: DataDir,
+    /// Vector slots in mapped segments (`MMAP_ENABLED`), or `None` to keep vectors on the heap.
+    pub(crate) vectors: Option<Arc<VectorStore>>,
     wal: RwLock<Option<Wal>>,
     store: Arc<ConceptStore>,
     clock: Arc<dyn Clock>,
@@ -61,12 +64,23 @@ pub(crate) struct Persistence {
 
 fn replay_record(
     store: &ConceptStore,
+    vectors: Option<&Arc<VectorStore>>,
     lsn: u64,
     payload: &[u8],
     vector_dimension: u32,
 ) -> Result<(), WalError> {
     match Record::decode(payload, vector_dimension) {
-        Ok(Record::Put(concept)) => {
+        Ok(Record::Put(mut concept)) => {
+            if let (Some(vectors), Some(embedding)) = (vectors, &concept.embedding) {
+                let slot = vectors
+                    .store(embedding.as_slice())
+                    .map_err(|error| WalError::Io {
+                        op: "store vector",
+                        file: format!("record {lsn}"),
+                        source: Arc::new(std::io::Error::other(error.to_string())),
+                    })?;
+                concept.embedding = Some(slot);
+            }
             store.upsert(&Arc::new(concept), 0);
             Ok(())
         }
@@ -74,7 +88,7 @@ fn replay_record(
             store.remove(&id, 0);
             Ok(())
         }
-        Err(_) => Err(WalError::Corrupt {
+        Ok(Record::PutSlot(..)) | Err(_) => Err(WalError::Corrupt {
             file: format!("record {lsn}"),
             offset: 0,
             reason: "checksum valid but the record cannot be decoded",
@@ -88,14 +102,24 @@ impl Persistence {
         wal_config: &WalConfig,
         checkpoint: CheckpointConfig,
         vector_dimension: u32,
+        mmap_vectors: bool,
         store: Arc<ConceptStore>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Persistence>, EngineError> {
         let started = Instant::now();
         let dir = DataDir::open(path, vector_dimension)?;
-        let checkpoint_lsn = snapshot::load(&dir.path, vector_dimension, |concepts| {
-            store.bulk_load(concepts);
-        })?;
+        let vectors = if mmap_vectors {
+            Some(VectorStore::open(&dir.path, vector_dimension)?)
+        } else {
+            None
+        };
+        let checkpoint_lsn =
+            snapshot::load(&dir.path, vector_dimension, vectors.as_ref(), |concepts| {
+                store.bulk_load(concepts);
+            })?;
+        if let Some(vectors) = &vectors {
+            vectors.finish_claims();
+        }
         let loaded = store.counters().0;
         let wal_dir = dir.wal_dir();
         let storage =
@@ -104,7 +128,7 @@ impl Persistence {
             Arc::new(storage),
             wal_config,
             checkpoint_lsn,
-            |lsn, payload| replay_record(&store, lsn, payload, vector_dimension),
+            |lsn, payload| replay_record(&store, vectors.as_ref(), lsn, payload, vector_dimension),
         )
         .map_err(EngineError::Wal)?;
         info!(
@@ -119,6 +143,7 @@ impl Persistence {
         );
         let persistence = Arc::new(Persistence {
             dir,
+            vectors,
             wal: RwLock::new(Some(wal)),
             store,
             clock,
@@ -189,6 +214,9 @@ impl Persistence {
             counters.wal_segments = stats.segments.load(Ordering::Relaxed);
         }
         counters.checkpoints = self.checkpoints.load(Ordering::Relaxed);
+        if let Some(vectors) = &self.vectors {
+            (counters.vector_slots_used, counters.vector_slots_allocated) = vectors.usage();
+        }
         counters.checkpoint_lsn = self.checkpoint_lsn.load(Ordering::Relaxed);
     }
 
@@ -219,6 +247,10 @@ impl Persistence {
         let written_before = self.wal_bytes_since_checkpoint.load(Ordering::Relaxed);
         if lsn == self.checkpoint_lsn.load(Ordering::Relaxed) {
             return Ok(());
+        }
+        // The snapshot names vector slots: their contents must be durable first.
+        if let Some(vectors) = &self.vectors {
+            vectors.flush()?;
         }
         snapshot::write(&self.dir.path, lsn, self.vector_dimension, &mut concepts)?;
         self.checkpoint_lsn.store(lsn, Ordering::Relaxed);

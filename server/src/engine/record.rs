@@ -22,6 +22,9 @@
 //! | expires_at_ms | option<u64> |
 //!
 //! Delete: id (string).
+//!
+//! PutSlot (tag 3, snapshots only, when vectors live in mapped segments): the fields of Put
+//! with `embedding` replaced by an option<u32> vector slot number (see `vectors.rs`).
 
 use bytes::{BufMut, BytesMut};
 use sutra_protocol::wire;
@@ -29,12 +32,15 @@ use sutra_protocol::{Concept, ConceptId, DecodeError, EncodeError};
 
 const TAG_PUT: u8 = 1;
 const TAG_DELETE: u8 = 2;
+const TAG_PUT_SLOT: u8 = 3;
 
 /// One durable change.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Record {
     Put(Concept),
     Delete(ConceptId),
+    /// A concept without its embedding, and the slot that holds the embedding.
+    PutSlot(Concept, Option<u32>),
 }
 
 /// Encodes a Put without cloning the concept.
@@ -44,16 +50,43 @@ pub(crate) fn encode_put(concept: &Concept) -> Result<Vec<u8>, EncodeError> {
     Ok(dst.to_vec())
 }
 
-fn put_concept(dst: &mut BytesMut, concept: &Concept) -> Result<(), EncodeError> {
-    dst.put_u8(TAG_PUT);
+/// Encodes a concept for a snapshot: a PutSlot when its embedding lives in a vector slot,
+/// else a Put.
+pub(crate) fn encode_for_snapshot(concept: &Concept) -> Result<Vec<u8>, EncodeError> {
+    let slot = concept
+        .embedding
+        .as_ref()
+        .and_then(sutra_protocol::Vector::location);
+    let Some(slot) = slot else {
+        return encode_put(concept);
+    };
+    let slot = u32::try_from(slot).map_err(|_| EncodeError::FieldTooLong { field: "slot" })?;
+    let mut dst = BytesMut::with_capacity(concept.encoded_len() + 1);
+    put_head(&mut dst, TAG_PUT_SLOT, concept)?;
+    dst.put_u8(1);
+    dst.put_u32_le(slot);
+    put_tail(&mut dst, concept);
+    Ok(dst.to_vec())
+}
+
+fn put_head(dst: &mut BytesMut, tag: u8, concept: &Concept) -> Result<(), EncodeError> {
+    dst.put_u8(tag);
     wire::put_id(dst, &concept.id)?;
     wire::put_str(dst, &concept.content, "content")?;
     wire::put_str(dst, &concept.concept_type, "concept_type")?;
     wire::put_str(dst, &concept.model, "model")?;
-    wire::put_attributes(dst, &concept.attributes)?;
-    wire::put_optional_vector(dst, concept.embedding.as_ref())?;
+    wire::put_attributes(dst, &concept.attributes)
+}
+
+fn put_tail(dst: &mut BytesMut, concept: &Concept) {
     dst.put_u64_le(concept.created_at_ms);
     wire::put_option_u64(dst, concept.expires_at_ms);
+}
+
+fn put_concept(dst: &mut BytesMut, concept: &Concept) -> Result<(), EncodeError> {
+    put_head(dst, TAG_PUT, concept)?;
+    wire::put_optional_vector(dst, concept.embedding.as_ref())?;
+    put_tail(dst, concept);
     Ok(())
 }
 
@@ -62,6 +95,17 @@ impl Record {
         let mut dst = BytesMut::new();
         match self {
             Record::Put(concept) => put_concept(&mut dst, concept)?,
+            Record::PutSlot(concept, slot) => {
+                put_head(&mut dst, TAG_PUT_SLOT, concept)?;
+                match slot {
+                    Some(slot) => {
+                        dst.put_u8(1);
+                        dst.put_u32_le(*slot);
+                    }
+                    None => dst.put_u8(0),
+                }
+                put_tail(&mut dst, concept);
+            }
             Record::Delete(id) => {
                 dst.put_u8(TAG_DELETE);
                 wire::put_id(&mut dst, id)?;
@@ -84,6 +128,29 @@ impl Record {
                 expires_at_ms: wire::get_option_u64(&mut buf, "expires_at_ms")?,
             }),
             TAG_DELETE => Record::Delete(wire::get_id(&mut buf)?),
+            TAG_PUT_SLOT => {
+                let id = wire::get_id(&mut buf)?;
+                let content = wire::get_str(&mut buf, "content", u32::MAX)?.to_owned();
+                let concept_type = wire::get_str(&mut buf, "concept_type", u32::MAX)?.to_owned();
+                let model = wire::get_str(&mut buf, "model", u32::MAX)?.to_owned();
+                let attributes = wire::get_attributes(&mut buf)?;
+                let slot = if wire::get_option_tag(&mut buf, "slot")? {
+                    Some(wire::get_u32(&mut buf, "slot")?)
+                } else {
+                    None
+                };
+                let concept = Concept {
+                    id,
+                    content,
+                    concept_type,
+                    model,
+                    attributes,
+                    embedding: None,
+                    created_at_ms: wire::get_u64(&mut buf, "created_at_ms")?,
+                    expires_at_ms: wire::get_option_u64(&mut buf, "expires_at_ms")?,
+                };
+                Record::PutSlot(concept, slot)
+            }
             tag => {
                 return Err(DecodeError::InvalidTag {
                     field: "record tag",

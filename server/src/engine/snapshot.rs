@@ -22,6 +22,7 @@ use sutra_protocol::Concept;
 
 use super::datadir::{io_error, sync_dir, FORMAT_VERSION};
 use super::record::{self, Record};
+use super::vectors::VectorStore;
 use super::EngineError;
 
 const MAGIC: &[u8; 8] = b"SUTRASNP";
@@ -85,9 +86,10 @@ pub(crate) fn write(
     let write_err = |error| io_error("write", &temp, error);
     out.write_all(&header).map_err(write_err)?;
     for concept in &*concepts {
-        let payload = record::encode_put(concept).map_err(|error| EngineError::Internal {
-            message: format!("encoding a snapshot record: {error}"),
-        })?;
+        let payload =
+            record::encode_for_snapshot(concept).map_err(|error| EngineError::Internal {
+                message: format!("encoding a snapshot record: {error}"),
+            })?;
         let len = u32::try_from(payload.len()).map_err(|_| EngineError::Internal {
             message: "snapshot record too large".to_owned(),
         })?;
@@ -147,6 +149,7 @@ fn read_records(
     reader: &mut impl Read,
     path: &Path,
     vector_dimension: u32,
+    vectors: Option<&Arc<VectorStore>>,
     batches: &std::sync::mpsc::SyncSender<Vec<Concept>>,
 ) -> Result<(), EngineError> {
     let mut count = 0_u64;
@@ -173,7 +176,24 @@ fn read_records(
             return Err(corrupt(path, "record checksum mismatch"));
         }
         match Record::decode(&payload, vector_dimension) {
-            Ok(Record::Put(concept)) => batch.push(concept),
+            Ok(Record::Put(mut concept)) => {
+                // Written with MMAP_ENABLED=false and read with it on: move the vector to a slot.
+                if let (Some(vectors), Some(embedding)) = (vectors, &concept.embedding) {
+                    concept.embedding = Some(vectors.store(embedding.as_slice())?);
+                }
+                batch.push(concept);
+            }
+            Ok(Record::PutSlot(mut concept, slot)) => {
+                if let Some(slot) = slot {
+                    let vectors = vectors.ok_or_else(|| corrupt(path, "it names vector slots but MMAP_ENABLED is false; start with MMAP_ENABLED=true"))?;
+                    concept.embedding = Some(
+                        vectors
+                            .claim(slot)
+                            .map_err(|reason| corrupt(path, &reason))?,
+                    );
+                }
+                batch.push(concept);
+            }
             Ok(Record::Delete(_)) | Err(_) => return Err(corrupt(path, "undecodable record")),
         }
         count += 1;
@@ -193,6 +213,7 @@ fn read_records(
 pub(crate) fn load(
     dir: &Path,
     vector_dimension: u32,
+    vectors: Option<&Arc<VectorStore>>,
     load: impl FnOnce(&mut dyn Iterator<Item = Concept>),
 ) -> Result<u64, EngineError> {
     for entry in fs::read_dir(dir).map_err(|error| io_error("list", dir, error))? {
@@ -232,8 +253,8 @@ pub(crate) fn load(
     // restart time at a million concepts is CPU-bound, and there are two cores.
     std::thread::scope(|scope| {
         let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Concept>>(LOAD_QUEUE_BATCHES);
-        let reader =
-            scope.spawn(move || read_records(&mut reader, &path, vector_dimension, &batches));
+        let reader = scope
+            .spawn(move || read_records(&mut reader, &path, vector_dimension, vectors, &batches));
         load(&mut received.iter().flatten());
         reader.join().unwrap_or_else(|_| {
             Err(EngineError::Internal {
