@@ -42,6 +42,9 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// How long a failed checkpoint (a full disk, say) waits before the next try.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(10);
+
 /// How often the checkpointer checks whether a checkpoint is due.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(100);
 
@@ -166,18 +169,23 @@ impl Persistence {
             .name("sutra-checkpoint".to_owned())
             .spawn(move || {
                 let mut last = Instant::now();
+                let mut retry_at = Instant::now();
                 // Check the triggers ten times a second (two atomic loads); a message or a
                 // closed channel stops the thread.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_POLL) {
                     let Some(persistence) = weak.upgrade() else { return };
                     let written = persistence.wal_bytes_since_checkpoint.load(Ordering::Relaxed);
                     let due = written > 0 && (last.elapsed() >= persistence.checkpoint.interval || written >= persistence.checkpoint.wal_bytes);
-                    if due {
-                        if let Err(error) = persistence.checkpoint() {
-                            warn!(%error, "checkpoint failed; the log keeps every write and the next checkpoint retries");
-                        }
-                        last = Instant::now();
+                    // A poisoned log cannot be checkpointed (that was logged when it failed),
+                    // and a failed checkpoint waits before it is tried again.
+                    if !due || Instant::now() < retry_at || persistence.is_poisoned() {
+                        continue;
                     }
+                    if let Err(error) = persistence.checkpoint() {
+                        warn!(%error, retry_in_secs = CHECKPOINT_RETRY.as_secs(), "checkpoint failed; the log keeps every write");
+                        retry_at = Instant::now() + CHECKPOINT_RETRY;
+                    }
+                    last = Instant::now();
                 }
             })
             .map_err(|error| EngineError::Internal { message: format!("starting the checkpoint thread: {error}") })?;
