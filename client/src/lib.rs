@@ -266,6 +266,42 @@ impl Client {
         }
     }
 
+    /// `GetMany`: one round trip for several ids; `None` where there is no live concept.
+    pub async fn get_many(&self, ids: &[&str]) -> Result<Vec<Option<Arc<Concept>>>, ClientError> {
+        let ids = ids
+            .iter()
+            .map(|id| ConceptId::parse(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.call(Request::GetMany { ids }).await? {
+            Response::Many(found) => Ok(found),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `StoreMany`: several concepts in one round trip, stored atomically.
+    pub async fn store_many(
+        &self,
+        stores: Vec<StoreConcept>,
+    ) -> Result<Vec<StoreOutcome>, ClientError> {
+        match self.call(Request::StoreMany(stores)).await? {
+            Response::StoredMany(outcomes) => Ok(outcomes),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `ClearType`: removes every concept of a type; returns how many live ones were removed.
+    pub async fn clear_type(&self, concept_type: &str) -> Result<u64, ClientError> {
+        match self
+            .call(Request::ClearType {
+                concept_type: concept_type.to_owned(),
+            })
+            .await?
+        {
+            Response::Cleared { removed } => Ok(removed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// `Stats`.
     pub async fn stats(&self) -> Result<StatsSnapshot, ClientError> {
         match self.call(Request::Stats).await? {

@@ -34,6 +34,8 @@ pub struct Limits {
     pub max_attribute_bytes: u32,
     /// Largest page a `QueryByType` returns (`MAX_QUERY_LIMIT`); larger requests are clamped.
     pub max_query_limit: u32,
+    /// Most items in one `GetMany` or `StoreMany` (`MAX_BATCH_ITEMS`).
+    pub max_batch_items: u32,
     /// The exact embedding length (`VECTOR_DIMENSION`).
     pub vector_dimension: u32,
 }
@@ -53,6 +55,9 @@ impl Limits {
     pub const DEFAULT_MAX_ATTRIBUTE_BYTES: u32 = 64 * 1024;
     /// Default `MAX_QUERY_LIMIT`.
     pub const DEFAULT_MAX_QUERY_LIMIT: u32 = 1000;
+    /// Default `MAX_BATCH_ITEMS`: an embedding service's L2 lookup for a 64-text batch is one
+    /// request, with room to spare.
+    pub const DEFAULT_MAX_BATCH_ITEMS: u32 = 256;
     /// Default `VECTOR_DIMENSION`.
     pub const DEFAULT_VECTOR_DIMENSION: u32 = 256;
 
@@ -86,6 +91,7 @@ impl Limits {
             ("MAX_ID_BYTES", self.max_id_bytes),
             ("MAX_NAME_BYTES", self.max_name_bytes),
             ("MAX_QUERY_LIMIT", self.max_query_limit),
+            ("MAX_BATCH_ITEMS", self.max_batch_items),
         ] {
             if value == 0 {
                 return Err(LimitsError::Zero { name });
@@ -114,6 +120,7 @@ impl Default for Limits {
             max_attributes: Self::DEFAULT_MAX_ATTRIBUTES,
             max_attribute_bytes: Self::DEFAULT_MAX_ATTRIBUTE_BYTES,
             max_query_limit: Self::DEFAULT_MAX_QUERY_LIMIT,
+            max_batch_items: Self::DEFAULT_MAX_BATCH_ITEMS,
             vector_dimension: Self::DEFAULT_VECTOR_DIMENSION,
         }
     }

@@ -70,10 +70,36 @@ fn concept() -> impl Strategy<Value = Concept> {
         )
 }
 
+fn store() -> impl Strategy<Value = StoreConcept> {
+    (
+        id(),
+        "\\PC{0,64}",
+        "\\PC{0,16}",
+        "\\PC{0,16}",
+        attributes(),
+        proptest::option::of(vector()),
+        any::<Option<u64>>(),
+    )
+        .prop_map(
+            |(id, content, concept_type, model, attributes, embedding, ttl_seconds)| StoreConcept {
+                id,
+                content,
+                concept_type,
+                model,
+                attributes,
+                embedding,
+                ttl_seconds,
+            },
+        )
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Health),
         Just(Request::Stats),
+        vec(id(), 1..8).prop_map(|ids| Request::GetMany { ids }),
+        vec(store(), 1..4).prop_map(Request::StoreMany),
+        "\\PC{0,16}".prop_map(|concept_type| Request::ClearType { concept_type }),
         id().prop_map(|id| Request::GetConceptById { id }),
         id().prop_map(|id| Request::Delete { id }),
         (
@@ -161,6 +187,20 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             )
         }),
         any::<bool>().prop_map(|existed| (0x05, Response::Deleted { existed })),
+        vec(proptest::option::of(concept().prop_map(Arc::new)), 0..4)
+            .prop_map(|concepts| (0x07, Response::Many(concepts))),
+        vec((any::<bool>(), any::<u64>(), any::<Option<u64>>()), 0..6).prop_map(|outcomes| {
+            let outcomes = outcomes
+                .into_iter()
+                .map(|(created, created_at_ms, expires_at_ms)| StoreOutcome {
+                    created,
+                    created_at_ms,
+                    expires_at_ms,
+                })
+                .collect();
+            (0x08, Response::StoredMany(outcomes))
+        }),
+        any::<u64>().prop_map(|removed| (0x09, Response::Cleared { removed })),
         (
             "\\PC{0,12}",
             any::<u32>(),
@@ -384,4 +424,43 @@ fn id_limits_are_enforced_at_n_and_n_plus_one() {
         ConceptId::new("", &limits),
         Err(DecodeError::Empty { field: "id" })
     );
+}
+
+#[test]
+fn batch_counts_are_checked_at_n_and_n_plus_one() {
+    let limits = Limits {
+        max_batch_items: 3,
+        ..limits()
+    };
+    let ids = |count: usize| {
+        (0..count)
+            .map(|index| ConceptId::new(&format!("i{index}"), &limits).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let payload = |request: Request| {
+        let mut dst = BytesMut::new();
+        RequestFrame {
+            request_id: 1,
+            request,
+        }
+        .encode_payload(&mut dst)
+        .unwrap();
+        dst
+    };
+    assert!(decode_request(&payload(Request::GetMany { ids: ids(3) }), &limits).is_ok());
+    let error = decode_request(&payload(Request::GetMany { ids: ids(4) }), &limits).unwrap_err();
+    assert!(
+        matches!(
+            error.error,
+            DecodeError::TooMany {
+                field: "ids",
+                count: 4,
+                max: 3
+            }
+        ),
+        "{error:?}"
+    );
+    let error =
+        decode_request(&payload(Request::GetMany { ids: Vec::new() }), &limits).unwrap_err();
+    assert_eq!(error.error, DecodeError::Empty { field: "ids" });
 }

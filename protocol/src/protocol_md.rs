@@ -39,7 +39,22 @@ enum Field {
     Concept,
     Page,
     Counters,
+    IdList,
+    StoreList,
+    OptionConceptList,
+    OutcomeList,
 }
+
+/// The fields of a StoreConcept body.
+const STORE_BODY: [Field; 7] = [
+    Field::Str("id"),
+    Field::Str("content"),
+    Field::Str("concept_type"),
+    Field::Str("model"),
+    Field::Attributes,
+    Field::OptionVector,
+    Field::OptionU64("ttl_seconds"),
+];
 
 struct Walker<'a> {
     bytes: &'a [u8],
@@ -185,6 +200,44 @@ impl Walker<'_> {
                 for _ in 0..count {
                     self.string("counter name");
                     self.field(Field::U64("counter value"));
+                }
+            }
+            Field::IdList => {
+                let count = self.u32_le("ids: count (u32 LE)");
+                for _ in 0..count {
+                    self.string("id");
+                }
+            }
+            Field::StoreList => {
+                let count = self.u32_le("concepts: count (u32 LE)");
+                for _ in 0..count {
+                    for field in STORE_BODY {
+                        self.field(field);
+                    }
+                }
+            }
+            Field::OptionConceptList => {
+                let count = self.u32_le("concepts: count (u32 LE)");
+                for _ in 0..count {
+                    let tag = self.bytes[0];
+                    self.take(
+                        1,
+                        &format!(
+                            "concept: option tag = {tag} ({})",
+                            if tag == 1 { "found" } else { "not found" }
+                        ),
+                    );
+                    if tag == 1 {
+                        self.field(Field::Concept);
+                    }
+                }
+            }
+            Field::OutcomeList => {
+                let count = self.u32_le("outcomes: count (u32 LE)");
+                for _ in 0..count {
+                    self.field(Field::Bool("created"));
+                    self.field(Field::U64("created_at_ms"));
+                    self.field(Field::OptionU64("expires_at_ms"));
                 }
             }
         }
@@ -436,6 +489,86 @@ fn examples() -> Vec<(&'static str, String)> {
                     &response_fields,
                     &[Str("role"), U32("vector_dimension"), Counters],
                 ),
+            ),
+        ),
+        (
+            "get-many-request",
+            annotate(
+                &request(
+                    9,
+                    Request::GetMany {
+                        ids: vec![id(), ConceptId::new("nope", &limits()).unwrap()],
+                    },
+                ),
+                &with(&request_fields, &[IdList]),
+            ),
+        ),
+        (
+            "get-many-response",
+            annotate(
+                &response(9, 0x07, Response::Many(vec![Some(concept.clone()), None])),
+                &with(&response_fields, &[OptionConceptList]),
+            ),
+        ),
+        (
+            "store-many-request",
+            annotate(
+                &request(
+                    10,
+                    Request::StoreMany(vec![
+                        StoreConcept {
+                            embedding: None,
+                            ttl_seconds: None,
+                            ..StoreConcept::new(id(), "hello")
+                        },
+                        StoreConcept {
+                            concept_type: "note".to_owned(),
+                            ..StoreConcept::new(ConceptId::new("doc-2", &limits()).unwrap(), "bye")
+                        },
+                    ]),
+                ),
+                &with(&request_fields, &[StoreList]),
+            ),
+        ),
+        (
+            "store-many-response",
+            annotate(
+                &response(
+                    10,
+                    0x08,
+                    Response::StoredMany(vec![
+                        StoreOutcome {
+                            created: false,
+                            created_at_ms: concept.created_at_ms,
+                            expires_at_ms: None,
+                        },
+                        StoreOutcome {
+                            created: true,
+                            created_at_ms: concept.created_at_ms,
+                            expires_at_ms: None,
+                        },
+                    ]),
+                ),
+                &with(&response_fields, &[OutcomeList]),
+            ),
+        ),
+        (
+            "clear-type-request",
+            annotate(
+                &request(
+                    11,
+                    Request::ClearType {
+                        concept_type: "note".to_owned(),
+                    },
+                ),
+                &with(&request_fields, &[Str("concept_type")]),
+            ),
+        ),
+        (
+            "clear-type-response",
+            annotate(
+                &response(11, 0x09, Response::Cleared { removed: 2 }),
+                &with(&response_fields, &[U64("removed")]),
             ),
         ),
         (

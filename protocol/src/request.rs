@@ -42,17 +42,26 @@ pub enum Opcode {
     Delete = 0x05,
     /// Server counters.
     Stats = 0x06,
+    /// Read several concepts in one round trip.
+    GetMany = 0x07,
+    /// Store several concepts atomically in one round trip.
+    StoreMany = 0x08,
+    /// Remove every concept of a type.
+    ClearType = 0x09,
 }
 
 impl Opcode {
     /// Every opcode, in numeric order.
-    pub const ALL: [Opcode; 6] = [
+    pub const ALL: [Opcode; 9] = [
         Opcode::Health,
         Opcode::StoreConcept,
         Opcode::GetConceptById,
         Opcode::QueryByType,
         Opcode::Delete,
         Opcode::Stats,
+        Opcode::GetMany,
+        Opcode::StoreMany,
+        Opcode::ClearType,
     ];
 
     /// The opcode for a wire byte, if known.
@@ -71,6 +80,9 @@ impl Opcode {
             Opcode::QueryByType => "QueryByType",
             Opcode::Delete => "Delete",
             Opcode::Stats => "Stats",
+            Opcode::GetMany => "GetMany",
+            Opcode::StoreMany => "StoreMany",
+            Opcode::ClearType => "ClearType",
         }
     }
 }
@@ -226,6 +238,9 @@ impl QueryByType {
 /// | 0x04 | QueryByType | [`QueryByType`] |
 /// | 0x05 | Delete | id: string |
 /// | 0x06 | Stats | empty |
+/// | 0x07 | GetMany | count: u32 (1..=`MAX_BATCH_ITEMS`), then count ids (strings) |
+/// | 0x08 | StoreMany | count: u32 (1..=`MAX_BATCH_ITEMS`), then count [`StoreConcept`] bodies |
+/// | 0x09 | ClearType | concept_type: string |
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// Liveness and basic facts.
@@ -246,6 +261,18 @@ pub enum Request {
     },
     /// Server counters.
     Stats,
+    /// Read several concepts.
+    GetMany {
+        /// The ids, answered in this order.
+        ids: Vec<ConceptId>,
+    },
+    /// Store several concepts, all or none.
+    StoreMany(Vec<StoreConcept>),
+    /// Remove every concept of a type.
+    ClearType {
+        /// The type.
+        concept_type: String,
+    },
 }
 
 impl Request {
@@ -258,6 +285,9 @@ impl Request {
             Request::QueryByType(_) => Opcode::QueryByType,
             Request::Delete { .. } => Opcode::Delete,
             Request::Stats => Opcode::Stats,
+            Request::GetMany { .. } => Opcode::GetMany,
+            Request::StoreMany(_) => Opcode::StoreMany,
+            Request::ClearType { .. } => Opcode::ClearType,
         }
     }
 
@@ -267,7 +297,30 @@ impl Request {
             Request::StoreConcept(store) => store.encode(dst),
             Request::GetConceptById { id } | Request::Delete { id } => id.encode(dst),
             Request::QueryByType(query) => query.encode(dst),
+            Request::GetMany { ids } => {
+                wire::put_len(dst, ids.len(), "ids")?;
+                ids.iter().try_for_each(|id| id.encode(dst))
+            }
+            Request::StoreMany(stores) => {
+                wire::put_len(dst, stores.len(), "concepts")?;
+                stores.iter().try_for_each(|store| store.encode(dst))
+            }
+            Request::ClearType { concept_type } => wire::put_str(dst, concept_type, "concept_type"),
         }
+    }
+
+    /// Reads a batch count: 1..=`MAX_BATCH_ITEMS`, each entry at least `min_entry_bytes`.
+    fn batch_count(
+        buf: &mut &[u8],
+        field: &'static str,
+        limits: &Limits,
+        min_entry_bytes: usize,
+    ) -> Result<usize, DecodeError> {
+        let count = wire::get_count(buf, field, limits.max_batch_items, min_entry_bytes)?;
+        if count == 0 {
+            return Err(DecodeError::Empty { field });
+        }
+        Ok(count)
     }
 
     fn decode_body(
@@ -285,6 +338,27 @@ impl Request {
             Opcode::QueryByType => Request::QueryByType(QueryByType::decode(buf, limits)?),
             Opcode::Delete => Request::Delete {
                 id: ConceptId::decode(buf, limits.max_id_bytes)?,
+            },
+            Opcode::GetMany => {
+                // An id is at least its length and one byte.
+                let count = Self::batch_count(buf, "ids", limits, 5)?;
+                let mut ids = Vec::with_capacity(count);
+                for _ in 0..count {
+                    ids.push(ConceptId::decode(buf, limits.max_id_bytes)?);
+                }
+                Request::GetMany { ids }
+            }
+            Opcode::StoreMany => {
+                // The smallest StoreConcept body: a 1-byte id and empty fields.
+                let count = Self::batch_count(buf, "concepts", limits, 23)?;
+                let mut stores = Vec::with_capacity(count);
+                for _ in 0..count {
+                    stores.push(StoreConcept::decode(buf, limits)?);
+                }
+                Request::StoreMany(stores)
+            }
+            Opcode::ClearType => Request::ClearType {
+                concept_type: wire::get_str(buf, "concept_type", limits.max_name_bytes)?.to_owned(),
             },
         })
     }

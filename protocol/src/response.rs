@@ -231,6 +231,16 @@ pub enum Response {
     },
     /// Reply to `Stats`.
     Stats(StatsSnapshot),
+    /// Reply to `GetMany`: count u32, then per requested id, in request order, an
+    /// option<Concept> (absent when there is no live concept with that id).
+    Many(Vec<Option<Arc<Concept>>>),
+    /// Reply to `StoreMany`: count u32, then a [`StoreOutcome`] per concept, in order.
+    StoredMany(Vec<StoreOutcome>),
+    /// Reply to `ClearType`: `removed` u64, the live concepts removed.
+    Cleared {
+        /// How many live concepts were removed.
+        removed: u64,
+    },
     /// Any request can fail with an error.
     Error(ErrorResponse),
 }
@@ -258,6 +268,30 @@ impl Response {
                 Ok(())
             }
             Response::Stats(stats) => stats.encode(dst),
+            Response::Many(concepts) => {
+                wire::put_len(dst, concepts.len(), "concepts")?;
+                for concept in concepts {
+                    match concept {
+                        Some(concept) => {
+                            dst.put_u8(1);
+                            concept.encode(dst)?;
+                        }
+                        None => dst.put_u8(0),
+                    }
+                }
+                Ok(())
+            }
+            Response::StoredMany(outcomes) => {
+                wire::put_len(dst, outcomes.len(), "outcomes")?;
+                for outcome in outcomes {
+                    outcome.encode(dst);
+                }
+                Ok(())
+            }
+            Response::Cleared { removed } => {
+                dst.put_u64_le(*removed);
+                Ok(())
+            }
             Response::Error(error) => {
                 dst.put_u16_le(error.code.as_u16());
                 wire::put_str(dst, &error.message, "message")
@@ -277,6 +311,31 @@ impl Response {
                 existed: wire::get_bool(buf, "existed")?,
             },
             Opcode::Stats => Response::Stats(StatsSnapshot::decode(buf)?),
+            Opcode::GetMany => {
+                let count = wire::get_count(buf, "concepts", u32::MAX, 1)?;
+                let mut concepts = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let found = wire::get_option_tag(buf, "concept")?;
+                    concepts.push(if found {
+                        Some(Arc::new(Concept::decode(buf, FieldLimits::UNBOUNDED)?))
+                    } else {
+                        None
+                    });
+                }
+                Response::Many(concepts)
+            }
+            Opcode::StoreMany => {
+                // created (1) + created_at_ms (8) + the expiry tag (1).
+                let count = wire::get_count(buf, "outcomes", u32::MAX, 10)?;
+                let mut outcomes = Vec::with_capacity(count);
+                for _ in 0..count {
+                    outcomes.push(StoreOutcome::decode(buf)?);
+                }
+                Response::StoredMany(outcomes)
+            }
+            Opcode::ClearType => Response::Cleared {
+                removed: wire::get_u64(buf, "removed")?,
+            },
         })
     }
 }

@@ -156,6 +156,10 @@ pub struct Cli {
     #[arg(long, env = "MAX_QUERY_LIMIT", default_value_t = Limits::DEFAULT_MAX_QUERY_LIMIT)]
     pub max_query_limit: u32,
 
+    /// Most ids in one GetMany, or concepts in one StoreMany.
+    #[arg(long, env = "MAX_BATCH_ITEMS", default_value_t = Limits::DEFAULT_MAX_BATCH_ITEMS)]
+    pub max_batch_items: u32,
+
     /// Most simultaneous connections. Further clients get a Busy error and are closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = ServerConfig::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -317,6 +321,7 @@ impl TryFrom<Cli> for ServerConfig {
                 max_attributes: cli.max_attributes,
                 max_attribute_bytes: cli.max_attribute_bytes,
                 max_query_limit: cli.max_query_limit,
+                max_batch_items: cli.max_batch_items,
                 vector_dimension: cli.vector_dimension,
             },
             max_connections: cli.max_connections,
@@ -416,6 +421,7 @@ mod tests {
             "MAX_ATTRIBUTES",
             "MAX_ATTRIBUTE_BYTES",
             "MAX_QUERY_LIMIT",
+            "MAX_BATCH_ITEMS",
             "MAX_CONNECTIONS",
             "IDLE_TIMEOUT_SECS",
             "SNIFF_TIMEOUT_MS",

@@ -66,6 +66,18 @@ pub fn reply(response: &Response) -> Value {
             "next_cursor": page.next_cursor,
         }),
         Response::Deleted { existed } => json!({ "ok": true, "existed": existed }),
+        Response::Many(found) => json!({
+            "ok": true,
+            "concepts": found.iter().map(|item| item.as_ref().map(|found| concept(found))).collect::<Vec<_>>(),
+        }),
+        Response::StoredMany(outcomes) => json!({
+            "ok": true,
+            "outcomes": outcomes
+                .iter()
+                .map(|outcome| json!({ "created": outcome.created, "created_at_ms": outcome.created_at_ms, "expires_at_ms": outcome.expires_at_ms }))
+                .collect::<Vec<_>>(),
+        }),
+        Response::Cleared { removed } => json!({ "ok": true, "removed": removed }),
         Response::Error(failure) => {
             json!({ "ok": false, "error": error(failure.code, &failure.message) })
         }

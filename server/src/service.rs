@@ -35,6 +35,7 @@ pub struct ServerCounters {
     gets_not_found: AtomicU64,
     queries: AtomicU64,
     deletes: AtomicU64,
+    clears: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -117,7 +118,60 @@ impl Service {
                     Err(error) => Reply::Ready(engine_error(&error)),
                 }
             }
+            Request::GetMany { ids } => Reply::Ready(self.get_many(&ids)),
+            Request::StoreMany(stores) => {
+                self.counters
+                    .stores
+                    .fetch_add(stores.len() as u64, Ordering::Relaxed);
+                match self.engine.store_many(stores) {
+                    Ok(pending) => Reply::Pending(Box::pin(async move {
+                        pending
+                            .wait()
+                            .await
+                            .map_or_else(|error| engine_error(&error), Response::StoredMany)
+                    })),
+                    Err(error) => Reply::Ready(engine_error(&error)),
+                }
+            }
+            Request::ClearType { concept_type } => {
+                bump(&self.counters.clears);
+                match self.engine.clear_type(concept_type) {
+                    Ok(pending) => Reply::Pending(Box::pin(async move {
+                        pending.wait().await.map_or_else(
+                            |error| engine_error(&error),
+                            |removed| Response::Cleared { removed },
+                        )
+                    })),
+                    Err(error) => Reply::Ready(engine_error(&error)),
+                }
+            }
         }
+    }
+
+    /// `GetMany`: every id in order, refused as a whole when the answer would not fit a frame.
+    fn get_many(&self, ids: &[sutra_protocol::ConceptId]) -> Response {
+        let found = self.engine.get_many(ids);
+        let misses = found.iter().filter(|item| item.is_none()).count();
+        self.counters
+            .gets
+            .fetch_add(found.len() as u64, Ordering::Relaxed);
+        self.counters
+            .gets_not_found
+            .fetch_add(misses as u64, Ordering::Relaxed);
+        // Header, status, count, and one option tag per item, plus each concept found.
+        let bytes = found
+            .iter()
+            .flatten()
+            .fold(16 + found.len(), |sum, concept| {
+                sum.saturating_add(concept.encoded_len())
+            });
+        if bytes > self.limits.max_frame_bytes as usize {
+            return Response::error(
+                ErrorCode::InvalidArgument,
+                format!("the {} concepts found take {bytes} bytes, more than MAX_FRAME_BYTES ({}); ask for fewer ids", found.len() - misses, self.limits.max_frame_bytes),
+            );
+        }
+        Response::Many(found)
     }
 
     /// Runs one request to completion.
@@ -161,7 +215,7 @@ impl Service {
         let engine = self.engine.counters();
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let counters = &self.counters;
-        let pairs: [(&str, u64); 23] = [
+        let pairs: [(&str, u64); 24] = [
             ("concepts", engine.concepts),
             ("bytes_used", engine.bytes_used),
             ("uptime_seconds", self.started.elapsed().as_secs()),
@@ -175,6 +229,7 @@ impl Service {
             ("gets_not_found", load(&counters.gets_not_found)),
             ("queries", load(&counters.queries)),
             ("deletes", load(&counters.deletes)),
+            ("clears", load(&counters.clears)),
             ("wal_appends", engine.wal_appends),
             ("wal_batches", engine.wal_batches),
             ("wal_syncs", engine.wal_syncs),

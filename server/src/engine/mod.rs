@@ -199,6 +199,16 @@ pub struct EngineCounters {
     pub vector_slots_allocated: u64,
 }
 
+/// Applies one stored concept and describes the result.
+fn outcome(store: &ConceptStore, concept: &Arc<Concept>, now_ms: u64) -> StoreOutcome {
+    let created = store.upsert(concept, now_ms);
+    StoreOutcome {
+        created,
+        created_at_ms: now_ms,
+        expires_at_ms: concept.expires_at_ms,
+    }
+}
+
 /// A write that completes when the log acknowledges it.
 #[must_use = "a write is only known to be durable once awaited"]
 pub struct PendingWrite<T>(PendingInner<T>);
@@ -319,6 +329,54 @@ impl Engine {
     pub fn store(&self, request: StoreConcept) -> Result<PendingWrite<StoreOutcome>, EngineError> {
         self.check_open()?;
         let now_ms = self.clock.now_ms();
+        let concept = self.build_concept(request, now_ms)?;
+        let record = record::encode_put(&concept);
+        Ok(self.commit(record, move |store| outcome(store, &concept, now_ms)))
+    }
+
+    /// Stores several concepts as one log record: after a crash all of them are there or
+    /// none. Later items win over earlier ones with the same id.
+    pub fn store_many(
+        &self,
+        requests: Vec<StoreConcept>,
+    ) -> Result<PendingWrite<Vec<StoreOutcome>>, EngineError> {
+        self.check_open()?;
+        let now_ms = self.clock.now_ms();
+        let concepts = requests
+            .into_iter()
+            .map(|request| self.build_concept(request, now_ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        let record = record::encode_batch(&concepts);
+        Ok(self.commit(record, move |store| {
+            concepts
+                .iter()
+                .map(|concept| outcome(store, concept, now_ms))
+                .collect()
+        }))
+    }
+
+    /// Removes every concept of a type; resolves to the number of live concepts removed.
+    pub fn clear_type(&self, concept_type: String) -> Result<PendingWrite<u64>, EngineError> {
+        self.check_open()?;
+        let now_ms = self.clock.now_ms();
+        let record = Record::ClearType(concept_type.clone()).encode();
+        Ok(self.commit(record, move |store| store.clear_type(&concept_type, now_ms)))
+    }
+
+    /// The live concepts with these ids, in order (`None` for a missing or expired id).
+    pub fn get_many(&self, ids: &[ConceptId]) -> Vec<Option<Arc<Concept>>> {
+        let now_ms = self.clock.now_ms();
+        ids.iter().map(|id| self.store.get(id, now_ms)).collect()
+    }
+
+    /// The concept a store request creates: server times, absolute expiry, and (with mapped
+    /// vector segments) the vector copied into a fresh slot, so that a full disk fails the
+    /// request here and not after the log has accepted it.
+    fn build_concept(
+        &self,
+        request: StoreConcept,
+        now_ms: u64,
+    ) -> Result<Arc<Concept>, EngineError> {
         let ttl = match request.ttl_seconds {
             None => self.config.default_ttl,
             Some(0) => None,
@@ -326,8 +384,6 @@ impl Engine {
         };
         let expires_at_ms = ttl
             .map(|ttl| now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)));
-        // With mapped vector segments the vector goes to a fresh slot before it is logged, so a
-        // full disk fails the request here, not after the log has accepted it.
         let vectors = self
             .persistence
             .as_ref()
@@ -336,7 +392,7 @@ impl Engine {
             (Some(vectors), Some(embedding)) => Some(vectors.store(embedding.as_slice())?),
             (_, embedding) => embedding,
         };
-        let concept = Arc::new(Concept {
+        Ok(Arc::new(Concept {
             id: request.id,
             content: request.content,
             concept_type: request.concept_type,
@@ -345,15 +401,6 @@ impl Engine {
             embedding,
             created_at_ms: now_ms,
             expires_at_ms,
-        });
-        let record = record::encode_put(&concept);
-        Ok(self.commit(record, move |store| {
-            let created = store.upsert(&concept, now_ms);
-            StoreOutcome {
-                created,
-                created_at_ms: now_ms,
-                expires_at_ms,
-            }
         }))
     }
 

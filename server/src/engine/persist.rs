@@ -15,6 +15,7 @@ use super::record::Record;
 use super::store::ConceptStore;
 use super::vectors::VectorStore;
 use super::{snapshot, Clock, EngineCounters, EngineError};
+use sutra_protocol::Concept;
 
 /// When checkpoints happen (besides clean shutdown).
 #[derive(Debug, Clone)]
@@ -65,6 +66,25 @@ pub(crate) struct Persistence {
     checkpointer: Mutex<Option<(JoinHandle<()>, mpsc::Sender<()>)>>,
 }
 
+/// Moves a replayed concept's vector into a slot when vectors live in mapped segments.
+fn into_slot(
+    vectors: Option<&Arc<VectorStore>>,
+    mut concept: Concept,
+    lsn: u64,
+) -> Result<Arc<Concept>, WalError> {
+    if let (Some(vectors), Some(embedding)) = (vectors, &concept.embedding) {
+        let slot = vectors
+            .store(embedding.as_slice())
+            .map_err(|error| WalError::Io {
+                op: "store vector",
+                file: format!("record {lsn}"),
+                source: Arc::new(std::io::Error::other(error.to_string())),
+            })?;
+        concept.embedding = Some(slot);
+    }
+    Ok(Arc::new(concept))
+}
+
 fn replay_record(
     store: &ConceptStore,
     vectors: Option<&Arc<VectorStore>>,
@@ -73,30 +93,29 @@ fn replay_record(
     vector_dimension: u32,
 ) -> Result<(), WalError> {
     match Record::decode(payload, vector_dimension) {
-        Ok(Record::Put(mut concept)) => {
-            if let (Some(vectors), Some(embedding)) = (vectors, &concept.embedding) {
-                let slot = vectors
-                    .store(embedding.as_slice())
-                    .map_err(|error| WalError::Io {
-                        op: "store vector",
-                        file: format!("record {lsn}"),
-                        source: Arc::new(std::io::Error::other(error.to_string())),
-                    })?;
-                concept.embedding = Some(slot);
+        Ok(Record::Put(concept)) => {
+            store.upsert(&into_slot(vectors, concept, lsn)?, 0);
+        }
+        Ok(Record::Batch(concepts)) => {
+            for concept in concepts {
+                store.upsert(&into_slot(vectors, concept, lsn)?, 0);
             }
-            store.upsert(&Arc::new(concept), 0);
-            Ok(())
         }
         Ok(Record::Delete(id)) => {
             store.remove(&id, 0);
-            Ok(())
         }
-        Ok(Record::PutSlot(..)) | Err(_) => Err(WalError::Corrupt {
-            file: format!("record {lsn}"),
-            offset: 0,
-            reason: "checksum valid but the record cannot be decoded",
-        }),
+        Ok(Record::ClearType(concept_type)) => {
+            store.clear_type(&concept_type, 0);
+        }
+        Ok(Record::PutSlot(..)) | Err(_) => {
+            return Err(WalError::Corrupt {
+                file: format!("record {lsn}"),
+                offset: 0,
+                reason: "checksum valid but the record cannot be decoded",
+            })
+        }
     }
+    Ok(())
 }
 
 impl Persistence {

@@ -23,6 +23,11 @@
 //!
 //! Delete: id (string).
 //!
+//! Batch (tag 4, a StoreMany: applied all or nothing): count u32, then count Put records, each
+//! as a u32 length and the record's bytes (tag included).
+//!
+//! ClearType (tag 5): concept_type (string); removes every concept of the type.
+//!
 //! PutSlot (tag 3, snapshots only, when vectors live in mapped segments): the fields of Put
 //! with `embedding` replaced by an option<u32> vector slot number (see `vectors.rs`).
 
@@ -33,6 +38,8 @@ use sutra_protocol::{Concept, ConceptId, DecodeError, EncodeError};
 const TAG_PUT: u8 = 1;
 const TAG_DELETE: u8 = 2;
 const TAG_PUT_SLOT: u8 = 3;
+const TAG_BATCH: u8 = 4;
+const TAG_CLEAR_TYPE: u8 = 5;
 
 /// One durable change.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +48,23 @@ pub(crate) enum Record {
     Delete(ConceptId),
     /// A concept without its embedding, and the slot that holds the embedding.
     PutSlot(Concept, Option<u32>),
+    /// Several Puts, applied together.
+    Batch(Vec<Concept>),
+    /// Remove every concept of a type.
+    ClearType(String),
+}
+
+/// Encodes a Batch of Puts without cloning the concepts.
+pub(crate) fn encode_batch(concepts: &[std::sync::Arc<Concept>]) -> Result<Vec<u8>, EncodeError> {
+    let mut dst = BytesMut::new();
+    dst.put_u8(TAG_BATCH);
+    wire::put_len(&mut dst, concepts.len(), "batch")?;
+    for concept in concepts {
+        let put = encode_put(concept)?;
+        wire::put_len(&mut dst, put.len(), "batch item")?;
+        dst.extend_from_slice(&put);
+    }
+    Ok(dst.to_vec())
 }
 
 /// Encodes a Put without cloning the concept.
@@ -95,6 +119,15 @@ impl Record {
         let mut dst = BytesMut::new();
         match self {
             Record::Put(concept) => put_concept(&mut dst, concept)?,
+            Record::Batch(concepts) => {
+                let concepts: Vec<std::sync::Arc<Concept>> =
+                    concepts.iter().cloned().map(std::sync::Arc::new).collect();
+                return encode_batch(&concepts);
+            }
+            Record::ClearType(concept_type) => {
+                dst.put_u8(TAG_CLEAR_TYPE);
+                wire::put_str(&mut dst, concept_type, "concept_type")?;
+            }
             Record::PutSlot(concept, slot) => {
                 put_head(&mut dst, TAG_PUT_SLOT, concept)?;
                 match slot {
@@ -128,6 +161,28 @@ impl Record {
                 expires_at_ms: wire::get_option_u64(&mut buf, "expires_at_ms")?,
             }),
             TAG_DELETE => Record::Delete(wire::get_id(&mut buf)?),
+            TAG_CLEAR_TYPE => {
+                Record::ClearType(wire::get_str(&mut buf, "concept_type", u32::MAX)?.to_owned())
+            }
+            TAG_BATCH => {
+                // Each item is at least its length and a tag.
+                let count = wire::get_count(&mut buf, "batch", u32::MAX, 5)?;
+                let mut concepts = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let len = wire::get_u32(&mut buf, "batch item")? as usize;
+                    let item = wire::get_bytes(&mut buf, len, "batch item")?;
+                    match Record::decode(item, vector_dimension)? {
+                        Record::Put(concept) => concepts.push(concept),
+                        _ => {
+                            return Err(DecodeError::InvalidTag {
+                                field: "batch item",
+                                tag: item.first().copied().unwrap_or(0),
+                            })
+                        }
+                    }
+                }
+                Record::Batch(concepts)
+            }
             TAG_PUT_SLOT => {
                 let id = wire::get_id(&mut buf)?;
                 let content = wire::get_str(&mut buf, "content", u32::MAX)?.to_owned();

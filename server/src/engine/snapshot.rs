@@ -194,7 +194,9 @@ fn read_records(
                 }
                 batch.push(concept);
             }
-            Ok(Record::Delete(_)) | Err(_) => return Err(corrupt(path, "undecodable record")),
+            Ok(Record::Delete(_) | Record::Batch(_) | Record::ClearType(_)) | Err(_) => {
+                return Err(corrupt(path, "undecodable record"));
+            }
         }
         count += 1;
         if batch.len() == LOAD_BATCH {

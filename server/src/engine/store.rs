@@ -205,6 +205,29 @@ impl ConceptStore {
         is_live(&removed, now_ms)
     }
 
+    /// Removes every concept of a type; returns how many of them were live.
+    pub(super) fn clear_type(&self, concept_type: &str, now_ms: u64) -> u64 {
+        let ids: Vec<Arc<str>> = read(self.type_shard(concept_type))
+            .get(concept_type)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut removed = 0;
+        for id in ids {
+            let mut shard = write(self.concept_shard(&id));
+            // Re-check under the lock: a concurrent store may have changed its type.
+            if shard
+                .get(&*id)
+                .is_some_and(|concept| concept.concept_type == concept_type)
+            {
+                if let Some(concept) = shard.remove(&*id) {
+                    self.forget(&concept);
+                    removed += u64::from(is_live(&concept, now_ms));
+                }
+            }
+        }
+        removed
+    }
+
     /// The next ids of a type after `after`, at most `count`.
     fn ids_after(&self, concept_type: &str, after: &str, count: usize) -> Vec<Arc<str>> {
         let shard = read(self.type_shard(concept_type));

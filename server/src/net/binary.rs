@@ -108,7 +108,10 @@ impl Pipeline {
         match decode_request(payload, service.limits()) {
             Ok(frame) => {
                 let opcode = frame.request.opcode();
-                let is_write = matches!(opcode, Opcode::StoreConcept | Opcode::Delete);
+                let is_write = matches!(
+                    opcode,
+                    Opcode::StoreConcept | Opcode::Delete | Opcode::StoreMany | Opcode::ClearType
+                );
                 if !is_write
                     && self
                         .queue

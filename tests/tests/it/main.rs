@@ -11,6 +11,7 @@
     reason = "tests fail loudly, and their helpers are tests too"
 )]
 
+mod batch;
 mod client_ops;
 mod durability;
 mod http;
