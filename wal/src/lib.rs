@@ -172,6 +172,9 @@ pub enum WalError {
         /// The maximum.
         max: u32,
     },
+    /// An empty payload (records are never empty; an empty one is a caller bug).
+    #[error("empty log record")]
+    EmptyRecord,
     /// Too many appends are waiting.
     #[error("write-ahead log queue is full")]
     QueueFull,
@@ -299,7 +302,11 @@ impl Wal {
             ack(Err(WalError::Poisoned));
             return;
         }
-        if payload.is_empty() || payload.len() > self.max_record_bytes as usize {
+        if payload.is_empty() {
+            ack(Err(WalError::EmptyRecord));
+            return;
+        }
+        if payload.len() > self.max_record_bytes as usize {
             ack(Err(WalError::RecordTooLarge {
                 len: payload.len(),
                 max: self.max_record_bytes,
