@@ -80,8 +80,10 @@ fn invalid_configuration_is_refused_with_a_clear_message() {
 
 #[test]
 fn serves_text_and_http_then_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
     let mut child = spawn(&[
         ("STORAGE_PORT", "0"),
+        ("STORAGE_PATH", dir.path().to_str().expect("utf-8")),
         ("SUTRA_ROLE", "cache_shard"),
         ("VECTOR_DIMENSION", "64"),
     ]);
