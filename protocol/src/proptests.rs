@@ -114,28 +114,7 @@ fn request() -> impl Strategy<Value = Request> {
                     cursor,
                 })
             }),
-        (
-            id(),
-            "\\PC{0,64}",
-            "\\PC{0,16}",
-            "\\PC{0,16}",
-            attributes(),
-            proptest::option::of(vector()),
-            any::<Option<u64>>()
-        )
-            .prop_map(
-                |(id, content, concept_type, model, attributes, embedding, ttl_seconds)| {
-                    Request::StoreConcept(StoreConcept {
-                        id,
-                        content,
-                        concept_type,
-                        model,
-                        attributes,
-                        embedding,
-                        ttl_seconds,
-                    })
-                }
-            ),
+        store().prop_map(Request::StoreConcept),
     ]
 }
 

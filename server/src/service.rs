@@ -82,15 +82,7 @@ impl Service {
             Request::Stats => Reply::Ready(Response::Stats(self.stats())),
             Request::StoreConcept(store) => {
                 bump(&self.counters.stores);
-                match self.engine.store(store) {
-                    Ok(pending) => Reply::Pending(Box::pin(async move {
-                        pending
-                            .wait()
-                            .await
-                            .map_or_else(|error| engine_error(&error), Response::Stored)
-                    })),
-                    Err(error) => Reply::Ready(engine_error(&error)),
-                }
+                when_durable(self.engine.store(store), Response::Stored)
             }
             Request::GetConceptById { id } => {
                 bump(&self.counters.gets);
@@ -108,42 +100,22 @@ impl Service {
             }
             Request::Delete { id } => {
                 bump(&self.counters.deletes);
-                match self.engine.delete(&id) {
-                    Ok(pending) => Reply::Pending(Box::pin(async move {
-                        pending.wait().await.map_or_else(
-                            |error| engine_error(&error),
-                            |existed| Response::Deleted { existed },
-                        )
-                    })),
-                    Err(error) => Reply::Ready(engine_error(&error)),
-                }
+                when_durable(self.engine.delete(&id), |existed| Response::Deleted {
+                    existed,
+                })
             }
             Request::GetMany { ids } => Reply::Ready(self.get_many(&ids)),
             Request::StoreMany(stores) => {
                 self.counters
                     .stores
                     .fetch_add(stores.len() as u64, Ordering::Relaxed);
-                match self.engine.store_many(stores) {
-                    Ok(pending) => Reply::Pending(Box::pin(async move {
-                        pending
-                            .wait()
-                            .await
-                            .map_or_else(|error| engine_error(&error), Response::StoredMany)
-                    })),
-                    Err(error) => Reply::Ready(engine_error(&error)),
-                }
+                when_durable(self.engine.store_many(stores), Response::StoredMany)
             }
             Request::ClearType { concept_type } => {
                 bump(&self.counters.clears);
-                match self.engine.clear_type(concept_type) {
-                    Ok(pending) => Reply::Pending(Box::pin(async move {
-                        pending.wait().await.map_or_else(
-                            |error| engine_error(&error),
-                            |removed| Response::Cleared { removed },
-                        )
-                    })),
-                    Err(error) => Reply::Ready(engine_error(&error)),
-                }
+                when_durable(self.engine.clear_type(concept_type), |removed| {
+                    Response::Cleared { removed }
+                })
             }
         }
     }
@@ -249,6 +221,22 @@ impl Service {
                 .map(|(name, value)| (name.to_owned(), value))
                 .collect(),
         }
+    }
+}
+
+/// The reply to a write: its response once the log has it, or the error at once.
+fn when_durable<T: Send + 'static>(
+    write: Result<crate::engine::PendingWrite<T>, crate::engine::EngineError>,
+    respond: impl FnOnce(T) -> Response + Send + 'static,
+) -> Reply {
+    match write {
+        Ok(pending) => Reply::Pending(Box::pin(async move {
+            pending
+                .wait()
+                .await
+                .map_or_else(|error| engine_error(&error), respond)
+        })),
+        Err(error) => Reply::Ready(engine_error(&error)),
     }
 }
 
