@@ -117,11 +117,6 @@ impl Server {
             .unwrap_or(self.shared.config.listen_addr)
     }
 
-    /// The request executor, for in-process inspection (tests, embedding).
-    pub fn service(&self) -> Arc<Service> {
-        Arc::clone(&self.shared.service)
-    }
-
     /// Serves until `shutdown` is cancelled, then shuts down gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
         let Server { listener, shared } = self;

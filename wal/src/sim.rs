@@ -75,7 +75,6 @@ struct SimState {
     next_id: u64,
     syncs_before_failure: Option<u64>,
     fail_allocations: bool,
-    sync_count: u64,
 }
 
 /// An in-memory directory with crash images. Clones share the same disk.
@@ -105,7 +104,6 @@ impl SimStorage {
             next_id: state.next_id,
             syncs_before_failure: state.syncs_before_failure,
             fail_allocations: state.fail_allocations,
-            sync_count: state.sync_count,
         };
         SimStorage {
             state: Arc::new(Mutex::new(copy)),
@@ -120,11 +118,6 @@ impl SimStorage {
     /// Makes `allocate` fail with ENOSPC (a full disk) or succeed again.
     pub fn fail_allocations(&self, fail: bool) {
         self.lock().fail_allocations = fail;
-    }
-
-    /// Number of successful `sync_data` calls so far.
-    pub fn sync_count(&self) -> u64 {
-        self.lock().sync_count
     }
 
     /// Replaces the disk's contents with what a power cut at this moment could leave. The
@@ -280,7 +273,6 @@ impl StorageFile for SimFile {
             }
             state.syncs_before_failure = Some(remaining - 1);
         }
-        state.sync_count += 1;
         let file = state
             .files
             .get_mut(&self.id)
