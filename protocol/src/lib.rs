@@ -48,7 +48,7 @@ pub use request::{
 };
 pub use response::{
     decode_response, ErrorResponse, HealthInfo, QueryPage, Response, ResponseFrame, StatsSnapshot,
-    StoreOutcome,
+    StoreOutcome, STATUS_ERROR, STATUS_OK,
 };
 pub use types::{Attributes, Concept, ConceptId, Vector, VectorSource};
 

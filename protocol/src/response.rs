@@ -19,8 +19,10 @@ use crate::request::{Header, Opcode, PROTOCOL_VERSION};
 use crate::types::{Concept, FieldLimits};
 use crate::wire;
 
-const STATUS_OK: u8 = 0;
-const STATUS_ERROR: u8 = 1;
+/// The status byte (after the header) of a successful response.
+pub const STATUS_OK: u8 = 0;
+/// The status byte (after the header) of an error response.
+pub const STATUS_ERROR: u8 = 1;
 
 /// Body of a `Health` response.
 ///

@@ -193,9 +193,16 @@ impl Vector {
     pub(crate) fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         let values = self.as_slice();
         wire::put_len(dst, values.len(), "embedding")?;
-        dst.reserve(values.len().saturating_mul(4));
-        for value in values {
-            dst.put_f32_le(*value);
+        // The wire format is little-endian f32, which is the memory layout on little-endian
+        // targets: one copy instead of a bounds-checked put per value.
+        #[cfg(target_endian = "little")]
+        dst.extend_from_slice(bytemuck::cast_slice::<f32, u8>(values));
+        #[cfg(not(target_endian = "little"))]
+        {
+            dst.reserve(values.len().saturating_mul(4));
+            for value in values {
+                dst.put_f32_le(*value);
+            }
         }
         Ok(())
     }

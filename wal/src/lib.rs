@@ -10,7 +10,9 @@
 //!   thread. Callers apply the change to memory inside that callback, so memory changes in
 //!   exactly the order of the log.
 //! - **Policies** ([`FsyncPolicy`]): `Always` acknowledges after `fdatasync`; `EverySec`
-//!   after the write, syncing at most one second later; `Never` after the write.
+//!   after the write, syncing at most one second later (and whenever
+//!   [`EVERYSEC_SYNC_BYTES`] are unsynced, so a heavy writer never meets one long sync);
+//!   `Never` after the write.
 //! - **Poisoning.** A failed write or sync is never retried: the kernel may already have
 //!   dropped the dirty pages, so a retry that succeeds proves nothing. The batch's appends get
 //!   the error, the log refuses every later append ([`WalError::Poisoned`]), and a restart
@@ -33,6 +35,8 @@ pub mod segment;
 #[cfg(any(test, feature = "test-util"))]
 pub mod sim;
 mod writer;
+
+pub use writer::EVERYSEC_SYNC_BYTES;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};

@@ -52,6 +52,8 @@ pub(crate) struct VectorStore {
     slots: Mutex<Slots>,
     /// During recovery: which existing slots the snapshot uses.
     claimed: Mutex<Option<Vec<bool>>>,
+    /// Held while a segment file is being made, so two threads never make the same one.
+    creating: Mutex<()>,
 }
 
 /// One slot, owned by one concept's vector. Dropping the last reference frees the slot.
@@ -116,6 +118,7 @@ impl VectorStore {
                 next_unused: existing,
             }),
             claimed: Mutex::new(Some(vec![false; existing as usize])),
+            creating: Mutex::new(()),
         }))
     }
 
@@ -177,7 +180,8 @@ impl VectorStore {
                 None => {
                     let index = slots.next_unused;
                     if index.is_multiple_of(self.per_segment) && self.segment(index).is_none() {
-                        self.create_segment()?;
+                        // Normally made ahead (below); this is the fallback.
+                        self.ensure_segment((index / self.per_segment) as usize)?;
                     }
                     slots.next_unused =
                         index.checked_add(1).ok_or_else(|| EngineError::Internal {
@@ -190,8 +194,17 @@ impl VectorStore {
         let segment = self.segment(index).ok_or_else(|| EngineError::Internal {
             message: format!("vector slot {index} has no segment"),
         })?;
-        let within = (index % self.per_segment) as usize;
-        segment.write(within * self.dimension as usize, values);
+        let within = index % self.per_segment;
+        if within == self.per_segment / 2 {
+            // Halfway through a segment, this store makes the next one, outside the slot
+            // lock: other stores go on, and none waits for a file creation at the boundary.
+            // A failure here (a full disk) is reported by the store that needs the segment.
+            let next = (index / self.per_segment) as usize + 1;
+            if let Err(error) = self.ensure_segment(next) {
+                tracing::warn!(%error, "could not make the next vector segment ahead");
+            }
+        }
+        segment.write(within as usize * self.dimension as usize, values);
         let slot = Slot {
             store: Arc::clone(self),
             segment,
@@ -202,13 +215,29 @@ impl VectorStore {
         })
     }
 
-    /// Creates the next segment: temporary file, allocation, sync, rename, directory sync.
-    fn create_segment(&self) -> Result<(), EngineError> {
-        let mut segments = self
-            .segments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let path = self.dir.join(segment_name(segments.len()));
+    /// Makes segments up to number `number` exist: temporary file, allocation, sync, rename,
+    /// directory sync, each. Readers and slot users are not blocked while a file is made.
+    fn ensure_segment(&self, number: usize) -> Result<(), EngineError> {
+        let _creating = self.creating.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let next = self
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
+            if next > number {
+                return Ok(());
+            }
+            let segment = self.create_segment(next)?;
+            self.segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(segment);
+        }
+    }
+
+    fn create_segment(&self, number: usize) -> Result<Arc<MappedSegment>, EngineError> {
+        let path = self.dir.join(segment_name(number));
         let temp = path.with_extension("tmp");
         let bytes = u64::from(self.per_segment) * u64::from(self.dimension) * 4;
         let file = OpenOptions::new()
@@ -232,10 +261,9 @@ impl VectorStore {
             .map_err(|error| io_error("sync", &temp, error))?;
         fs::rename(&temp, &path).map_err(|error| io_error("rename", &temp, error))?;
         sync_dir(&self.dir)?;
-        segments.push(Arc::new(
+        Ok(Arc::new(
             MappedSegment::map(&file).map_err(|error| io_error("map", &path, error))?,
-        ));
-        Ok(())
+        ))
     }
 
     /// Makes every slot write durable (before a snapshot names the slots).

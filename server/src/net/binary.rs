@@ -41,8 +41,9 @@ pub(super) async fn serve(
     let mut encoder = FrameCodec::new(max_frame_bytes);
     let service = &*shared.service;
     let mut pipeline = Pipeline::default();
+    let mut idle = super::IdleTimer::new(shared.config.idle_timeout);
     loop {
-        let Some(mut item) = super::next_item(&mut framed, shared, shutdown, peer).await else {
+        let Some(mut item) = super::next_item(&mut framed, &mut idle, shutdown, peer).await else {
             break;
         };
         // Answer this frame and every complete frame already buffered, then flush once.

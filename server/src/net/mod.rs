@@ -174,7 +174,7 @@ async fn serve(
 /// connection was between requests, or it stayed silent for the idle timeout.
 async fn next_item<S: futures_util::Stream + Unpin>(
     framed: &mut S,
-    shared: &Shared,
+    idle: &mut IdleTimer,
     shutdown: &CancellationToken,
     peer: SocketAddr,
 ) -> Option<Option<S::Item>> {
@@ -182,11 +182,50 @@ async fn next_item<S: futures_util::Stream + Unpin>(
     tokio::select! {
         biased;
         () = shutdown.cancelled() => None,
-        next = tokio::time::timeout(shared.config.idle_timeout, framed.next()) => {
-            if next.is_err() {
-                debug!(%peer, "closed: idle timeout");
+        next = framed.next() => {
+            idle.touch();
+            Some(next)
+        }
+        () = idle.expired() => {
+            debug!(%peer, "closed: idle timeout");
+            None
+        }
+    }
+}
+
+/// The idle timeout of one session, without a timer registration per request: activity
+/// only records the time, and the one timer, when it fires early, is pushed to the last
+/// activity plus the timeout.
+pub(crate) struct IdleTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    last_activity: tokio::time::Instant,
+}
+
+impl IdleTimer {
+    pub(crate) fn new(timeout: Duration) -> IdleTimer {
+        let now = tokio::time::Instant::now();
+        IdleTimer {
+            sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            timeout,
+            last_activity: now,
+        }
+    }
+
+    /// Records activity: the timeout counts from now.
+    pub(crate) fn touch(&mut self) {
+        self.last_activity = tokio::time::Instant::now();
+    }
+
+    /// Completes once the session has been idle for the whole timeout.
+    pub(crate) async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            let deadline = self.last_activity + self.timeout;
+            if tokio::time::Instant::now() >= deadline {
+                return;
             }
-            next.ok()
+            self.sleep.as_mut().reset(deadline);
         }
     }
 }

@@ -37,8 +37,9 @@ pub(super) async fn serve(
         AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_line_bytes);
     let mut framed = Framed::new(stream, codec);
     let service = &*shared.service;
+    let mut idle = super::IdleTimer::new(shared.config.idle_timeout);
     loop {
-        let Some(mut item) = super::next_item(&mut framed, shared, shutdown, peer).await else {
+        let Some(mut item) = super::next_item(&mut framed, &mut idle, shutdown, peer).await else {
             break;
         };
         let mut step;

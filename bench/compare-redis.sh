@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Redis (redis-benchmark) and sutra-storage (sutra-bench) on this
+# machine, in one run, alternating the servers, with matching durability and payload.
+#
+#   bench/compare-redis.sh [ROUNDS]        (default 3 rounds; medians are reported)
+#
+# Needs redis-server and redis-benchmark: `apt-get install redis-server redis-tools`.
+# Each measurement gets a fresh server on 127.0.0.1 with a fresh temporary directory:
+#   Redis:  appendonly yes, appendfsync everysec|always, no RDB snapshots
+#   sutra:  --fsync everysec|always
+# Payload: redis-benchmark -d 1200 (a 1200-byte value); sutra-bench -d 176 with a 256-dim
+# f32 vector (176 + 1024 = 1200 bytes of content and vector). Ids are random over 100,000
+# keys on both (-r 100000).
+# Environment: REDIS_PORT (default 16379), SUTRA_PORT (default 16380), KEYSPACE (100000),
+# RESULTS (a file to keep the raw rows in).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=${1:-3}
+redis_port=${REDIS_PORT:-16379}
+sutra_port=${SUTRA_PORT:-16380}
+keyspace=${KEYSPACE:-100000}
+
+for tool in redis-server redis-benchmark redis-cli; do
+  command -v "$tool" >/dev/null || {
+    echo "$tool not found: apt-get install redis-server redis-tools" >&2
+    exit 1
+  }
+done
+
+echo "building sutra-storage and sutra-bench (release)" >&2
+cargo build --release --locked -p sutra-server -p sutra-bench >&2
+sutra_storage=target/release/sutra-storage
+sutra_bench=target/release/sutra-bench
+
+work=$(mktemp -d)
+raw=${RESULTS:-$work/raw.txt}
+: >"$raw"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_for_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+stop_server() {
+  kill "$server_pid"
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
+# run_redis FSYNC CLIENTS PIPELINE REQUESTS: prints "redis FSYNC C P TEST RPS P99" rows.
+run_redis() {
+  local fsync=$1 clients=$2 pipeline=$3 requests=$4 dir
+  dir=$(mktemp -d "$work/redis.XXXX")
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$dir" --save "" \
+    --appendonly yes --appendfsync "$fsync" --daemonize no --logfile "$dir/log" &
+  server_pid=$!
+  wait_for_port "$redis_port"
+  redis-benchmark -h 127.0.0.1 -p "$redis_port" -t set,get -d 1200 -c "$clients" \
+    -P "$pipeline" -n "$requests" -r "$keyspace" --csv \
+    | awk -F, -v f="$fsync" -v c="$clients" -v p="$pipeline" \
+        'NR > 1 { for (i = 1; i <= NF; i++) gsub(/"/, "", $i); print "redis", f, c, p, ($1 == "SET" ? "store" : "get"), $2, $7 }'
+  stop_server
+  rm -rf "$dir"
+}
+
+run_sutra() {
+  local fsync=$1 clients=$2 pipeline=$3 requests=$4 dir
+  dir=$(mktemp -d "$work/sutra.XXXX")
+  "$sutra_storage" --host 127.0.0.1 --port "$sutra_port" \
+    --storage-path "$dir" --fsync "$fsync" 2>"$dir.log" &
+  server_pid=$!
+  wait_for_port "$sutra_port"
+  "$sutra_bench" -h 127.0.0.1 -p "$sutra_port" -t store,get -d 176 -c "$clients" \
+    -P "$pipeline" -n "$requests" -r "$keyspace" --csv \
+    | awk -F, -v f="$fsync" -v c="$clients" -v p="$pipeline" \
+        'NR > 1 { for (i = 1; i <= NF; i++) gsub(/"/, "", $i); print "sutra", f, c, p, tolower($1), $2, $7 }'
+  stop_server
+  rm -rf "$dir" "$dir.log"
+}
+
+# fsync clients pipeline requests
+configs=(
+  "everysec 50 1 200000"
+  "everysec 50 16 1000000"
+  "always 50 1 100000"
+  "always 50 16 200000"
+  "always 1 1 2000"
+)
+
+for round in $(seq 1 "$rounds"); do
+  for config in "${configs[@]}"; do
+    read -r fsync clients pipeline requests <<<"$config"
+    echo "round $round: fsync $fsync, -c $clients, -P $pipeline, -n $requests" >&2
+    # Alternate which server goes first, so neither always gets the cooler machine.
+    if [ $((round % 2)) = 1 ]; then
+      run_redis "$fsync" "$clients" "$pipeline" "$requests" >>"$raw"
+      run_sutra "$fsync" "$clients" "$pipeline" "$requests" >>"$raw"
+    else
+      run_sutra "$fsync" "$clients" "$pipeline" "$requests" >>"$raw"
+      run_redis "$fsync" "$clients" "$pipeline" "$requests" >>"$raw"
+    fi
+  done
+done
+
+echo
+echo "Medians of $rounds rounds; $(nproc) cores; $(redis-server --version | cut -d' ' -f1-3)"
+echo
+echo "| fsync | -c | -P | test | Redis ops/s | sutra ops/s | sutra/Redis | Redis p99 ms | sutra p99 ms |"
+echo "|---|---|---|---|---|---|---|---|---|"
+# Median of each (server, config, test) column, then one row per config and test.
+sort -k2,2 -k3,3n -k4,4n -k5,5r "$raw" | awk '
+  function median(list,   n, values, i, j, t) {
+    n = split(list, values, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
+      if (values[j] + 0 < values[i] + 0) { t = values[i]; values[i] = values[j]; values[j] = t }
+    return (n % 2) ? values[(n + 1) / 2] : (values[n / 2] + values[n / 2 + 1]) / 2
+  }
+  {
+    key = $2 " " $3 " " $4 " " $5
+    if (!(key in seen)) { seen[key] = 1; order[++count] = key }
+    rps[$1, key] = rps[$1, key] " " $6
+    p99[$1, key] = p99[$1, key] " " $7
+  }
+  END {
+    for (i = 1; i <= count; i++) {
+      key = order[i]; split(key, k, " ")
+      r = median(rps["redis", key]); s = median(rps["sutra", key])
+      printf "| %s | %s | %s | %s | %.0f | %.0f | %.2f | %.3f | %.3f |\n",
+        k[1], k[2], k[3], k[4], r, s, (r > 0 ? s / r : 0),
+        median(p99["redis", key]), median(p99["sutra", key])
+    }
+  }'
+if [ -n "${RESULTS:-}" ]; then echo; echo "raw rows: $raw"; fi

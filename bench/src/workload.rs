@@ -1,0 +1,358 @@
+//! Request generation without allocation: each request kind is encoded once into a template
+//! frame, and each request copies the template and patches the request id and the 12 digits
+//! of its key in place.
+
+use bytes::BytesMut;
+use sutra_protocol::{
+    Attributes, ConceptId, FrameCodec, QueryByType, Request, RequestFrame, StoreConcept, Vector,
+    FRAME_HEADER_BYTES, MAX_FRAME_BYTES_CAP,
+};
+use tokio_util::codec::Encoder;
+
+use crate::args::Test;
+
+/// Prefix of every benchmark id; 12 digits follow, as redis-benchmark's `key:__rand_int__`.
+pub const KEY_PREFIX: &str = "key:";
+/// Digits after [`KEY_PREFIX`].
+pub const KEY_DIGITS: usize = 12;
+/// Offset of the request id (u32 LE) in a frame: after the length prefix, version and opcode.
+const REQUEST_ID_OFFSET: usize = FRAME_HEADER_BYTES + 2;
+
+/// What a request was, to tell a miss from an error when its answer comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A store: only success counts.
+    Store,
+    /// A get: NotFound is a miss.
+    Get,
+    /// A delete: NotFound is a miss.
+    Delete,
+    /// A query page.
+    Query,
+}
+
+impl Kind {
+    /// Whether a NotFound answer is a miss rather than an error.
+    pub fn not_found_is_miss(self) -> bool {
+        matches!(self, Kind::Get | Kind::Delete)
+    }
+}
+
+/// One encoded frame with the places to patch.
+#[derive(Debug, Clone)]
+struct Template {
+    frame: Vec<u8>,
+    /// Offset of the first digit of the key (id or cursor).
+    key_digits: usize,
+}
+
+impl Template {
+    fn new(request: Request) -> anyhow::Result<Template> {
+        let mut frame = BytesMut::new();
+        FrameCodec::new(MAX_FRAME_BYTES_CAP).encode(
+            RequestFrame {
+                request_id: 0,
+                request,
+            },
+            &mut frame,
+        )?;
+        let placeholder = key(0);
+        let key_digits = frame
+            .windows(placeholder.len())
+            .position(|window| window == placeholder.as_bytes())
+            .map_or(0, |start| start + KEY_PREFIX.len());
+        Ok(Template {
+            frame: frame.to_vec(),
+            key_digits,
+        })
+    }
+
+    fn append(&self, request_id: u32, key_index: u64, dst: &mut Vec<u8>) {
+        let start = dst.len();
+        dst.extend_from_slice(&self.frame);
+        let frame = &mut dst[start..];
+        frame[REQUEST_ID_OFFSET..REQUEST_ID_OFFSET + 4].copy_from_slice(&request_id.to_le_bytes());
+        write_digits(
+            &mut frame[self.key_digits..self.key_digits + KEY_DIGITS],
+            key_index,
+        );
+    }
+
+    /// Frame length in bytes.
+    fn len(&self) -> usize {
+        self.frame.len()
+    }
+}
+
+/// The id of key number `index`: `key:` and 12 digits.
+pub fn key(index: u64) -> String {
+    format!("{KEY_PREFIX}{index:0KEY_DIGITS$}")
+}
+
+/// Writes `value` as zero-padded decimal into `dst` (its length is the width); digits beyond
+/// the width are dropped (keyspaces are bounded to 10^12).
+fn write_digits(dst: &mut [u8], mut value: u64) {
+    for digit in dst.iter_mut().rev() {
+        // `value % 10` is below 10, so the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        let low = (value % 10) as u8;
+        *digit = b'0' + low;
+        value /= 10;
+    }
+}
+
+/// What the generator needs to know about the stored concepts.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Content bytes.
+    pub content_bytes: usize,
+    /// Vector dimension; 0 for none.
+    pub dimension: u32,
+    /// Concept type.
+    pub concept_type: String,
+    /// Page size of queries.
+    pub query_limit: u32,
+}
+
+/// The encoded templates of every request kind; shared by all connections.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    store: Template,
+    get: Template,
+    delete: Template,
+    query: Template,
+}
+
+impl Templates {
+    /// Encodes the templates for concepts of `shape`.
+    pub fn new(shape: &Shape) -> anyhow::Result<Templates> {
+        let placeholder = || ConceptId::parse(&key(0));
+        let embedding = match shape.dimension {
+            0 => None,
+            dimension => {
+                // A fixed, non-trivial unit-ish vector; the values do not matter to the server.
+                let values = (0..dimension)
+                    .map(|i| f32::from(u16::try_from(i % 1024).unwrap_or(0)) / 1024.0 - 0.5)
+                    .collect();
+                Some(Vector::new(values, dimension)?)
+            }
+        };
+        let store = StoreConcept {
+            id: placeholder()?,
+            content: "x".repeat(shape.content_bytes),
+            concept_type: shape.concept_type.clone(),
+            model: "sutra-bench".to_owned(),
+            attributes: Attributes::new(),
+            embedding,
+            ttl_seconds: None,
+        };
+        Ok(Templates {
+            store: Template::new(Request::StoreConcept(store))?,
+            get: Template::new(Request::GetConceptById { id: placeholder()? })?,
+            delete: Template::new(Request::Delete { id: placeholder()? })?,
+            query: Template::new(Request::QueryByType(QueryByType {
+                concept_type: shape.concept_type.clone(),
+                limit: shape.query_limit,
+                cursor: key(0),
+            }))?,
+        })
+    }
+
+    /// Bytes of one StoreConcept frame (what redis-benchmark calls the payload is its value;
+    /// this is the whole request).
+    pub fn store_frame_bytes(&self) -> usize {
+        self.store.len()
+    }
+}
+
+/// Where a connection's ids come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ids {
+    /// Uniform over the keyspace.
+    Random,
+    /// The request's sequence number (prefill: every key once).
+    Sequential,
+}
+
+/// One connection's request generator.
+#[derive(Debug)]
+pub struct Generator {
+    templates: std::sync::Arc<Templates>,
+    rng: fastrand::Rng,
+    keyspace: u64,
+    get_percent: u8,
+    ids: Ids,
+    next_request_id: u32,
+}
+
+impl Generator {
+    /// A generator seeded from `seed` (distinct per connection).
+    pub fn new(
+        templates: std::sync::Arc<Templates>,
+        seed: u64,
+        keyspace: u64,
+        get_percent: u8,
+        ids: Ids,
+    ) -> Generator {
+        Generator {
+            templates,
+            rng: fastrand::Rng::with_seed(seed),
+            keyspace: keyspace.max(1),
+            get_percent,
+            ids,
+            next_request_id: 1,
+        }
+    }
+
+    /// Appends the frame of request number `sequence` of `test` to `dst`; returns its request
+    /// id and kind.
+    pub fn append(&mut self, test: Test, sequence: u64, dst: &mut Vec<u8>) -> (u32, Kind) {
+        let request_id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+        let key = match self.ids {
+            Ids::Random => self.rng.u64(0..self.keyspace),
+            Ids::Sequential => sequence % self.keyspace,
+        };
+        let kind = match test {
+            Test::Store => Kind::Store,
+            Test::Get => Kind::Get,
+            Test::Delete => Kind::Delete,
+            Test::Query => Kind::Query,
+            Test::Mixed => {
+                if self.rng.u8(0..100) < self.get_percent {
+                    Kind::Get
+                } else {
+                    Kind::Store
+                }
+            }
+        };
+        let template = match kind {
+            Kind::Store => &self.templates.store,
+            Kind::Get => &self.templates.get,
+            Kind::Delete => &self.templates.delete,
+            Kind::Query => &self.templates.query,
+        };
+        template.append(request_id, key, dst);
+        (request_id, kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sutra_protocol::{decode_request, Limits};
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+
+    fn shape() -> Shape {
+        Shape {
+            content_bytes: 176,
+            dimension: 256,
+            concept_type: "bench".to_owned(),
+            query_limit: 10,
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> RequestFrame {
+        let mut buf = BytesMut::from(bytes);
+        let payload = FrameCodec::new(MAX_FRAME_BYTES_CAP)
+            .decode(&mut buf)
+            .unwrap()
+            .unwrap();
+        assert!(buf.is_empty(), "one frame per request");
+        decode_request(&payload, &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn patched_frames_decode_to_the_intended_requests() {
+        let templates = Arc::new(Templates::new(&shape()).unwrap());
+        let mut generator = Generator::new(templates, 1, 1_000_000, 90, Ids::Sequential);
+        for (test, sequence) in [(Test::Store, 987_654), (Test::Get, 42), (Test::Delete, 7)] {
+            let mut bytes = Vec::new();
+            let (request_id, _) = generator.append(test, sequence, &mut bytes);
+            let frame = decode(&bytes);
+            assert_eq!(frame.request_id, request_id);
+            let id = match frame.request {
+                Request::StoreConcept(store) => {
+                    assert_eq!(store.content.len(), 176);
+                    assert_eq!(store.embedding.unwrap().len(), 256);
+                    assert_eq!(store.concept_type, "bench");
+                    store.id
+                }
+                Request::GetConceptById { id } | Request::Delete { id } => id,
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!(id.as_str(), key(sequence));
+        }
+        let mut bytes = Vec::new();
+        generator.append(Test::Query, 123, &mut bytes);
+        match decode(&bytes).request {
+            Request::QueryByType(query) => {
+                assert_eq!(query.cursor, "key:000000000123");
+                assert_eq!((query.concept_type.as_str(), query.limit), ("bench", 10));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn request_ids_increase_and_random_keys_stay_in_the_keyspace() {
+        let templates = Arc::new(Templates::new(&shape()).unwrap());
+        let mut generator = Generator::new(templates, 9, 50, 50, Ids::Random);
+        let mut kinds = (0, 0);
+        for expected_id in 1..=500 {
+            let mut bytes = Vec::new();
+            let (request_id, kind) = generator.append(Test::Mixed, 0, &mut bytes);
+            assert_eq!(request_id, expected_id);
+            let frame = decode(&bytes);
+            let id = match frame.request {
+                Request::StoreConcept(store) => {
+                    kinds.1 += 1;
+                    assert_eq!(kind, Kind::Store);
+                    store.id
+                }
+                Request::GetConceptById { id } => {
+                    kinds.0 += 1;
+                    assert_eq!(kind, Kind::Get);
+                    id
+                }
+                other => panic!("unexpected {other:?}"),
+            };
+            let index: u64 = id.as_str()[KEY_PREFIX.len()..].parse().unwrap();
+            assert!(index < 50);
+        }
+        assert!(
+            kinds.0 > 150 && kinds.1 > 150,
+            "mixed is about half and half: {kinds:?}"
+        );
+    }
+
+    #[test]
+    fn no_vector_when_dimension_is_zero() {
+        let templates = Arc::new(
+            Templates::new(&Shape {
+                dimension: 0,
+                ..shape()
+            })
+            .unwrap(),
+        );
+        let mut generator = Generator::new(templates, 1, 10, 0, Ids::Random);
+        let mut bytes = Vec::new();
+        generator.append(Test::Store, 0, &mut bytes);
+        match decode(&bytes).request {
+            Request::StoreConcept(store) => assert!(store.embedding.is_none()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn digits_are_zero_padded() {
+        let mut digits = [0u8; KEY_DIGITS];
+        write_digits(&mut digits, 1_234);
+        assert_eq!(&digits, b"000000001234");
+        write_digits(&mut digits, 999_999_999_999);
+        assert_eq!(&digits, b"999999999999");
+    }
+}
