@@ -33,11 +33,14 @@ pub enum ErrorCode {
     /// The write could not be made durable (disk full, I/O error, or the write-ahead log
     /// refuses writes after an earlier failure) and was not applied.
     StorageUnavailable = 10,
+    /// The store holds `MAX_CONCEPTS` concepts and its `EVICTION_POLICY` is `none`: a write of
+    /// a new id is refused (updates of held ids still succeed).
+    Full = 11,
 }
 
 impl ErrorCode {
     /// All codes, in numeric order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -48,6 +51,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::Internal,
         ErrorCode::StorageUnavailable,
+        ErrorCode::Full,
     ];
 
     /// The code's wire value.
@@ -77,6 +81,7 @@ impl ErrorCode {
             ErrorCode::Busy => "Busy",
             ErrorCode::Internal => "Internal",
             ErrorCode::StorageUnavailable => "StorageUnavailable",
+            ErrorCode::Full => "Full",
         }
     }
 }

@@ -9,7 +9,8 @@ use clap::{Parser, ValueEnum};
 use sutra_protocol::Limits;
 use sutra_wal::{FsyncPolicy, WalConfig};
 
-use crate::engine::CheckpointConfig;
+use crate::engine::{Capacity, CheckpointConfig, EvictionPolicy};
+use crate::reaper::ReaperConfig;
 
 /// Default port in the `normal` role.
 pub const DEFAULT_PORT: u16 = 50051;
@@ -17,6 +18,17 @@ pub const DEFAULT_PORT: u16 = 50051;
 pub const DEFAULT_CACHE_SHARD_PORT: u16 = 50052;
 /// Default `DEFAULT_TTL_SECONDS` in the `cache_shard` role (one day).
 pub const DEFAULT_CACHE_SHARD_TTL_SECONDS: u64 = 86_400;
+/// `MAX_CONCEPTS` in the cache_shard role when none is given.
+pub const DEFAULT_CACHE_SHARD_MAX_CONCEPTS: u64 = 100_000;
+
+/// `EVICTION_POLICY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvictionArg {
+    /// Evict the least recently used concept.
+    Lru,
+    /// Refuse writes of new ids with a Full error.
+    None,
+}
 
 /// `--fsync` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +139,28 @@ pub struct Cli {
     #[arg(long, env = "DEFAULT_TTL_SECONDS")]
     pub default_ttl_seconds: Option<u64>,
 
+    /// Most concepts held [default: unbounded in the normal role, 100000 in the cache_shard
+    /// role]. 0 means unbounded. At the bound, a store of a new id follows EVICTION_POLICY.
+    #[arg(long, env = "MAX_CONCEPTS")]
+    pub max_concepts: Option<u64>,
+
+    /// Milliseconds between cycles of the TTL reaper, which removes expired concepts in the
+    /// background (each cycle spends at most a quarter of this). 0 disables it; expired
+    /// concepts are still never returned.
+    #[arg(long, env = "REAPER_INTERVAL_MS", default_value_t = millis(ReaperConfig::DEFAULT_INTERVAL))]
+    pub reaper_interval_ms: u64,
+
+    /// Most expired concepts the reaper removes per step; a cycle repeats full steps within
+    /// its time budget.
+    #[arg(long, env = "REAPER_BATCH", default_value_t = ReaperConfig::DEFAULT_BATCH)]
+    pub reaper_batch: usize,
+
+    /// What a store of a new id does when MAX_CONCEPTS concepts are held: `lru` evicts the
+    /// least recently used concept (a use is a successful get or store); `none` refuses the
+    /// write with a Full error.
+    #[arg(long, env = "EVICTION_POLICY", value_enum, default_value = "lru")]
+    pub eviction_policy: EvictionArg,
+
     /// Largest binary frame payload (and text line), in bytes; at most 16777215. Larger frames
     /// get FrameTooLarge and the connection is closed.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = Limits::DEFAULT_MAX_FRAME_BYTES)]
@@ -212,6 +246,10 @@ pub struct ServerConfig {
     pub role: Role,
     /// TTL for stores without one; `None` keeps them forever.
     pub default_ttl: Option<Duration>,
+    /// `MAX_CONCEPTS` and `EVICTION_POLICY`; `None` keeps everything.
+    pub capacity: Option<Capacity>,
+    /// The TTL reaper.
+    pub reaper: ReaperConfig,
     /// Decoding limits, including `VECTOR_DIMENSION`.
     pub limits: Limits,
     /// Most simultaneous connections.
@@ -251,6 +289,8 @@ impl ServerConfig {
             storage_path,
             role: Role::Normal,
             default_ttl: None,
+            capacity: None,
+            reaper: ReaperConfig::default(),
             limits: Limits::default(),
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
@@ -294,6 +334,19 @@ impl TryFrom<Cli> for ServerConfig {
             Role::Normal => None,
             Role::CacheShard => Some(DEFAULT_CACHE_SHARD_TTL_SECONDS),
         });
+        let max_concepts = cli.max_concepts.or(match cli.role {
+            Role::Normal => None,
+            Role::CacheShard => Some(DEFAULT_CACHE_SHARD_MAX_CONCEPTS),
+        });
+        let capacity = max_concepts
+            .filter(|max| *max > 0)
+            .map(|max_concepts| Capacity {
+                max_concepts,
+                policy: match cli.eviction_policy {
+                    EvictionArg::Lru => EvictionPolicy::Lru,
+                    EvictionArg::None => EvictionPolicy::None,
+                },
+            });
         let config = ServerConfig {
             listen_addr: SocketAddr::new(cli.host, port),
             storage_path: cli.storage_path,
@@ -313,6 +366,11 @@ impl TryFrom<Cli> for ServerConfig {
             default_ttl: default_ttl_seconds
                 .filter(|seconds| *seconds > 0)
                 .map(Duration::from_secs),
+            capacity,
+            reaper: ReaperConfig {
+                interval: Duration::from_millis(cli.reaper_interval_ms),
+                batch: cli.reaper_batch,
+            },
             limits: Limits {
                 max_frame_bytes: cli.max_frame_bytes,
                 max_id_bytes: cli.max_id_bytes,
@@ -414,6 +472,10 @@ mod tests {
             "VECTOR_DIMENSION",
             "SUTRA_ROLE",
             "DEFAULT_TTL_SECONDS",
+            "MAX_CONCEPTS",
+            "EVICTION_POLICY",
+            "REAPER_INTERVAL_MS",
+            "REAPER_BATCH",
             "MAX_FRAME_BYTES",
             "MAX_ID_BYTES",
             "MAX_CONTENT_BYTES",

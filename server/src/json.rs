@@ -29,7 +29,8 @@ pub fn health(health: &HealthInfo) -> Value {
     })
 }
 
-/// Stats as one flat JSON object: role, vector_dimension and every counter by name.
+/// Stats as one flat JSON object: role, vector_dimension, every counter by name, and
+/// `hit_rate`.
 pub fn stats(stats: &StatsSnapshot) -> Value {
     let mut object = Map::new();
     object.insert("role".to_owned(), Value::from(stats.role.as_str()));
@@ -40,6 +41,19 @@ pub fn stats(stats: &StatsSnapshot) -> Value {
     for (name, value) in &stats.counters {
         object.insert(name.clone(), Value::from(*value));
     }
+    // hits / (hits + misses), for dashboards; 0 before the first get. (The binary Stats
+    // carries integer counters only; clients compute it from hits and misses.)
+    let (hits, misses) = (
+        stats.get("hits").unwrap_or(0),
+        stats.get("misses").unwrap_or(0),
+    );
+    #[allow(clippy::cast_precision_loss, reason = "a ratio for display")]
+    let hit_rate = if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    };
+    object.insert("hit_rate".to_owned(), Value::from(hit_rate));
     Value::Object(object)
 }
 

@@ -9,6 +9,7 @@
 //!   the binary, text and HTTP sessions all go through it.
 //! - `net`: accept loop, connection limit, first-byte sniffing, binary and text sessions.
 //! - [`http`]: `GET /health` and `GET /stats` (axum over hyper).
+//! - [`reaper`]: removes expired concepts in the background.
 //!
 //! [`Server::bind`] then [`Server::run`] with a cancellation token: cancelling stops the
 //! accept loop, lets every connection finish the request it is executing, waits up to the
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod http;
 mod json;
 mod net;
+pub mod reaper;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -30,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::{Cli, Role, ServerConfig};
+pub use engine::{Capacity, EvictionPolicy};
 use engine::{Clock, Durability, Engine, EngineConfig, EngineError, SystemClock};
 use service::Service;
 
@@ -79,6 +82,7 @@ impl Server {
             .saturating_sub(PAGE_OVERHEAD_BYTES + config.limits.max_id_bytes as usize);
         let engine_config = EngineConfig {
             default_ttl: config.default_ttl,
+            capacity: config.capacity,
             max_page_bytes,
             vector_dimension: config.limits.vector_dimension,
             durability: Durability::Persistent {
@@ -121,7 +125,13 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
         let Server { listener, shared } = self;
         let tracker = TaskTracker::new();
+        let reaper = tokio::spawn(reaper::run(
+            Arc::clone(&shared.service),
+            shared.config.reaper,
+            shutdown.clone(),
+        ));
         net::accept_loop(listener, Arc::clone(&shared), shutdown, &tracker).await;
+        let _ = reaper.await;
         // The listener is dropped: new connections are refused from here on.
         tracker.close();
         let grace = shared.config.shutdown_grace;

@@ -187,7 +187,9 @@ impl Service {
         let engine = self.engine.counters();
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let counters = &self.counters;
-        let pairs: [(&str, u64); 24] = [
+        let gets = load(&counters.gets);
+        let misses = load(&counters.gets_not_found);
+        let pairs: [(&str, u64); 30] = [
             ("concepts", engine.concepts),
             ("bytes_used", engine.bytes_used),
             ("uptime_seconds", self.started.elapsed().as_secs()),
@@ -197,8 +199,17 @@ impl Service {
             ("requests_total", load(&counters.requests_total)),
             ("errors_total", load(&counters.errors_total)),
             ("stores", load(&counters.stores)),
-            ("gets", load(&counters.gets)),
-            ("gets_not_found", load(&counters.gets_not_found)),
+            ("gets", gets),
+            ("gets_not_found", misses),
+            ("hits", gets.saturating_sub(misses)),
+            ("misses", misses),
+            ("evictions", engine.evictions),
+            ("expirations", engine.expirations),
+            ("max_concepts", engine.max_concepts),
+            (
+                "default_ttl_seconds",
+                self.engine.default_ttl().map_or(0, |ttl| ttl.as_secs()),
+            ),
             ("queries", load(&counters.queries)),
             ("deletes", load(&counters.deletes)),
             ("clears", load(&counters.clears)),

@@ -16,6 +16,7 @@
 //! The engine logs nothing on the request path; errors are logged once, by the session that
 //! reports them. Recovery and checkpoints log at `info`, failures at `warn`/`error`.
 
+mod capacity;
 mod clock;
 mod datadir;
 mod mmap;
@@ -26,7 +27,7 @@ mod store;
 mod vectors;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ use sutra_protocol::{
 use sutra_wal::{WalConfig, WalError};
 use tokio::sync::oneshot;
 
+use capacity::{Admission, Bounded};
+pub use capacity::{Capacity, EvictionPolicy};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use persist::CheckpointConfig;
 use record::Record;
@@ -70,6 +73,8 @@ pub struct EngineConfig {
     pub vector_dimension: u32,
     /// Where writes go.
     pub durability: Durability,
+    /// `MAX_CONCEPTS` and `EVICTION_POLICY`; `None` keeps everything.
+    pub capacity: Option<Capacity>,
 }
 
 /// Why an operation failed.
@@ -88,6 +93,15 @@ pub enum EngineError {
     /// Too many writes are waiting for the log.
     #[error("too many writes in flight; retry later")]
     Overloaded,
+    /// The store holds `MAX_CONCEPTS` and `EVICTION_POLICY` is `none`.
+    #[error("the store is full: it holds MAX_CONCEPTS ({max}) concepts and EVICTION_POLICY is none; delete concepts, raise MAX_CONCEPTS or use EVICTION_POLICY=lru")]
+    Full {
+        /// `MAX_CONCEPTS`.
+        max: u64,
+    },
+    /// A request is invalid for this store (not for the wire format).
+    #[error("{0}")]
+    Invalid(String),
     /// The write could not be made durable; it was not applied.
     #[error("the write could not be made durable and was not applied: {0}")]
     Storage(WalError),
@@ -132,6 +146,8 @@ impl EngineError {
         match self {
             EngineError::NotFound { .. } => ErrorCode::NotFound,
             EngineError::ShuttingDown | EngineError::Overloaded => ErrorCode::Busy,
+            EngineError::Full { .. } => ErrorCode::Full,
+            EngineError::Invalid(_) => ErrorCode::InvalidArgument,
             EngineError::Storage(_) => ErrorCode::StorageUnavailable,
             EngineError::Wal(_)
             | EngineError::Io { .. }
@@ -156,9 +172,11 @@ impl EngineError {
                 "the write could not be made durable and was not stored; see the server log"
                     .to_owned()
             }
-            EngineError::NotFound { .. } | EngineError::ShuttingDown | EngineError::Overloaded => {
-                self.to_string()
-            }
+            EngineError::NotFound { .. }
+            | EngineError::ShuttingDown
+            | EngineError::Overloaded
+            | EngineError::Full { .. }
+            | EngineError::Invalid(_) => self.to_string(),
             _ => "internal error; see the server log".to_owned(),
         }
     }
@@ -197,6 +215,12 @@ pub struct EngineCounters {
     pub vector_slots_used: u64,
     /// Vector slots allocated on disk.
     pub vector_slots_allocated: u64,
+    /// `MAX_CONCEPTS`; 0 when unbounded.
+    pub max_concepts: u64,
+    /// Concepts evicted to stay within `MAX_CONCEPTS`.
+    pub evictions: u64,
+    /// Expired concepts removed by the reaper.
+    pub expirations: u64,
 }
 
 /// Applies one stored concept and describes the result.
@@ -251,6 +275,9 @@ pub struct Engine {
     config: EngineConfig,
     closed: AtomicBool,
     persistence: Option<Arc<persist::Persistence>>,
+    bounded: Option<Bounded>,
+    /// Concepts the reaper removed.
+    expirations: Arc<AtomicU64>,
 }
 
 impl Engine {
@@ -276,13 +303,88 @@ impl Engine {
                 Arc::clone(&clock),
             )?),
         };
-        Ok(Engine {
+        let bounded = config.capacity.map(Bounded::new);
+        let engine = Engine {
             store,
             clock,
             config,
             closed: AtomicBool::new(false),
             persistence,
-        })
+            bounded,
+            expirations: Arc::new(AtomicU64::new(0)),
+        };
+        engine.rebuild_recency()?;
+        Ok(engine)
+    }
+
+    /// Fills the recency index from the recovered store, oldest first (reads are not
+    /// logged), and evicts down to `MAX_CONCEPTS` if it was lowered since the last run.
+    fn rebuild_recency(&self) -> Result<(), EngineError> {
+        let Some(bounded) = &self.bounded else {
+            return Ok(());
+        };
+        let now_ms = self.clock.now_ms();
+        // Time 0: every concept, expired ones too (they count until the reaper removes them).
+        let mut concepts = self.store.live_concepts(0);
+        concepts.sort_by(|a, b| {
+            (a.created_at_ms, a.id.as_str()).cmp(&(b.created_at_ms, b.id.as_str()))
+        });
+        let mut index = bounded.lock();
+        for concept in &concepts {
+            index.put(Arc::clone(concept.id.as_arc()), concept.expires_at_ms);
+        }
+        let max = usize::try_from(bounded.capacity().max_concepts).unwrap_or(usize::MAX);
+        if index.len() > max {
+            if bounded.capacity().policy == EvictionPolicy::Lru {
+                let mut victims = Vec::new();
+                while index.len() > max {
+                    match index.pop_lru() {
+                        Some((victim, _)) => victims.push(victim),
+                        None => break,
+                    }
+                }
+                tracing::info!(
+                    evicted = victims.len(),
+                    max_concepts = max,
+                    "evicting down to MAX_CONCEPTS after start-up"
+                );
+                drop(index);
+                // Serve only once the store is within the bound.
+                for eviction in self.evict(victims, now_ms) {
+                    eviction.wait_blocking()?;
+                }
+            } else {
+                tracing::warn!(
+                    concepts = index.len(),
+                    max_concepts = max,
+                    "the store holds more than MAX_CONCEPTS and EVICTION_POLICY is none: new ids are refused until enough are deleted"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs a Delete for each victim (the caller holds the recency lock, so they land in
+    /// decision order); they share the group commit of the write that needed the room.
+    /// Requests need not wait for the returned writes: the write behind them is acknowledged
+    /// after them.
+    fn evict(&self, victims: Vec<Arc<str>>, now_ms: u64) -> Vec<PendingWrite<()>> {
+        let Some(bounded) = &self.bounded else {
+            return Vec::new();
+        };
+        victims
+            .into_iter()
+            .filter_map(|victim| ConceptId::parse(&victim).ok())
+            .map(|id| {
+                let counter = Arc::clone(bounded.evictions());
+                let record = Record::Delete(id.clone()).encode();
+                self.commit(record, move |store| {
+                    if store.remove(&id, now_ms) {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect()
     }
 
     fn check_open(&self) -> Result<(), EngineError> {
@@ -331,7 +433,19 @@ impl Engine {
         let now_ms = self.clock.now_ms();
         let concept = self.build_concept(request, now_ms)?;
         let record = record::encode_put(&concept);
-        Ok(self.commit(record, move |store| outcome(store, &concept, now_ms)))
+        let Some(bounded) = &self.bounded else {
+            return Ok(self.commit(record, move |store| outcome(store, &concept, now_ms)));
+        };
+        let mut index = bounded.lock();
+        match bounded.admit(&mut index, concept.id.as_arc(), concept.expires_at_ms) {
+            Admission::Full => Err(EngineError::Full {
+                max: bounded.capacity().max_concepts,
+            }),
+            Admission::Admit(victims) => {
+                drop(self.evict(victims, now_ms));
+                Ok(self.commit(record, move |store| outcome(store, &concept, now_ms)))
+            }
+        }
     }
 
     /// Stores several concepts as one log record: after a crash all of them are there or
@@ -346,13 +460,52 @@ impl Engine {
             .into_iter()
             .map(|request| self.build_concept(request, now_ms))
             .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<(Arc<str>, Option<u64>)> = concepts
+            .iter()
+            .map(|concept| (Arc::clone(concept.id.as_arc()), concept.expires_at_ms))
+            .collect();
         let record = record::encode_batch(&concepts);
-        Ok(self.commit(record, move |store| {
+        let apply = move |store: &ConceptStore| {
             concepts
                 .iter()
                 .map(|concept| outcome(store, concept, now_ms))
                 .collect()
-        }))
+        };
+        let Some(bounded) = &self.bounded else {
+            return Ok(self.commit(record, apply));
+        };
+        let capacity = bounded.capacity();
+        let mut index = bounded.lock();
+        // New ids in the batch: they must fit, and (evicting) they are never each other's
+        // victims, because everything already held is less recent than all of them.
+        let mut new_ids: Vec<&Arc<str>> = ids
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| !index.contains(&***id))
+            .collect();
+        new_ids.sort_unstable();
+        new_ids.dedup();
+        let room = capacity.max_concepts.saturating_sub(index.len() as u64);
+        if new_ids.len() as u64 > capacity.max_concepts {
+            return Err(EngineError::Invalid(format!(
+                "the batch has {} new ids, more than MAX_CONCEPTS ({})",
+                new_ids.len(),
+                capacity.max_concepts
+            )));
+        }
+        if capacity.policy == EvictionPolicy::None && new_ids.len() as u64 > room {
+            return Err(EngineError::Full {
+                max: capacity.max_concepts,
+            });
+        }
+        let mut victims = Vec::new();
+        for (id, expires_at_ms) in &ids {
+            if let Admission::Admit(mut evicted) = bounded.admit(&mut index, id, *expires_at_ms) {
+                victims.append(&mut evicted);
+            }
+        }
+        drop(self.evict(victims, now_ms));
+        Ok(self.commit(record, apply))
     }
 
     /// Removes every concept of a type; resolves to the number of live concepts removed.
@@ -360,13 +513,27 @@ impl Engine {
         self.check_open()?;
         let now_ms = self.clock.now_ms();
         let record = Record::ClearType(concept_type.clone()).encode();
+        let _index = self.bounded.as_ref().map(|bounded| {
+            let mut index = bounded.lock();
+            for id in self.store.ids_of_type(&concept_type) {
+                index.pop(&*id);
+            }
+            index
+        });
         Ok(self.commit(record, move |store| store.clear_type(&concept_type, now_ms)))
     }
 
     /// The live concepts with these ids, in order (`None` for a missing or expired id).
     pub fn get_many(&self, ids: &[ConceptId]) -> Vec<Option<Arc<Concept>>> {
         let now_ms = self.clock.now_ms();
-        ids.iter().map(|id| self.store.get(id, now_ms)).collect()
+        let found: Vec<_> = ids.iter().map(|id| self.store.get(id, now_ms)).collect();
+        if let Some(bounded) = &self.bounded {
+            let mut index = bounded.lock();
+            for concept in found.iter().flatten() {
+                index.promote(concept.id.as_str());
+            }
+        }
+        found
     }
 
     /// The concept a store request creates: server times, absolute expiry, and (with mapped
@@ -406,9 +573,14 @@ impl Engine {
 
     /// The live concept with this id.
     pub fn get(&self, id: &ConceptId) -> Result<Arc<Concept>, EngineError> {
-        self.store
+        let concept = self
+            .store
             .get(id, self.clock.now_ms())
-            .ok_or_else(|| EngineError::NotFound { id: id.clone() })
+            .ok_or_else(|| EngineError::NotFound { id: id.clone() })?;
+        if let Some(bounded) = &self.bounded {
+            bounded.touch(id.as_str());
+        }
+        Ok(concept)
     }
 
     /// One page of live concepts of a type, in ascending id order after the cursor.
@@ -423,7 +595,65 @@ impl Engine {
         let now_ms = self.clock.now_ms();
         let id = id.clone();
         let record = Record::Delete(id.clone()).encode();
+        let _index = self.bounded.as_ref().map(|bounded| {
+            let mut index = bounded.lock();
+            index.pop(id.as_str());
+            index
+        });
         Ok(self.commit(record, move |store| store.remove(&id, now_ms)))
+    }
+
+    /// One step of the TTL reaper: logs an Expire for up to `max` concepts whose expiry is
+    /// due, earliest first, and returns how many it logged (`max` means more may be due).
+    ///
+    /// Redis's active expire cycle samples random keys with a TTL and repeats while a
+    /// quarter of a sample was expired, within a time budget. An index ordered by expiry time
+    /// finds exactly the due concepts instead (O(log n) per store with a TTL); the bounded
+    /// work per step and the time budget per cycle (`crate::reaper`) are the same idea.
+    pub fn reap_expired(&self, max: usize) -> usize {
+        if self.closed.load(Ordering::Acquire) {
+            return 0;
+        }
+        let now_ms = self.clock.now_ms();
+        let due = self.store.take_due(now_ms, max);
+        if due.is_empty() {
+            return 0;
+        }
+        let mut index = self.bounded.as_ref().map(Bounded::lock);
+        let mut logged = 0;
+        for (_, id) in due {
+            if let Some(index) = index.as_mut() {
+                // Only if the newest store decided for the id is the expired one; a newer one
+                // in the log queue keeps it (its own entry is indexed when it is applied).
+                match index.peek(&*id) {
+                    Some(Some(expires_at_ms)) if *expires_at_ms <= now_ms => {
+                        index.pop(&*id);
+                    }
+                    _ => continue,
+                }
+            }
+            let Ok(id) = ConceptId::parse(&id) else {
+                continue;
+            };
+            let counter = Arc::clone(&self.expirations);
+            let record = Record::Expire {
+                id: id.clone(),
+                at_ms: now_ms,
+            }
+            .encode();
+            let _ = self.commit(record, move |store| {
+                if store.expire(&id, now_ms) {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            logged += 1;
+        }
+        logged
+    }
+
+    /// `DEFAULT_TTL_SECONDS`, if any.
+    pub fn default_ttl(&self) -> Option<Duration> {
+        self.config.default_ttl
     }
 
     /// Whether writes are accepted (false after a log failure, until restart).
@@ -443,6 +673,11 @@ impl Engine {
             bytes_used,
             ..EngineCounters::default()
         };
+        if let Some(bounded) = &self.bounded {
+            counters.max_concepts = bounded.capacity().max_concepts;
+            counters.evictions = bounded.evicted();
+        }
+        counters.expirations = self.expirations.load(Ordering::Relaxed);
         if let Some(persistence) = &self.persistence {
             counters.persistent = true;
             persistence.fill_counters(&mut counters);

@@ -107,6 +107,9 @@ fn replay_record(
         Ok(Record::ClearType(concept_type)) => {
             store.clear_type(&concept_type, 0);
         }
+        Ok(Record::Expire { id, at_ms }) => {
+            store.expire(&id, at_ms);
+        }
         Ok(Record::PutSlot(..)) | Err(_) => {
             return Err(WalError::Corrupt {
                 file: format!("record {lsn}"),

@@ -28,6 +28,10 @@
 //!
 //! ClearType (tag 5): concept_type (string); removes every concept of the type.
 //!
+//! Expire (tag 6, written by the TTL reaper): id (string), at_ms (u64); removes the id only if
+//! its stored concept expires at or before `at_ms`. A store of the same id logged earlier (and
+//! not yet applied when the reaper decided) therefore survives, on replay too.
+//!
 //! PutSlot (tag 3, snapshots only, when vectors live in mapped segments): the fields of Put
 //! with `embedding` replaced by an option<u32> vector slot number (see `vectors.rs`).
 
@@ -40,6 +44,7 @@ const TAG_DELETE: u8 = 2;
 const TAG_PUT_SLOT: u8 = 3;
 const TAG_BATCH: u8 = 4;
 const TAG_CLEAR_TYPE: u8 = 5;
+const TAG_EXPIRE: u8 = 6;
 
 /// One durable change.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +57,13 @@ pub(crate) enum Record {
     Batch(Vec<Concept>),
     /// Remove every concept of a type.
     ClearType(String),
+    /// Remove an id if its concept has expired by `at_ms`.
+    Expire {
+        /// The id.
+        id: ConceptId,
+        /// The reaper's time.
+        at_ms: u64,
+    },
 }
 
 /// Encodes a Batch of Puts without cloning the concepts.
@@ -143,6 +155,11 @@ impl Record {
                 dst.put_u8(TAG_DELETE);
                 wire::put_id(&mut dst, id)?;
             }
+            Record::Expire { id, at_ms } => {
+                dst.put_u8(TAG_EXPIRE);
+                wire::put_id(&mut dst, id)?;
+                dst.put_u64_le(*at_ms);
+            }
         }
         Ok(dst.to_vec())
     }
@@ -161,6 +178,10 @@ impl Record {
                 expires_at_ms: wire::get_option_u64(&mut buf, "expires_at_ms")?,
             }),
             TAG_DELETE => Record::Delete(wire::get_id(&mut buf)?),
+            TAG_EXPIRE => Record::Expire {
+                id: wire::get_id(&mut buf)?,
+                at_ms: wire::get_u64(&mut buf, "at_ms")?,
+            },
             TAG_CLEAR_TYPE => {
                 Record::ClearType(wire::get_str(&mut buf, "concept_type", u32::MAX)?.to_owned())
             }

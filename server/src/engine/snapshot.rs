@@ -194,7 +194,10 @@ fn read_records(
                 }
                 batch.push(concept);
             }
-            Ok(Record::Delete(_) | Record::Batch(_) | Record::ClearType(_)) | Err(_) => {
+            Ok(
+                Record::Delete(_) | Record::Batch(_) | Record::ClearType(_) | Record::Expire { .. },
+            )
+            | Err(_) => {
                 return Err(corrupt(path, "undecodable record"));
             }
         }

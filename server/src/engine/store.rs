@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::{DefaultHashBuilder, HashMap};
 use sutra_protocol::{Concept, ConceptId, QueryByType, QueryPage};
@@ -53,6 +53,8 @@ pub(super) struct ConceptStore {
     types: Box<[RwLock<TypeShard>]>,
     concept_count: AtomicU64,
     bytes_used: AtomicU64,
+    /// (expires_at_ms, id) of every stored concept with an expiry, for the reaper.
+    expiry: Mutex<BTreeSet<(u64, Arc<str>)>>,
 }
 
 impl ConceptStore {
@@ -63,6 +65,7 @@ impl ConceptStore {
             types: (0..SHARD_COUNT).map(|_| RwLock::default()).collect(),
             concept_count: AtomicU64::new(0),
             bytes_used: AtomicU64::new(0),
+            expiry: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -118,6 +121,15 @@ impl ConceptStore {
         let new_bytes = concept.encoded_len() as u64;
         let mut shard = write(self.concept_shard(&id));
         let previous = shard.insert(Arc::clone(&id), Arc::clone(concept));
+        if previous.as_ref().and_then(|old| old.expires_at_ms) != concept.expires_at_ms {
+            let mut expiry = self.expiry();
+            if let Some(at) = previous.as_ref().and_then(|old| old.expires_at_ms) {
+                expiry.remove(&(at, Arc::clone(&id)));
+            }
+            if let Some(at) = concept.expires_at_ms {
+                expiry.insert((at, Arc::clone(&id)));
+            }
+        }
         if let Some(old) = &previous {
             if old.concept_type != concept.concept_type {
                 self.index_remove(&old.concept_type, &id);
@@ -146,6 +158,9 @@ impl ConceptStore {
             let previous =
                 write(self.concept_shard(&id)).insert(Arc::clone(&id), Arc::clone(&concept));
             debug_assert!(previous.is_none(), "snapshot ids are unique");
+            if let Some(at) = concept.expires_at_ms {
+                self.expiry().insert((at, Arc::clone(&id)));
+            }
             match by_type.get_mut(concept.concept_type.as_str()) {
                 Some(ids) => ids.push(id),
                 None => {
@@ -189,6 +204,9 @@ impl ConceptStore {
     }
 
     fn forget(&self, removed: &Concept) {
+        if let Some(at) = removed.expires_at_ms {
+            self.expiry().remove(&(at, Arc::clone(removed.id.as_arc())));
+        }
         self.index_remove(&removed.concept_type, removed.id.as_str());
         self.concept_count.fetch_sub(1, Ordering::Relaxed);
         self.bytes_used
@@ -205,12 +223,65 @@ impl ConceptStore {
         is_live(&removed, now_ms)
     }
 
-    /// Removes every concept of a type; returns how many of them were live.
-    pub(super) fn clear_type(&self, concept_type: &str, now_ms: u64) -> u64 {
-        let ids: Vec<Arc<str>> = read(self.type_shard(concept_type))
+    fn expiry(&self) -> std::sync::MutexGuard<'_, BTreeSet<(u64, Arc<str>)>> {
+        self.expiry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes up to `max` entries of the expiry index that are due at `now_ms`, earliest
+    /// first. The caller logs an Expire for each; a concept stored again meanwhile has a new
+    /// entry of its own.
+    pub(super) fn take_due(&self, now_ms: u64, max: usize) -> Vec<(u64, Arc<str>)> {
+        let mut expiry = self.expiry();
+        let mut due = Vec::new();
+        while due.len() < max {
+            match expiry.first() {
+                Some((at, _)) if *at <= now_ms => {
+                    if let Some(entry) = expiry.pop_first() {
+                        due.push(entry);
+                    }
+                }
+                _ => break,
+            }
+        }
+        due
+    }
+
+    /// Removes the id if its concept expires at or before `at_ms`; returns whether it did.
+    pub(super) fn expire(&self, id: &ConceptId, at_ms: u64) -> bool {
+        let mut shard = write(self.concept_shard(id.as_str()));
+        let expired = shard
+            .get(id.as_str())
+            .and_then(|concept| concept.expires_at_ms)
+            .is_some_and(|expires_at_ms| expires_at_ms <= at_ms);
+        if !expired {
+            return false;
+        }
+        match shard.remove(id.as_str()) {
+            Some(removed) => {
+                drop(shard);
+                self.forget(&removed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Entries in the expiry index (for tests and invariants).
+    pub(super) fn expiry_len(&self) -> usize {
+        self.expiry().len()
+    }
+
+    /// The ids of a type (live or expired).
+    pub(super) fn ids_of_type(&self, concept_type: &str) -> Vec<Arc<str>> {
+        read(self.type_shard(concept_type))
             .get(concept_type)
             .map(|ids| ids.iter().cloned().collect())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Removes every concept of a type; returns how many of them were live.
+    pub(super) fn clear_type(&self, concept_type: &str, now_ms: u64) -> u64 {
+        let ids = self.ids_of_type(concept_type);
         let mut removed = 0;
         for id in ids {
             let mut shard = write(self.concept_shard(&id));
@@ -333,9 +404,17 @@ impl ConceptStore {
     pub(super) fn check_invariants(&self) {
         let mut count = 0_u64;
         let mut bytes = 0_u64;
+        let mut expiring = 0_usize;
         for shard in &*self.concepts {
             for (id, concept) in read(shard).iter() {
                 assert_eq!(&**id, concept.id.as_str());
+                if let Some(at) = concept.expires_at_ms {
+                    expiring += 1;
+                    assert!(
+                        self.expiry().contains(&(at, Arc::clone(id))),
+                        "concept {id} missing from the expiry index"
+                    );
+                }
                 let indexed = read(self.type_shard(&concept.concept_type))
                     .get(concept.concept_type.as_str())
                     .is_some_and(|ids| ids.contains(&**id));
@@ -352,6 +431,7 @@ impl ConceptStore {
             }
         }
         assert_eq!(indexed, count, "type index and map disagree");
+        assert_eq!(self.expiry_len(), expiring, "expiry index and map disagree");
         assert_eq!(self.counters(), (count, bytes));
     }
 }

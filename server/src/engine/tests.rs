@@ -33,6 +33,7 @@ fn in_memory(default_ttl: Option<Duration>, max_page_bytes: usize) -> EngineConf
         max_page_bytes,
         vector_dimension: 4,
         durability: Durability::InMemory,
+        capacity: None,
     }
 }
 
@@ -338,6 +339,210 @@ proptest! {
     }
 }
 
+fn bounded(max_concepts: u64, policy: EvictionPolicy) -> (Engine, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let mut config = in_memory(None, 1 << 20);
+    config.capacity = Some(Capacity {
+        max_concepts,
+        policy,
+    });
+    (
+        Engine::open(config, Arc::clone(&clock) as Arc<dyn Clock>).unwrap(),
+        clock,
+    )
+}
+
+fn held(engine: &Engine, keys: &[&str]) -> Vec<bool> {
+    keys.iter()
+        .map(|key| engine.get(&id(key)).is_ok())
+        .collect()
+}
+
+#[test]
+fn lru_evicts_the_least_recently_used_and_counts_it() {
+    let (engine, _) = bounded(3, EvictionPolicy::Lru);
+    for key in ["a", "b", "c"] {
+        store_now(&engine, store_request(key, "t", None)).unwrap();
+    }
+    engine.get(&id("a")).unwrap(); // order now b, c, a
+    store_now(&engine, store_request("d", "t", None)).unwrap(); // evicts b
+    assert_eq!(
+        engine.get(&id("b")).unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    // A GetMany is a use too; a re-store of a held id is a use and evicts nothing.
+    let _ = engine.get_many(&[id("c")]); // order a, d, c
+    store_now(&engine, store_request("d", "t", None)).unwrap(); // order a, c, d
+    store_now(&engine, store_request("e", "t", None)).unwrap(); // evicts a
+    assert_eq!(
+        held(&engine, &["a", "b", "c", "d", "e"]),
+        [false, false, true, true, true]
+    );
+    let counters = engine.counters();
+    assert_eq!(
+        (counters.concepts, counters.evictions, counters.max_concepts),
+        (3, 2, 3)
+    );
+    // A delete makes room without an eviction.
+    delete_now(&engine, &id("c")).unwrap();
+    store_now(&engine, store_request("f", "t", None)).unwrap();
+    assert_eq!(engine.counters().evictions, 2);
+    assert_eq!(engine.counters().concepts, 3);
+}
+
+#[test]
+fn policy_none_refuses_new_ids_at_the_bound_and_stores_nothing() {
+    let (engine, _) = bounded(2, EvictionPolicy::None);
+    store_now(&engine, store_request("a", "t", None)).unwrap();
+    store_now(&engine, store_request("b", "t", None)).unwrap();
+    let error = store_now(&engine, store_request("c", "t", None)).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Full);
+    assert!(
+        error.client_message().contains("MAX_CONCEPTS (2)"),
+        "{error}"
+    );
+    // Updates of held ids still work; a batch that needs room is refused whole.
+    store_now(&engine, store_request("a", "t", None)).unwrap();
+    let batch = vec![store_request("a", "t", None), store_request("x", "t", None)];
+    assert_eq!(
+        engine.store_many(batch).err().unwrap().code(),
+        ErrorCode::Full
+    );
+    assert_eq!(
+        held(&engine, &["a", "b", "c", "x"]),
+        [true, true, false, false]
+    );
+    delete_now(&engine, &id("b")).unwrap();
+    store_now(&engine, store_request("c", "t", None)).unwrap();
+    assert_eq!(engine.counters().evictions, 0);
+}
+
+#[test]
+fn store_many_evicts_older_ids_never_its_own() {
+    let (engine, _) = bounded(3, EvictionPolicy::Lru);
+    for key in ["a", "b", "c"] {
+        store_now(&engine, store_request(key, "t", None)).unwrap();
+    }
+    let batch = ["b", "x", "y"]
+        .map(|key| store_request(key, "t", None))
+        .to_vec();
+    engine.store_many(batch).unwrap().wait_blocking().unwrap();
+    assert_eq!(
+        held(&engine, &["a", "b", "c", "x", "y"]),
+        [false, true, false, true, true]
+    );
+    let too_many = ["p", "q", "r", "s"]
+        .map(|key| store_request(key, "t", None))
+        .to_vec();
+    let error = engine.store_many(too_many).err().unwrap();
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+    assert_eq!(engine.counters().concepts, 3);
+}
+
+#[test]
+fn clear_type_frees_room_in_a_bounded_store() {
+    let (engine, _) = bounded(2, EvictionPolicy::None);
+    store_now(&engine, store_request("a", "cache", None)).unwrap();
+    store_now(&engine, store_request("b", "cache", None)).unwrap();
+    assert_eq!(
+        engine
+            .clear_type("cache".to_owned())
+            .unwrap()
+            .wait_blocking()
+            .unwrap(),
+        2
+    );
+    store_now(&engine, store_request("c", "t", None)).unwrap();
+    store_now(&engine, store_request("d", "t", None)).unwrap();
+    assert_eq!(engine.counters().concepts, 2);
+}
+
+#[test]
+fn the_bound_holds_under_64_concurrent_writers() {
+    let (engine, _) = bounded(100, EvictionPolicy::Lru);
+    let engine = Arc::new(engine);
+    std::thread::scope(|scope| {
+        for writer in 0..64 {
+            let engine = Arc::clone(&engine);
+            scope.spawn(move || {
+                for n in 0..50 {
+                    let key = format!("w{writer}-{n}");
+                    store_now(&engine, store_request(&key, "t", None)).unwrap();
+                    assert!(engine.counters().concepts <= 100);
+                    let _ = engine.get(&id(&format!("w{writer}-{}", n / 2)));
+                }
+            });
+        }
+    });
+    let counters = engine.counters();
+    assert_eq!(counters.concepts, 100);
+    assert_eq!(counters.evictions, 64 * 50 - 100);
+    engine.store.check_invariants();
+}
+
+#[test]
+fn the_reaper_removes_due_concepts_in_bounded_steps() {
+    let (engine, clock) = engine();
+    for key in ["a", "b", "c", "d", "e"] {
+        store_now(&engine, store_request(key, "t", Some(10))).unwrap();
+    }
+    store_now(&engine, store_request("forever", "t", Some(0))).unwrap();
+    store_now(&engine, store_request("later", "t", Some(100))).unwrap();
+    assert_eq!(engine.reap_expired(10), 0, "nothing is due yet");
+    clock.advance_ms(10_000);
+    let steps: Vec<usize> = (0..4).map(|_| engine.reap_expired(2)).collect();
+    assert_eq!(steps, [2, 2, 1, 0]);
+    let counters = engine.counters();
+    assert_eq!((counters.concepts, counters.expirations), (2, 5));
+    engine.store.check_invariants();
+    clock.advance_ms(90_000);
+    assert_eq!(engine.reap_expired(10), 1);
+    assert!(engine.get(&id("forever")).is_ok());
+}
+
+#[test]
+fn an_expire_decided_before_a_newer_store_keeps_the_newer_store() {
+    // The reaper decides from the applied store; a store of the same id already in the log
+    // queue is applied before the Expire record, whose condition then leaves it alone.
+    let (engine, clock) = engine();
+    store_now(&engine, store_request("a", "t", Some(10))).unwrap();
+    clock.advance_ms(11_000);
+    let now = clock.now_ms();
+    let due = engine.store.take_due(now, 10);
+    assert_eq!(due.len(), 1);
+    store_now(&engine, store_request("a", "t", Some(10))).unwrap();
+    assert!(
+        !engine.store.expire(&id("a"), now),
+        "the newer store is not expired"
+    );
+    assert!(engine.get(&id("a")).is_ok());
+    engine.store.check_invariants();
+}
+
+#[test]
+fn reaped_concepts_give_back_their_room_under_max_concepts() {
+    let (engine, clock) = bounded(3, EvictionPolicy::Lru);
+    store_now(&engine, store_request("a", "t", Some(10))).unwrap();
+    store_now(&engine, store_request("b", "t", Some(10))).unwrap();
+    store_now(&engine, store_request("c", "t", None)).unwrap();
+    clock.advance_ms(10_000);
+    assert_eq!(engine.reap_expired(100), 2);
+    store_now(&engine, store_request("d", "t", None)).unwrap();
+    store_now(&engine, store_request("e", "t", None)).unwrap();
+    let counters = engine.counters();
+    assert_eq!(
+        (counters.concepts, counters.evictions, counters.expirations),
+        (3, 0, 2)
+    );
+    // A re-stored id is not reaped on its old expiry.
+    store_now(&engine, store_request("f", "t", Some(10))).unwrap(); // evicts c
+    clock.advance_ms(5_000);
+    store_now(&engine, store_request("f", "t", Some(10))).unwrap();
+    clock.advance_ms(6_000);
+    assert_eq!(engine.reap_expired(100), 0);
+    assert!(engine.get(&id("f")).is_ok());
+}
+
 mod persistent {
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -366,11 +571,71 @@ mod persistent {
                 checkpoint: CheckpointConfig::default(),
                 mmap_vectors: true,
             },
+            capacity: None,
         }
     }
 
     fn open(dir: &Path, clock: &Arc<ManualClock>) -> Engine {
         Engine::open(config(dir, 4), Arc::clone(clock) as Arc<dyn Clock>).unwrap()
+    }
+
+    #[test]
+    fn evictions_survive_a_restart_and_a_lower_bound_evicts_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000));
+        let bounded_config = |max_concepts| {
+            let mut config = config(dir.path(), 4);
+            config.capacity = Some(Capacity {
+                max_concepts,
+                policy: EvictionPolicy::Lru,
+            });
+            config
+        };
+        let engine = Engine::open(bounded_config(3), Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+        for key in ["a", "b", "c", "d"] {
+            clock.advance_ms(10);
+            store_now(&engine, store_request(key, "t", None)).unwrap();
+        }
+        // `d` evicted `a`; a crash (no shutdown checkpoint) must not bring it back.
+        drop(engine);
+        let engine = Engine::open(bounded_config(3), Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+        assert!(engine.get(&id("a")).is_err());
+        assert_eq!(engine.counters().concepts, 3);
+        engine.shutdown().unwrap();
+        drop(engine);
+        // Restarted with MAX_CONCEPTS 2: the oldest (b) goes, durably.
+        let engine = Engine::open(bounded_config(2), Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+        assert_eq!(engine.counters().concepts, 2);
+        assert!(engine.get(&id("b")).is_err());
+        drop(engine);
+        let engine = open(dir.path(), &clock);
+        let held: Vec<bool> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|key| engine.get(&id(key)).is_ok())
+            .collect();
+        assert_eq!(held, [false, false, true, true]);
+    }
+
+    #[test]
+    fn reaped_concepts_stay_removed_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000));
+        let engine = open(dir.path(), &clock);
+        store_now(&engine, store_request("short", "t", Some(1))).unwrap();
+        store_now(&engine, store_request("long", "t", Some(3_600))).unwrap();
+        clock.advance_ms(2_000);
+        assert_eq!(engine.reap_expired(10), 1);
+        // Wait for the Expire record to be applied (fsync Never: acknowledged after write).
+        store_now(&engine, store_request("marker", "t", None)).unwrap();
+        assert_eq!(engine.counters().concepts, 2);
+        drop(engine); // no shutdown checkpoint: the Expire record must replay
+        let engine = open(dir.path(), &clock);
+        assert_eq!(
+            engine.counters().concepts,
+            2,
+            "the reaped concept is not replayed back"
+        );
+        assert!(engine.get(&id("long")).is_ok());
     }
 
     #[test]

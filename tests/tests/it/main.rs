@@ -12,6 +12,7 @@
 )]
 
 mod batch;
+mod cache_shard;
 mod client_ops;
 mod durability;
 mod http;
