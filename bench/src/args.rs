@@ -30,17 +30,23 @@ pub enum Test {
     Delete,
     /// Gets and stores of random ids, `--get-percent` of them gets.
     Mixed,
+    /// GetMany of `--batch` random ids (one request per batch).
+    GetMany,
+    /// StoreMany of `--batch` concepts with random ids (one request per batch).
+    StoreMany,
 }
 
 impl Test {
-    /// Every test, in the order a default run takes them (writes before the reads that need
-    /// them, deletes last).
-    pub const ALL: [Test; 5] = [
+    /// Every test; a default run takes the first five in this order (writes before the reads
+    /// that need them, deletes last).
+    pub const ALL: [Test; 7] = [
         Test::Store,
         Test::Get,
         Test::Mixed,
         Test::Query,
         Test::Delete,
+        Test::GetMany,
+        Test::StoreMany,
     ];
 
     /// The lowercase name used in `-t` and in JSON.
@@ -51,6 +57,8 @@ impl Test {
             Test::Query => "query",
             Test::Delete => "delete",
             Test::Mixed => "mixed",
+            Test::GetMany => "getmany",
+            Test::StoreMany => "storemany",
         }
     }
 }
@@ -73,7 +81,7 @@ impl FromStr for Test {
                     "`learn` needs the embedding pipeline, which this server does not have yet"
                         .to_owned()
                 } else {
-                    format!("unknown test `{value}` (expected store, get, query, delete or mixed)")
+                    format!("unknown test `{value}` (expected store, get, query, delete, mixed, getmany or storemany)")
                 }
             })
     }
@@ -138,7 +146,7 @@ pub struct Args {
     #[arg(long)]
     pub dimension: Option<u32>,
 
-    /// Tests to run, comma-separated: store, get, query, delete, mixed.
+    /// Tests to run, comma-separated: store, get, query, delete, mixed, getmany, storemany.
     #[arg(
         short = 't',
         long = "tests",
@@ -168,6 +176,11 @@ pub struct Args {
     /// Percentage of gets in the mixed test (the rest are stores).
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub get_percent: u8,
+
+    /// Ids per request in the getmany and storemany tests (the embedding service's L2
+    /// lookup of a 64-text batch is one GetMany of 64).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch: u32,
 
     /// Page size of the query test.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
@@ -258,7 +271,17 @@ mod tests {
             (args.clients, args.requests, args.pipeline, args.data_size),
             (50, 100_000, 1, 3)
         );
-        assert_eq!(args.tests, Test::ALL);
+        assert_eq!(
+            args.tests,
+            [
+                Test::Store,
+                Test::Get,
+                Test::Mixed,
+                Test::Query,
+                Test::Delete
+            ]
+        );
+        assert_eq!(args.batch, 64);
         assert!(args.rate.is_none() && args.duration.is_none());
     }
 

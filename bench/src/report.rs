@@ -205,6 +205,8 @@ pub struct RunInfo {
     pub store_frame_bytes: usize,
     /// Keys the ids range over.
     pub keyspace: u64,
+    /// Items per GetMany and StoreMany request.
+    pub batch: u32,
     /// `closed` or `open`.
     pub mode: &'static str,
     /// Target requests/s in open loop.
@@ -338,6 +340,7 @@ mod tests {
             vector_dimension: 256,
             store_frame_bytes: 1251,
             keyspace: 100_000,
+            batch: 64,
             mode: "closed",
             rate: None,
             threads: 1,

@@ -29,6 +29,10 @@ pub enum Kind {
     Delete,
     /// A query page.
     Query,
+    /// A GetMany (misses inside it are part of a successful answer).
+    GetMany,
+    /// A StoreMany.
+    StoreMany,
 }
 
 impl Kind {
@@ -42,8 +46,8 @@ impl Kind {
 #[derive(Debug, Clone)]
 struct Template {
     frame: Vec<u8>,
-    /// Offset of the first digit of the key (id or cursor).
-    key_digits: usize,
+    /// Offset of the first digit of each key (ids or cursor).
+    key_digits: Vec<usize>,
 }
 
 impl Template {
@@ -59,23 +63,25 @@ impl Template {
         let placeholder = key(0);
         let key_digits = frame
             .windows(placeholder.len())
-            .position(|window| window == placeholder.as_bytes())
-            .map_or(0, |start| start + KEY_PREFIX.len());
+            .enumerate()
+            .filter(|(_, window)| *window == placeholder.as_bytes())
+            .map(|(start, _)| start + KEY_PREFIX.len())
+            .collect();
         Ok(Template {
             frame: frame.to_vec(),
             key_digits,
         })
     }
 
-    fn append(&self, request_id: u32, key_index: u64, dst: &mut Vec<u8>) {
+    /// Appends the frame with `request_id`, giving key number `i` the value `key_index(i)`.
+    fn append(&self, request_id: u32, mut key_index: impl FnMut(u64) -> u64, dst: &mut Vec<u8>) {
         let start = dst.len();
         dst.extend_from_slice(&self.frame);
         let frame = &mut dst[start..];
         frame[REQUEST_ID_OFFSET..REQUEST_ID_OFFSET + 4].copy_from_slice(&request_id.to_le_bytes());
-        write_digits(
-            &mut frame[self.key_digits..self.key_digits + KEY_DIGITS],
-            key_index,
-        );
+        for (i, &offset) in (0u64..).zip(&self.key_digits) {
+            write_digits(&mut frame[offset..offset + KEY_DIGITS], key_index(i));
+        }
     }
 
     /// Frame length in bytes.
@@ -112,6 +118,8 @@ pub struct Shape {
     pub concept_type: String,
     /// Page size of queries.
     pub query_limit: u32,
+    /// Items per GetMany and StoreMany.
+    pub batch: u32,
 }
 
 /// The encoded templates of every request kind; shared by all connections.
@@ -121,6 +129,8 @@ pub struct Templates {
     get: Template,
     delete: Template,
     query: Template,
+    get_many: Template,
+    store_many: Template,
 }
 
 impl Templates {
@@ -146,7 +156,14 @@ impl Templates {
             embedding,
             ttl_seconds: None,
         };
+        let batch = shape.batch.max(1);
         Ok(Templates {
+            get_many: Template::new(Request::GetMany {
+                ids: (0..batch)
+                    .map(|_| placeholder())
+                    .collect::<Result<_, _>>()?,
+            })?,
+            store_many: Template::new(Request::StoreMany(vec![store.clone(); batch as usize]))?,
             store: Template::new(Request::StoreConcept(store))?,
             get: Template::new(Request::GetConceptById { id: placeholder()? })?,
             delete: Template::new(Request::Delete { id: placeholder()? })?,
@@ -209,15 +226,13 @@ impl Generator {
     pub fn append(&mut self, test: Test, sequence: u64, dst: &mut Vec<u8>) -> (u32, Kind) {
         let request_id = self.next_request_id;
         self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
-        let key = match self.ids {
-            Ids::Random => self.rng.u64(0..self.keyspace),
-            Ids::Sequential => sequence % self.keyspace,
-        };
         let kind = match test {
             Test::Store => Kind::Store,
             Test::Get => Kind::Get,
             Test::Delete => Kind::Delete,
             Test::Query => Kind::Query,
+            Test::GetMany => Kind::GetMany,
+            Test::StoreMany => Kind::StoreMany,
             Test::Mixed => {
                 if self.rng.u8(0..100) < self.get_percent {
                     Kind::Get
@@ -231,8 +246,21 @@ impl Generator {
             Kind::Get => &self.templates.get,
             Kind::Delete => &self.templates.delete,
             Kind::Query => &self.templates.query,
+            Kind::GetMany => &self.templates.get_many,
+            Kind::StoreMany => &self.templates.store_many,
         };
-        template.append(request_id, key, dst);
+        // Sequential ids: request n of a k-key request takes keys n*k .. n*k+k-1.
+        let keys = template.key_digits.len() as u64;
+        let (ids, keyspace) = (self.ids, self.keyspace);
+        let rng = &mut self.rng;
+        template.append(
+            request_id,
+            |item| match ids {
+                Ids::Random => rng.u64(0..keyspace),
+                Ids::Sequential => sequence.wrapping_mul(keys).wrapping_add(item) % keyspace,
+            },
+            dst,
+        );
         (request_id, kind)
     }
 }
@@ -252,6 +280,7 @@ mod tests {
             dimension: 256,
             concept_type: "bench".to_owned(),
             query_limit: 10,
+            batch: 4,
         }
     }
 
@@ -343,6 +372,48 @@ mod tests {
         generator.append(Test::Store, 0, &mut bytes);
         match decode(&bytes).request {
             Request::StoreConcept(store) => assert!(store.embedding.is_none()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_get_distinct_keys_per_item() {
+        let templates = Arc::new(Templates::new(&shape()).unwrap());
+        let mut generator = Generator::new(templates, 3, 1_000, 0, Ids::Sequential);
+        let mut bytes = Vec::new();
+        let (_, kind) = generator.append(Test::GetMany, 5, &mut bytes);
+        assert_eq!(kind, Kind::GetMany);
+        match decode(&bytes).request {
+            Request::GetMany { ids } => {
+                let ids: Vec<&str> = ids.iter().map(ConceptId::as_str).collect();
+                assert_eq!(
+                    ids,
+                    [
+                        "key:000000000020",
+                        "key:000000000021",
+                        "key:000000000022",
+                        "key:000000000023"
+                    ]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut bytes = Vec::new();
+        generator.append(Test::StoreMany, 0, &mut bytes);
+        match decode(&bytes).request {
+            Request::StoreMany(stores) => {
+                let ids: Vec<&str> = stores.iter().map(|store| store.id.as_str()).collect();
+                assert_eq!(
+                    ids,
+                    [
+                        "key:000000000000",
+                        "key:000000000001",
+                        "key:000000000002",
+                        "key:000000000003"
+                    ]
+                );
+                assert!(stores.iter().all(|store| store.embedding.is_some()));
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

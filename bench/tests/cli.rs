@@ -45,7 +45,9 @@ async fn a_one_second_run_reports_every_test_in_json() {
             "--duration",
             "1",
             "-t",
-            "store,get,mixed,query,delete",
+            "store,get,mixed,query,delete,getmany,storemany",
+            "--batch",
+            "8",
             "-c",
             "4",
             "-P",
@@ -63,12 +65,24 @@ async fn a_one_second_run_reports_every_test_in_json() {
     assert_eq!(report["pipeline"], 4);
     assert_eq!(report["vector_dimension"], 256);
     assert_eq!(report["mode"], "closed");
+    assert_eq!(report["batch"], 8);
     let tests = report["tests"].as_array().expect("tests");
     let names: Vec<&str> = tests
         .iter()
         .map(|test| test["test"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, ["store", "get", "mixed", "query", "delete"]);
+    assert_eq!(
+        names,
+        [
+            "store",
+            "get",
+            "mixed",
+            "query",
+            "delete",
+            "getmany",
+            "storemany"
+        ]
+    );
     for test in tests {
         let requests = test["requests"].as_u64().expect("requests");
         assert!(requests > 0, "{test}");
