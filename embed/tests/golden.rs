@@ -1,0 +1,173 @@
+//! The default model against sentence-transformers' own output
+//! (`../shared/golden/minilm-l6-v2.json`): token counts equal, cosine ≥ 0.999 for the full
+//! vector and for the Matryoshka-256 recipe, for every text. Needs the model files
+//! (`./scripts/fetch-model`, which `./scripts/test` runs).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use sutra_embed::{Batcher, BatcherConfig, EmbedError, Output, Pipeline};
+
+#[derive(Deserialize)]
+struct Golden {
+    items: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    text: String,
+    tokens: usize,
+    full: Vec<f32>,
+    mrl256: Vec<f32>,
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn model_dir() -> PathBuf {
+    std::env::var_os("SUTRA_MODEL_DIR").map_or_else(
+        || workspace().join("models/all-MiniLM-L6-v2"),
+        PathBuf::from,
+    )
+}
+
+fn pipeline() -> Pipeline {
+    Pipeline::load(&model_dir()).unwrap_or_else(|error| {
+        panic!("{error}\n(the model tests need ./scripts/fetch-model; ./scripts/test runs it)")
+    })
+}
+
+fn golden() -> &'static [Item] {
+    static GOLDEN: OnceLock<Vec<Item>> = OnceLock::new();
+    GOLDEN.get_or_init(|| {
+        let path = workspace().join("../shared/golden/minilm-l6-v2.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        serde_json::from_str::<Golden>(&text)
+            .expect("golden JSON")
+            .items
+    })
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn every_golden_text_matches_sentence_transformers() {
+    let pipeline = pipeline();
+    let items = golden();
+    let texts: Vec<&str> = items.iter().map(|item| item.text.as_str()).collect();
+    let full = pipeline.embed(&texts, Output::Full).unwrap();
+    let mrl = pipeline.embed(&texts, Output::Matryoshka(256)).unwrap();
+    let mut worst = (1.0_f32, 1.0_f32);
+    for ((item, full), mrl) in items.iter().zip(&full).zip(&mrl) {
+        assert_eq!(full.tokens, item.tokens, "token count of {:?}", item.text);
+        assert_eq!(full.vector.len(), 384);
+        assert_eq!(mrl.vector.len(), 256);
+        let (a, b) = (
+            cosine(&full.vector, &item.full),
+            cosine(&mrl.vector, &item.mrl256),
+        );
+        assert!(a >= 0.999, "full cosine {a} for {:?}", item.text);
+        assert!(b >= 0.999, "mrl256 cosine {b} for {:?}", item.text);
+        worst = (worst.0.min(a), worst.1.min(b));
+    }
+    let truncated = full.iter().filter(|item| item.truncated).count();
+    assert_eq!(truncated, 1, "one golden text is longer than 256 tokens");
+    eprintln!("worst cosine: full {:.6}, mrl256 {:.6}", worst.0, worst.1);
+}
+
+#[test]
+fn a_text_embeds_the_same_alone_and_in_a_batch() {
+    let pipeline = pipeline();
+    let items = golden();
+    let texts: Vec<&str> = items.iter().map(|item| item.text.as_str()).collect();
+    let together = pipeline.embed(&texts, Output::Matryoshka(256)).unwrap();
+    for (text, batched) in texts.iter().zip(&together).step_by(5) {
+        let alone = pipeline.embed(&[text], Output::Matryoshka(256)).unwrap();
+        let similarity = cosine(&alone[0].vector, &batched.vector);
+        assert!(similarity > 0.99999, "{similarity} for {text:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_are_batched_and_answered_in_order() {
+    let pipeline = pipeline();
+    let items = golden();
+    let expected = pipeline
+        .embed(
+            &items
+                .iter()
+                .map(|item| item.text.as_str())
+                .collect::<Vec<_>>(),
+            Output::Full,
+        )
+        .unwrap();
+    let batcher = Batcher::spawn(pipeline, BatcherConfig::default()).unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for (index, pair) in items.chunks(2).enumerate() {
+        let batcher = batcher.clone();
+        let texts: Vec<String> = pair.iter().map(|item| item.text.clone()).collect();
+        calls.spawn(async move { (index, batcher.embed(texts, Output::Full).await) });
+    }
+    let mut answered = 0;
+    while let Some(joined) = calls.join_next().await {
+        let (index, result) = joined.unwrap();
+        for (offset, embedded) in result.unwrap().iter().enumerate() {
+            let want = &expected[index * 2 + offset];
+            assert!(cosine(&embedded.vector, &want.vector) > 0.99999);
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, items.len());
+    assert!(batcher.runs() <= items.len().div_ceil(2) as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_busy() {
+    let batcher = Batcher::spawn(
+        pipeline(),
+        BatcherConfig {
+            max_batch: 1,
+            queue_len: 1,
+        },
+    )
+    .unwrap();
+    let long = "many words ".repeat(100);
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let batcher = batcher.clone();
+            let text = long.clone();
+            tokio::spawn(async move { batcher.embed(vec![text], Output::Full).await })
+        })
+        .collect();
+    let mut busy = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => {}
+            Err(EmbedError::Busy) => busy += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(
+        busy > 0,
+        "eight requests into a queue of one: some must be refused"
+    );
+}
+
+#[test]
+fn a_missing_model_folder_is_a_clear_error() {
+    let error = Pipeline::load(std::path::Path::new("/nonexistent/model")).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("/nonexistent/model") && message.contains("config.json"),
+        "{message}"
+    );
+}
