@@ -23,8 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sutra_protocol::{
-    Concept, ConceptId, DecodeError, EncodeError, ErrorCode, HealthInfo, QueryByType, QueryPage,
-    Request, Response, StatsSnapshot, StoreConcept, StoreOutcome, MAX_FRAME_BYTES_CAP,
+    Concept, ConceptId, DecodeError, EncodeError, ErrorCode, HealthInfo, LearnConcept, Learned,
+    QueryByType, QueryPage, Request, Response, StatsSnapshot, StoreConcept, StoreOutcome,
+    MAX_FRAME_BYTES_CAP,
 };
 use tokio::sync::{Mutex, Semaphore};
 
@@ -298,6 +299,26 @@ impl Client {
             .await?
         {
             Response::Cleared { removed } => Ok(removed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `LearnConcept`: the server embeds the text with its model and stores it; the answer
+    /// carries the stored id (derived from the text when `learn.id` is `None`).
+    pub async fn learn_concept(&self, learn: LearnConcept) -> Result<Learned, ClientError> {
+        match self.call(Request::LearnConcept(learn)).await? {
+            Response::Learned(learned) => Ok(learned),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `LearnBatch`: several texts in one model run and one log record (all or none).
+    pub async fn learn_batch(
+        &self,
+        learns: Vec<LearnConcept>,
+    ) -> Result<Vec<Learned>, ClientError> {
+        match self.call(Request::LearnBatch(learns)).await? {
+            Response::LearnedMany(learned) => Ok(learned),
             other => Err(unexpected(&other)),
         }
     }

@@ -36,11 +36,13 @@ pub enum ErrorCode {
     /// The store holds `MAX_CONCEPTS` concepts and its `EVICTION_POLICY` is `none`: a write of
     /// a new id is refused (updates of held ids still succeed).
     Full = 11,
+    /// A learn request reached a server started without an embedding model.
+    NoModel = 12,
 }
 
 impl ErrorCode {
     /// All codes, in numeric order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -52,6 +54,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::StorageUnavailable,
         ErrorCode::Full,
+        ErrorCode::NoModel,
     ];
 
     /// The code's wire value.
@@ -82,6 +85,7 @@ impl ErrorCode {
             ErrorCode::Internal => "Internal",
             ErrorCode::StorageUnavailable => "StorageUnavailable",
             ErrorCode::Full => "Full",
+            ErrorCode::NoModel => "NoModel",
         }
     }
 }

@@ -93,8 +93,52 @@ fn store() -> impl Strategy<Value = StoreConcept> {
         )
 }
 
+fn learn() -> impl Strategy<Value = LearnConcept> {
+    (
+        proptest::option::of(id()),
+        "\\PC{1,40}",
+        "\\PC{0,16}",
+        attributes(),
+        any::<Option<u64>>(),
+    )
+        .prop_map(
+            |(id, content, concept_type, attributes, ttl_seconds)| LearnConcept {
+                id,
+                content,
+                concept_type,
+                attributes,
+                ttl_seconds,
+            },
+        )
+}
+
+fn learned() -> impl Strategy<Value = Learned> {
+    (
+        "[a-z0-9-]{1,40}",
+        any::<bool>(),
+        any::<u64>(),
+        any::<Option<u64>>(),
+        any::<u32>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(id, created, created_at_ms, expires_at_ms, tokens, truncated)| Learned {
+                id,
+                outcome: StoreOutcome {
+                    created,
+                    created_at_ms,
+                    expires_at_ms,
+                },
+                tokens,
+                truncated,
+            },
+        )
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
+        learn().prop_map(Request::LearnConcept),
+        vec(learn(), 1..4).prop_map(Request::LearnBatch),
         Just(Request::Health),
         Just(Request::Stats),
         vec(id(), 1..8).prop_map(|ids| Request::GetMany { ids }),
@@ -180,6 +224,8 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             (0x08, Response::StoredMany(outcomes))
         }),
         any::<u64>().prop_map(|removed| (0x09, Response::Cleared { removed })),
+        learned().prop_map(|learned| (0x0A, Response::Learned(learned))),
+        vec(learned(), 0..4).prop_map(|learned| (0x0B, Response::LearnedMany(learned))),
         (
             "\\PC{0,12}",
             any::<u32>(),

@@ -43,7 +43,19 @@ enum Field {
     StoreList,
     OptionConceptList,
     OutcomeList,
+    OptionStr(&'static str),
+    LearnList,
+    LearnedBody,
+    LearnedList,
 }
+
+const LEARN_BODY: [Field; 5] = [
+    Field::OptionStr("id"),
+    Field::Str("content"),
+    Field::Str("concept_type"),
+    Field::Attributes,
+    Field::OptionU64("ttl_seconds"),
+];
 
 /// The fields of a StoreConcept body.
 const STORE_BODY: [Field; 7] = [
@@ -230,6 +242,45 @@ impl Walker<'_> {
                     if tag == 1 {
                         self.field(Field::Concept);
                     }
+                }
+            }
+            Field::OptionStr(name) => {
+                let tag = self.bytes[0];
+                self.take(
+                    1,
+                    &format!(
+                        "{name}: option tag = {tag} ({})",
+                        if tag == 1 { "present" } else { "absent" }
+                    ),
+                );
+                if tag == 1 {
+                    self.string(name);
+                }
+            }
+            Field::LearnList => {
+                let count = self.u32_le("texts: count (u32 LE)");
+                for _ in 0..count {
+                    for field in LEARN_BODY {
+                        self.field(field);
+                    }
+                }
+            }
+            Field::LearnedBody => {
+                for field in [
+                    Field::Str("id"),
+                    Field::Bool("created"),
+                    Field::U64("created_at_ms"),
+                    Field::OptionU64("expires_at_ms"),
+                    Field::U32("tokens"),
+                    Field::Bool("truncated"),
+                ] {
+                    self.field(field);
+                }
+            }
+            Field::LearnedList => {
+                let count = self.u32_le("learned: count (u32 LE)");
+                for _ in 0..count {
+                    self.field(Field::LearnedBody);
                 }
             }
             Field::OutcomeList => {
@@ -569,6 +620,88 @@ fn examples() -> Vec<(&'static str, String)> {
             annotate(
                 &response(11, 0x09, Response::Cleared { removed: 2 }),
                 &with(&response_fields, &[U64("removed")]),
+            ),
+        ),
+        (
+            "learn-request",
+            annotate(
+                &request(
+                    12,
+                    Request::LearnConcept(LearnConcept {
+                        concept_type: "note".to_owned(),
+                        ttl_seconds: Some(3600),
+                        ..LearnConcept::new("hello")
+                    }),
+                ),
+                &with(&request_fields, &LEARN_BODY),
+            ),
+        ),
+        (
+            "learn-response",
+            annotate(
+                &response(
+                    12,
+                    0x0A,
+                    Response::Learned(Learned {
+                        id: "learn-9b71d224bd62f3785d96d46ad3ea3d73".to_owned(),
+                        outcome: StoreOutcome {
+                            created: true,
+                            created_at_ms: concept.created_at_ms,
+                            expires_at_ms: Some(concept.created_at_ms + 3_600_000),
+                        },
+                        tokens: 3,
+                        truncated: false,
+                    }),
+                ),
+                &with(&response_fields, &[Field::LearnedBody]),
+            ),
+        ),
+        (
+            "learn-batch-request",
+            annotate(
+                &request(
+                    13,
+                    Request::LearnBatch(vec![
+                        LearnConcept {
+                            id: Some(ConceptId::new("q-1", &limits()).unwrap()),
+                            ..LearnConcept::new("first")
+                        },
+                        LearnConcept::new("second"),
+                    ]),
+                ),
+                &with(&request_fields, &[Field::LearnList]),
+            ),
+        ),
+        (
+            "learn-batch-response",
+            annotate(
+                &response(
+                    13,
+                    0x0B,
+                    Response::LearnedMany(vec![
+                        Learned {
+                            id: "q-1".to_owned(),
+                            outcome: StoreOutcome {
+                                created: true,
+                                created_at_ms: concept.created_at_ms,
+                                expires_at_ms: None,
+                            },
+                            tokens: 3,
+                            truncated: false,
+                        },
+                        Learned {
+                            id: "learn-0b4a6ba6b5ca5f4f3fdc1a1c4fa4a3b8".to_owned(),
+                            outcome: StoreOutcome {
+                                created: true,
+                                created_at_ms: concept.created_at_ms,
+                                expires_at_ms: None,
+                            },
+                            tokens: 3,
+                            truncated: false,
+                        },
+                    ]),
+                ),
+                &with(&response_fields, &[Field::LearnedList]),
             ),
         ),
         (

@@ -48,11 +48,15 @@ pub enum Opcode {
     StoreMany = 0x08,
     /// Remove every concept of a type.
     ClearType = 0x09,
+    /// Embed a text with the server's model and store it.
+    LearnConcept = 0x0A,
+    /// Embed and store several texts in one round trip, all or none.
+    LearnBatch = 0x0B,
 }
 
 impl Opcode {
     /// Every opcode, in numeric order.
-    pub const ALL: [Opcode; 9] = [
+    pub const ALL: [Opcode; 11] = [
         Opcode::Health,
         Opcode::StoreConcept,
         Opcode::GetConceptById,
@@ -62,6 +66,8 @@ impl Opcode {
         Opcode::GetMany,
         Opcode::StoreMany,
         Opcode::ClearType,
+        Opcode::LearnConcept,
+        Opcode::LearnBatch,
     ];
 
     /// The opcode for a wire byte, if known.
@@ -83,6 +89,8 @@ impl Opcode {
             Opcode::GetMany => "GetMany",
             Opcode::StoreMany => "StoreMany",
             Opcode::ClearType => "ClearType",
+            Opcode::LearnConcept => "LearnConcept",
+            Opcode::LearnBatch => "LearnBatch",
         }
     }
 }
@@ -185,6 +193,78 @@ impl StoreConcept {
     }
 }
 
+/// Body of `LearnConcept` (opcode 0x0A): the server embeds `content` with its model and
+/// stores the concept with that vector and the model's name.
+///
+/// | field | encoding |
+/// |---|---|
+/// | id | option<string>; absent = `learn-` + the first 32 hex digits of sha256(model, 0x00, content) |
+/// | content | string, 1..=`MAX_CONTENT_BYTES` |
+/// | concept_type | string, at most `MAX_NAME_BYTES` |
+/// | attributes | map<string,string> |
+/// | ttl_seconds | option<u64>; absent = the server's default, 0 = never expires |
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnConcept {
+    /// The id, or `None` for the stable hash of (model, content).
+    pub id: Option<ConceptId>,
+    /// The text to embed and store.
+    pub content: String,
+    /// A free-form type name.
+    pub concept_type: String,
+    /// Free-form attributes.
+    pub attributes: Attributes,
+    /// Time to live in seconds: `None` = the server's default, `Some(0)` = no expiry.
+    pub ttl_seconds: Option<u64>,
+}
+
+impl LearnConcept {
+    /// A learn of `content` with a derived id, no type, no attributes, the default TTL.
+    pub fn new(content: impl Into<String>) -> LearnConcept {
+        LearnConcept {
+            id: None,
+            content: content.into(),
+            concept_type: String::new(),
+            attributes: Attributes::new(),
+            ttl_seconds: None,
+        }
+    }
+
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        match &self.id {
+            Some(id) => {
+                dst.put_u8(1);
+                id.encode(dst)?;
+            }
+            None => dst.put_u8(0),
+        }
+        wire::put_str(dst, &self.content, "content")?;
+        wire::put_str(dst, &self.concept_type, "concept_type")?;
+        types::encode_attributes(dst, &self.attributes)?;
+        wire::put_option_u64(dst, self.ttl_seconds);
+        Ok(())
+    }
+
+    fn decode(buf: &mut &[u8], limits: &Limits) -> Result<LearnConcept, DecodeError> {
+        let fields = FieldLimits::from_limits(limits);
+        let id = if wire::get_option_tag(buf, "id")? {
+            Some(ConceptId::decode(buf, limits.max_id_bytes)?)
+        } else {
+            None
+        };
+        let content = wire::get_str(buf, "content", limits.max_content_bytes)?;
+        if content.is_empty() {
+            return Err(DecodeError::Empty { field: "content" });
+        }
+        Ok(LearnConcept {
+            id,
+            content: content.to_owned(),
+            concept_type: wire::get_str(buf, "concept_type", limits.max_name_bytes)?.to_owned(),
+            attributes: types::decode_attributes(buf, fields)?,
+            ttl_seconds: wire::get_option_u64(buf, "ttl_seconds")?,
+        })
+    }
+}
+
 /// Body of `QueryByType` (opcode 0x04): one page of the concepts of a type, in ascending id
 /// order (byte-wise), starting after `cursor`.
 ///
@@ -241,6 +321,8 @@ impl QueryByType {
 /// | 0x07 | GetMany | count: u32 (1..=`MAX_BATCH_ITEMS`), then count ids (strings) |
 /// | 0x08 | StoreMany | count: u32 (1..=`MAX_BATCH_ITEMS`), then count [`StoreConcept`] bodies |
 /// | 0x09 | ClearType | concept_type: string |
+/// | 0x0A | LearnConcept | [`LearnConcept`] |
+/// | 0x0B | LearnBatch | count: u32 (1..=`MAX_BATCH_ITEMS`), then count [`LearnConcept`] bodies |
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// Liveness and basic facts.
@@ -273,6 +355,10 @@ pub enum Request {
         /// The type.
         concept_type: String,
     },
+    /// Embed and store a text.
+    LearnConcept(LearnConcept),
+    /// Embed and store several texts, all or none.
+    LearnBatch(Vec<LearnConcept>),
 }
 
 impl Request {
@@ -288,6 +374,8 @@ impl Request {
             Request::GetMany { .. } => Opcode::GetMany,
             Request::StoreMany(_) => Opcode::StoreMany,
             Request::ClearType { .. } => Opcode::ClearType,
+            Request::LearnConcept(_) => Opcode::LearnConcept,
+            Request::LearnBatch(_) => Opcode::LearnBatch,
         }
     }
 
@@ -306,6 +394,11 @@ impl Request {
                 stores.iter().try_for_each(|store| store.encode(dst))
             }
             Request::ClearType { concept_type } => wire::put_str(dst, concept_type, "concept_type"),
+            Request::LearnConcept(learn) => learn.encode(dst),
+            Request::LearnBatch(learns) => {
+                wire::put_len(dst, learns.len(), "texts")?;
+                learns.iter().try_for_each(|learn| learn.encode(dst))
+            }
         }
     }
 
@@ -360,6 +453,16 @@ impl Request {
             Opcode::ClearType => Request::ClearType {
                 concept_type: wire::get_str(buf, "concept_type", limits.max_name_bytes)?.to_owned(),
             },
+            Opcode::LearnConcept => Request::LearnConcept(LearnConcept::decode(buf, limits)?),
+            Opcode::LearnBatch => {
+                // The smallest LearnConcept body: no id, 1 byte of content, empty fields.
+                let count = Self::batch_count(buf, "texts", limits, 15)?;
+                let mut learns = Vec::with_capacity(count);
+                for _ in 0..count {
+                    learns.push(LearnConcept::decode(buf, limits)?);
+                }
+                Request::LearnBatch(learns)
+            }
         })
     }
 }

@@ -243,6 +243,10 @@ pub enum Response {
         /// How many live concepts were removed.
         removed: u64,
     },
+    /// Reply to `LearnConcept`: [`Learned`].
+    Learned(Learned),
+    /// Reply to `LearnBatch`: count u32, then a [`Learned`] per text, in order.
+    LearnedMany(Vec<Learned>),
     /// Any request can fail with an error.
     Error(ErrorResponse),
 }
@@ -294,6 +298,11 @@ impl Response {
                 dst.put_u64_le(*removed);
                 Ok(())
             }
+            Response::Learned(learned) => learned.encode(dst),
+            Response::LearnedMany(learned) => {
+                wire::put_len(dst, learned.len(), "learned")?;
+                learned.iter().try_for_each(|item| item.encode(dst))
+            }
             Response::Error(error) => {
                 dst.put_u16_le(error.code.as_u16());
                 wire::put_str(dst, &error.message, "message")
@@ -338,6 +347,55 @@ impl Response {
             Opcode::ClearType => Response::Cleared {
                 removed: wire::get_u64(buf, "removed")?,
             },
+            Opcode::LearnConcept => Response::Learned(Learned::decode(buf)?),
+            Opcode::LearnBatch => {
+                // An id (4 + 1) and an outcome (10).
+                let count = wire::get_count(buf, "learned", u32::MAX, 15)?;
+                let mut learned = Vec::with_capacity(count);
+                for _ in 0..count {
+                    learned.push(Learned::decode(buf)?);
+                }
+                Response::LearnedMany(learned)
+            }
+        })
+    }
+}
+
+/// Body of a `LearnConcept` response (and each item of `LearnBatch`'s).
+///
+/// | field | encoding |
+/// |---|---|
+/// | id | string, the stored id (derived when the request had none) |
+/// | outcome | [`StoreOutcome`] |
+/// | tokens | u32, tokens the model saw ([CLS] and [SEP] included) |
+/// | truncated | bool: 1 when the content was longer than the model's limit and was cut |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Learned {
+    /// The stored id.
+    pub id: String,
+    /// As for StoreConcept.
+    pub outcome: StoreOutcome,
+    /// Tokens the model saw.
+    pub tokens: u32,
+    /// Whether the content was cut at the model's limit.
+    pub truncated: bool,
+}
+
+impl Learned {
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        wire::put_str(dst, &self.id, "id")?;
+        self.outcome.encode(dst);
+        dst.put_u32_le(self.tokens);
+        wire::put_bool(dst, self.truncated);
+        Ok(())
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Learned, DecodeError> {
+        Ok(Learned {
+            id: wire::get_str(buf, "id", u32::MAX)?.to_owned(),
+            outcome: StoreOutcome::decode(buf)?,
+            tokens: wire::get_u32(buf, "tokens")?,
+            truncated: wire::get_bool(buf, "truncated")?,
         })
     }
 }

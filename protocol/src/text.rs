@@ -7,7 +7,7 @@
 
 use crate::error::{DecodeError, ErrorCode};
 use crate::limits::Limits;
-use crate::request::{QueryByType, Request, StoreConcept};
+use crate::request::{LearnConcept, QueryByType, Request, StoreConcept};
 use crate::types::{Attributes, ConceptId};
 
 /// Page size of `TYPE <type>` when no limit is given.
@@ -22,6 +22,7 @@ pub const HELP: &[&str] = &[
     "DEL <id>                      delete a concept",
     "TYPE <type> [limit] [cursor]  concepts of a type, paged by id",
     "STORE <id> <type> <content>   store a concept without a vector",
+    "LEARN <type> <content>        embed the content with the server's model and store it",
     "QUIT                          close the connection",
 ];
 
@@ -138,6 +139,7 @@ pub fn parse_text_command(line: &str, limits: &Limits) -> Result<Option<TextComm
         }),
         "TYPE" => TextCommand::Request(Request::QueryByType(parse_type(rest, limits)?)),
         "STORE" => TextCommand::Request(Request::StoreConcept(parse_store(rest, limits)?)),
+        "LEARN" => TextCommand::Request(Request::LearnConcept(parse_learn(rest, limits)?)),
         _ => {
             let mut end = command.len().min(64);
             while !command.is_char_boundary(end) {
@@ -170,6 +172,21 @@ fn parse_type(rest: &str, limits: &Limits) -> Result<QueryByType, TextError> {
         concept_type: concept_type.to_owned(),
         limit: limit.min(limits.max_query_limit),
         cursor: cursor.to_owned(),
+    })
+}
+
+fn parse_learn(rest: &str, limits: &Limits) -> Result<LearnConcept, TextError> {
+    const USAGE: &str = "LEARN <type> <content>";
+    let (concept_type, rest) = next_word(rest).ok_or(TextError::Usage { usage: USAGE })?;
+    let content = rest.trim_start_matches(is_separator);
+    if content.is_empty() {
+        return Err(TextError::Usage { usage: USAGE });
+    }
+    check_len("concept_type", concept_type, limits.max_name_bytes)?;
+    check_len("content", content, limits.max_content_bytes)?;
+    Ok(LearnConcept {
+        concept_type: concept_type.to_owned(),
+        ..LearnConcept::new(content)
     })
 }
 

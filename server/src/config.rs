@@ -11,6 +11,18 @@ use sutra_wal::{FsyncPolicy, WalConfig};
 
 use crate::engine::{Capacity, CheckpointConfig, EvictionPolicy};
 use crate::reaper::ReaperConfig;
+use sutra_embed::BatcherConfig;
+
+/// The embedding model the server loads for LearnConcept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// The model folder.
+    pub dir: PathBuf,
+    /// `MATRYOSHKA_DIM`; must equal `VECTOR_DIMENSION`.
+    pub matryoshka_dim: u32,
+    /// The batcher's bounds.
+    pub batcher: BatcherConfig,
+}
 
 /// Default port in the `normal` role.
 pub const DEFAULT_PORT: u16 = 50051;
@@ -155,6 +167,25 @@ pub struct Cli {
     #[arg(long, env = "REAPER_BATCH", default_value_t = ReaperConfig::DEFAULT_BATCH)]
     pub reaper_batch: usize,
 
+    /// Embedding model folder (config.json, tokenizer.json, model.safetensors) for
+    /// LearnConcept [default: models/all-MiniLM-L6-v2 if it exists, else no model]. A
+    /// folder given here must load, or the server does not start.
+    #[arg(long, env = "SUTRA_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+
+    /// Dimension of learned vectors: the model's output after Matryoshka truncation
+    /// (layer_norm, first MATRYOSHKA_DIM values, L2). Must equal VECTOR_DIMENSION.
+    #[arg(long, env = "MATRYOSHKA_DIM", default_value_t = Limits::DEFAULT_VECTOR_DIMENSION)]
+    pub matryoshka_dim: u32,
+
+    /// Most texts per model run; concurrent learn requests are merged up to this.
+    #[arg(long, env = "ML_BASE_MAX_BATCH_SIZE", default_value_t = BatcherConfig::DEFAULT_MAX_BATCH)]
+    pub ml_base_max_batch_size: usize,
+
+    /// Most learn requests waiting for the model; beyond it they are answered Busy.
+    #[arg(long, env = "EMBED_QUEUE_LEN", default_value_t = BatcherConfig::DEFAULT_QUEUE_LEN)]
+    pub embed_queue_len: usize,
+
     /// What a store of a new id does when MAX_CONCEPTS concepts are held: `lru` evicts the
     /// least recently used concept (a use is a successful get or store); `none` refuses the
     /// write with a Full error.
@@ -250,6 +281,8 @@ pub struct ServerConfig {
     pub capacity: Option<Capacity>,
     /// The TTL reaper.
     pub reaper: ReaperConfig,
+    /// The embedding model for LearnConcept, if any.
+    pub model: Option<ModelConfig>,
     /// Decoding limits, including `VECTOR_DIMENSION`.
     pub limits: Limits,
     /// Most simultaneous connections.
@@ -291,6 +324,7 @@ impl ServerConfig {
             default_ttl: None,
             capacity: None,
             reaper: ReaperConfig::default(),
+            model: None,
             limits: Limits::default(),
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
@@ -371,6 +405,21 @@ impl TryFrom<Cli> for ServerConfig {
                 interval: Duration::from_millis(cli.reaper_interval_ms),
                 batch: cli.reaper_batch,
             },
+            model: cli
+                .model_dir
+                .clone()
+                .or_else(|| {
+                    let default = PathBuf::from(sutra_embed::DEFAULT_MODEL_DIR);
+                    default.is_dir().then_some(default)
+                })
+                .map(|dir| ModelConfig {
+                    dir,
+                    matryoshka_dim: cli.matryoshka_dim,
+                    batcher: BatcherConfig {
+                        max_batch: cli.ml_base_max_batch_size,
+                        queue_len: cli.embed_queue_len,
+                    },
+                }),
             limits: Limits {
                 max_frame_bytes: cli.max_frame_bytes,
                 max_id_bytes: cli.max_id_bytes,
@@ -476,6 +525,10 @@ mod tests {
             "EVICTION_POLICY",
             "REAPER_INTERVAL_MS",
             "REAPER_BATCH",
+            "SUTRA_MODEL_DIR",
+            "MATRYOSHKA_DIM",
+            "ML_BASE_MAX_BATCH_SIZE",
+            "EMBED_QUEUE_LEN",
             "MAX_FRAME_BYTES",
             "MAX_ID_BYTES",
             "MAX_CONTENT_BYTES",

@@ -31,7 +31,21 @@ pub fn router(service: Arc<Service>) -> Router {
 async fn health(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
     let info = service.health();
     service.count_response(&sutra_protocol::Response::Health(info.clone()));
-    Json(json::health(&info))
+    let mut body = json::health(&info);
+    if let Some(object) = body.as_object_mut() {
+        let embedder = service.embedder();
+        object.insert(
+            "model".to_owned(),
+            embedder.map_or(serde_json::Value::Null, |embedder| {
+                embedder.model_name().into()
+            }),
+        );
+        object.insert(
+            "model_dimension".to_owned(),
+            embedder.map_or(serde_json::Value::Null, |_| info.vector_dimension.into()),
+        );
+    }
+    Json(body)
 }
 
 async fn stats(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {

@@ -57,6 +57,17 @@ pub fn stats(stats: &StatsSnapshot) -> Value {
     Value::Object(object)
 }
 
+fn learned_json(learned: &sutra_protocol::Learned) -> Value {
+    json!({
+        "id": learned.id,
+        "created": learned.outcome.created,
+        "created_at_ms": learned.outcome.created_at_ms,
+        "expires_at_ms": learned.outcome.expires_at_ms,
+        "tokens": learned.tokens,
+        "truncated": learned.truncated,
+    })
+}
+
 /// An error body: `{"code": 7, "name": "NotFound", "message": "..."}`.
 pub fn error(code: ErrorCode, message: &str) -> Value {
     json!({ "code": code.as_u16(), "name": code.name(), "message": message })
@@ -92,6 +103,11 @@ pub fn reply(response: &Response) -> Value {
                 .collect::<Vec<_>>(),
         }),
         Response::Cleared { removed } => json!({ "ok": true, "removed": removed }),
+        Response::Learned(learned) => json!({ "ok": true, "learned": learned_json(learned) }),
+        Response::LearnedMany(learned) => json!({
+            "ok": true,
+            "learned": learned.iter().map(learned_json).collect::<Vec<_>>(),
+        }),
         Response::Error(failure) => {
             json!({ "ok": false, "error": error(failure.code, &failure.message) })
         }

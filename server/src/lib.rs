@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use config::{Cli, Role, ServerConfig};
+pub use config::{Cli, ModelConfig, Role, ServerConfig};
 pub use engine::{Capacity, EvictionPolicy};
 use engine::{Clock, Durability, Engine, EngineConfig, EngineError, SystemClock};
 use service::Service;
@@ -58,6 +58,38 @@ pub enum ServerError {
     /// The engine failed to open or to shut down cleanly.
     #[error("{0}")]
     Engine(#[from] EngineError),
+    /// The embedding model could not be loaded or does not fit the store.
+    #[error("embedding model: {0}")]
+    Model(String),
+}
+
+/// Loads the model off the async workers and checks it against the store's dimension.
+async fn load_model(
+    model: &ModelConfig,
+    vector_dimension: u32,
+) -> Result<service::Embedder, ServerError> {
+    if model.matryoshka_dim != vector_dimension {
+        return Err(ServerError::Model(format!(
+            "MATRYOSHKA_DIM ({}) must equal VECTOR_DIMENSION ({vector_dimension}): learned vectors are stored as they are",
+            model.matryoshka_dim
+        )));
+    }
+    let dir = model.dir.clone();
+    let pipeline = tokio::task::spawn_blocking(move || sutra_embed::Pipeline::load(&dir))
+        .await
+        .map_err(|error| ServerError::Model(error.to_string()))?
+        .map_err(|error| ServerError::Model(error.to_string()))?;
+    let hidden = pipeline.info().hidden_size;
+    if model.matryoshka_dim as usize > hidden {
+        return Err(ServerError::Model(format!(
+            "MATRYOSHKA_DIM ({}) is larger than the model's hidden size ({hidden})",
+            model.matryoshka_dim
+        )));
+    }
+    info!(model = %pipeline.info().name, dir = %model.dir.display(), hidden, dimension = model.matryoshka_dim, "embedding model loaded");
+    let batcher = sutra_embed::Batcher::spawn(pipeline, model.batcher)
+        .map_err(|error| ServerError::Model(format!("starting the embedding worker: {error}")))?;
+    Ok(service::Embedder::new(batcher, model.matryoshka_dim))
 }
 
 /// A bound, not yet running server.
@@ -106,7 +138,16 @@ impl Server {
                 addr: config.listen_addr,
                 source,
             })?;
-        let service = Arc::new(Service::new(engine, config.role, config.limits.clone()));
+        let embedder = match &config.model {
+            Some(model) => Some(load_model(model, config.limits.vector_dimension).await?),
+            None => {
+                info!("no embedding model: LearnConcept answers NoModel (run ./scripts/fetch-model or set SUTRA_MODEL_DIR)");
+                None
+            }
+        };
+        let service = Arc::new(
+            Service::new(engine, config.role, config.limits.clone()).with_embedder(embedder),
+        );
         Ok(Server {
             listener,
             shared: Arc::new(net::Shared { service, config }),

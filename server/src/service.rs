@@ -1,15 +1,57 @@
 //! Executes requests against the engine and keeps the server's counters. The binary, text
 //! and HTTP sessions all go through [`Service`], so they answer identically.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use sutra_protocol::{ErrorCode, HealthInfo, Limits, Request, Response, StatsSnapshot};
+use sha2::{Digest, Sha256};
+use sutra_embed::{Batcher, EmbedError, Output};
+use sutra_protocol::{
+    ConceptId, ErrorCode, HealthInfo, LearnConcept, Learned, Limits, Request, Response,
+    StatsSnapshot, StoreConcept, Vector,
+};
 
 use crate::config::Role;
 use crate::engine::Engine;
+
+/// The embedding model behind LearnConcept: its batcher and the stored dimension.
+#[derive(Debug, Clone)]
+pub struct Embedder {
+    batcher: Batcher,
+    dimension: u32,
+}
+
+impl Embedder {
+    /// An embedder producing `dimension`-value Matryoshka vectors.
+    pub fn new(batcher: Batcher, dimension: u32) -> Embedder {
+        Embedder { batcher, dimension }
+    }
+
+    /// The model's name (its folder's name), stored as each learned concept's `model`.
+    pub fn model_name(&self) -> &str {
+        &self.batcher.info().name
+    }
+}
+
+/// The id of a learn request without one: `learn-` and the first 32 hex digits of
+/// sha256(model, 0x00, content), so the same text learned twice with one model is one concept.
+pub fn derived_id(model: &str, content: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(model.as_bytes())
+        .chain_update([0_u8])
+        .chain_update(content.as_bytes())
+        .finalize();
+    let mut id = String::with_capacity(38);
+    id.push_str("learn-");
+    for byte in digest.iter().take(16) {
+        let _ = write!(id, "{byte:02x}");
+    }
+    id
+}
 
 /// The answer to a request: now, or once a write is durable.
 pub enum Reply {
@@ -44,7 +86,8 @@ fn bump(counter: &AtomicU64) {
 
 /// The request executor shared by every connection.
 pub struct Service {
-    engine: Engine,
+    engine: Arc<Engine>,
+    embedder: Option<Embedder>,
     role: Role,
     limits: Limits,
     started: Instant,
@@ -55,12 +98,25 @@ impl Service {
     /// A service over `engine`.
     pub fn new(engine: Engine, role: Role, limits: Limits) -> Service {
         Service {
-            engine,
+            engine: Arc::new(engine),
+            embedder: None,
             role,
             limits,
             started: Instant::now(),
             counters: ServerCounters::default(),
         }
+    }
+
+    /// Adds the embedding model for LearnConcept.
+    #[must_use]
+    pub fn with_embedder(mut self, embedder: Option<Embedder>) -> Service {
+        self.embedder = embedder;
+        self
+    }
+
+    /// The embedding model, if the server has one.
+    pub fn embedder(&self) -> Option<&Embedder> {
+        self.embedder.as_ref()
     }
 
     /// The decoding limits.
@@ -111,6 +167,16 @@ impl Service {
                     .fetch_add(stores.len() as u64, Ordering::Relaxed);
                 when_durable(self.engine.store_many(stores), Response::StoredMany)
             }
+            Request::LearnConcept(learn) => {
+                bump(&self.counters.stores);
+                self.learn(vec![learn], false)
+            }
+            Request::LearnBatch(learns) => {
+                self.counters
+                    .stores
+                    .fetch_add(learns.len() as u64, Ordering::Relaxed);
+                self.learn(learns, true)
+            }
             Request::ClearType { concept_type } => {
                 bump(&self.counters.clears);
                 when_durable(self.engine.clear_type(concept_type), |removed| {
@@ -118,6 +184,96 @@ impl Service {
                 })
             }
         }
+    }
+
+    /// LearnConcept and LearnBatch: embed on the model's worker, then store like
+    /// StoreConcept/StoreMany; the reply waits for both.
+    fn learn(&self, learns: Vec<LearnConcept>, batch: bool) -> Reply {
+        let Some(model_worker) = self.embedder.clone() else {
+            return Reply::Ready(Response::error(
+                ErrorCode::NoModel,
+                "this server has no embedding model: start it with --model-dir/SUTRA_MODEL_DIR (./scripts/fetch-model fetches the default)",
+            ));
+        };
+        let engine = Arc::clone(&self.engine);
+        Reply::Pending(Box::pin(async move {
+            let texts = learns.iter().map(|learn| learn.content.clone()).collect();
+            let vectors = match model_worker
+                .batcher
+                .embed(texts, Output::Matryoshka(model_worker.dimension as usize))
+                .await
+            {
+                Ok(vectors) => vectors,
+                Err(error) => return embed_error(&error),
+            };
+            let model = model_worker.model_name().to_owned();
+            let mut stores = Vec::with_capacity(learns.len());
+            let mut facts = Vec::with_capacity(learns.len());
+            for (learn, item) in learns.into_iter().zip(vectors) {
+                let id = match learn.id {
+                    Some(id) => id,
+                    None => match ConceptId::parse(&derived_id(&model, &learn.content)) {
+                        Ok(id) => id,
+                        Err(error) => {
+                            return Response::error(ErrorCode::Internal, error.to_string())
+                        }
+                    },
+                };
+                let vector = match Vector::new(item.vector, model_worker.dimension) {
+                    Ok(vector) => vector,
+                    Err(error) => return Response::error(ErrorCode::Internal, error.to_string()),
+                };
+                facts.push((
+                    id.to_string(),
+                    u32::try_from(item.tokens).unwrap_or(u32::MAX),
+                    item.truncated,
+                ));
+                stores.push(StoreConcept {
+                    id,
+                    content: learn.content,
+                    concept_type: learn.concept_type,
+                    model: model.clone(),
+                    attributes: learn.attributes,
+                    embedding: Some(vector),
+                    ttl_seconds: learn.ttl_seconds,
+                });
+            }
+            let learned = |outcomes: Vec<sutra_protocol::StoreOutcome>| -> Vec<Learned> {
+                facts
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|((id, tokens, truncated), outcome)| Learned {
+                        id,
+                        outcome,
+                        tokens,
+                        truncated,
+                    })
+                    .collect()
+            };
+            if batch {
+                match engine.store_many(stores) {
+                    Ok(pending) => match pending.wait().await {
+                        Ok(outcomes) => Response::LearnedMany(learned(outcomes)),
+                        Err(error) => engine_error(&error),
+                    },
+                    Err(error) => engine_error(&error),
+                }
+            } else {
+                let Some(store) = stores.pop() else {
+                    return Response::error(ErrorCode::Internal, "no text to learn");
+                };
+                match engine.store(store) {
+                    Ok(pending) => match pending.wait().await {
+                        Ok(outcome) => learned(vec![outcome]).pop().map_or_else(
+                            || Response::error(ErrorCode::Internal, "no outcome"),
+                            Response::Learned,
+                        ),
+                        Err(error) => engine_error(&error),
+                    },
+                    Err(error) => engine_error(&error),
+                }
+            }
+        }))
     }
 
     /// `GetMany`: every id in order, refused as a whole when the answer would not fit a frame.
@@ -266,6 +422,16 @@ fn engine_error(error: &crate::engine::EngineError) -> Response {
         tracing::warn!(%error, "request failed");
     }
     Response::error(error.code(), error.client_message())
+}
+
+fn embed_error(error: &EmbedError) -> Response {
+    match error {
+        EmbedError::Busy => Response::error(ErrorCode::Busy, error.to_string()),
+        _ => {
+            tracing::warn!(%error, "learn failed");
+            Response::error(ErrorCode::Internal, format!("embedding failed: {error}"))
+        }
+    }
 }
 
 /// An error response for a request that could not be decoded.

@@ -111,7 +111,12 @@ impl Pipeline {
                 let opcode = frame.request.opcode();
                 let is_write = matches!(
                     opcode,
-                    Opcode::StoreConcept | Opcode::Delete | Opcode::StoreMany | Opcode::ClearType
+                    Opcode::StoreConcept
+                        | Opcode::Delete
+                        | Opcode::StoreMany
+                        | Opcode::ClearType
+                        | Opcode::LearnConcept
+                        | Opcode::LearnBatch
                 );
                 if !is_write
                     && self

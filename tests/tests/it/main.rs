@@ -16,6 +16,7 @@ mod cache_shard;
 mod client_ops;
 mod durability;
 mod http;
+mod learn;
 mod limits;
 mod raw_protocol;
 mod shutdown;

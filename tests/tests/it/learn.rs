@@ -1,0 +1,121 @@
+//! LearnConcept and LearnBatch against a real server with the default model: the stored
+//! vector is the pipeline's Matryoshka-256 output, ids derive from (model, text), batches are
+//! atomic, text mode's LEARN works, and a server without a model says NoModel.
+
+use std::path::PathBuf;
+
+use sutra_client::Client;
+use sutra_embed::{Output, Pipeline};
+use sutra_protocol::{ConceptId, ErrorCode, LearnConcept};
+use sutra_server::{ModelConfig, ServerConfig};
+use sutra_tests::{http_get, TestServer, TextConnection};
+
+fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2")
+}
+
+fn with_model(config: &mut ServerConfig) {
+    config.model = Some(ModelConfig {
+        dir: model_dir(),
+        matryoshka_dim: 256,
+        batcher: sutra_embed::BatcherConfig::default(),
+    });
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learn_stores_the_pipelines_vector_under_a_stable_id() -> anyhow::Result<()> {
+    let server = TestServer::start_with(with_model).await?;
+    let client = Client::connect(server.addr_string()).await?;
+    let text = "The quick brown fox jumps over the lazy dog.";
+    let mut learn = LearnConcept::new(text);
+    learn.concept_type = "note".to_owned();
+    let learned = client.learn_concept(learn.clone()).await?;
+    assert!(
+        learned.id.starts_with("learn-") && learned.id.len() == 38,
+        "{learned:?}"
+    );
+    assert!(learned.outcome.created);
+    assert!(!learned.truncated);
+    assert_eq!(learned.tokens, 12);
+    // The same text again is the same concept.
+    let again = client.learn_concept(learn).await?;
+    assert_eq!(again.id, learned.id);
+    assert!(!again.outcome.created);
+
+    let stored = client.get_concept_by_id(&learned.id).await?;
+    assert_eq!(stored.content, text);
+    assert_eq!(stored.model, "all-MiniLM-L6-v2");
+    let stored_vector = stored
+        .embedding
+        .as_ref()
+        .expect("a learned concept has a vector");
+    assert_eq!(stored_vector.len(), 256);
+    let pipeline = Pipeline::load(&model_dir())?;
+    let direct = pipeline.embed(&[text], Output::Matryoshka(256))?;
+    assert!(cosine(stored_vector.as_slice(), &direct[0].vector) > 0.99999);
+
+    let (status, body) = http_get(server.addr, "/health").await?;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"model\":\"all-MiniLM-L6-v2\""), "{body}");
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learn_batch_is_one_round_trip_and_keeps_order_and_given_ids() -> anyhow::Result<()> {
+    let server = TestServer::start_with(with_model).await?;
+    let client = Client::connect(server.addr_string()).await?;
+    let texts = [
+        "first text",
+        "a second, somewhat longer text about storage",
+        "third",
+    ];
+    let mut learns: Vec<LearnConcept> = texts.iter().map(|text| LearnConcept::new(*text)).collect();
+    learns[1].id = Some(ConceptId::parse("chosen-id")?);
+    let learned = client.learn_batch(learns).await?;
+    assert_eq!(learned.len(), 3);
+    assert_eq!(learned[1].id, "chosen-id");
+    let found = client
+        .get_many(&[learned[0].id.as_str(), "chosen-id", learned[2].id.as_str()])
+        .await?;
+    for (concept, text) in found.iter().zip(texts) {
+        assert_eq!(concept.as_ref().map(|c| c.content.as_str()), Some(text));
+    }
+    // A learned concept survives a restart with its vector.
+    let data = server.stop_keeping_data().await?;
+    let server = TestServer::start_in(data, with_model).await?;
+    let client = Client::connect(server.addr_string()).await?;
+    let concept = client.get_concept_by_id("chosen-id").await?;
+    assert_eq!(
+        concept.embedding.as_ref().map(sutra_protocol::Vector::len),
+        Some(256)
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_mode_learn_and_a_server_without_a_model() -> anyhow::Result<()> {
+    let server = TestServer::start_with(with_model).await?;
+    let mut text = TextConnection::connect(server.addr).await?;
+    let reply = text.command("LEARN note hello from netcat").await?;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let id = reply["learned"]["id"].as_str().expect("id").to_owned();
+    let got = text.command(&format!("GET {id}")).await?;
+    assert_eq!(got["concept"]["content"], "hello from netcat", "{got}");
+    server.stop().await?;
+
+    let bare = TestServer::start().await?;
+    let client = Client::connect(bare.addr_string()).await?;
+    let error = client
+        .learn_concept(LearnConcept::new("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NoModel));
+    assert!(error.to_string().contains("SUTRA_MODEL_DIR"), "{error}");
+    bare.stop().await
+}
