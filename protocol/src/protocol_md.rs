@@ -99,6 +99,19 @@ impl Walker<'_> {
         self.take(len as usize, &format!("{name}: {text:?}"));
     }
 
+    /// Annotates an option tag (1 present, 0 absent) and says whether a value follows.
+    fn option_tag(&mut self, name: &str) -> bool {
+        let tag = self.bytes[0];
+        self.take(
+            1,
+            &format!(
+                "{name}: option tag = {tag} ({})",
+                if tag == 1 { "present" } else { "absent" }
+            ),
+        );
+        tag == 1
+    }
+
     #[expect(
         clippy::too_many_lines,
         reason = "one arm per field kind, in one place"
@@ -157,15 +170,7 @@ impl Walker<'_> {
                 }
             }
             Field::OptionVector => {
-                let tag = self.bytes[0];
-                self.take(
-                    1,
-                    &format!(
-                        "embedding: option tag = {tag} ({})",
-                        if tag == 1 { "present" } else { "absent" }
-                    ),
-                );
-                if tag == 1 {
+                if self.option_tag("embedding") {
                     let count = self.u32_le("embedding: count (u32 LE)");
                     for index in 0..count {
                         let value = f32::from_le_bytes(self.bytes[..4].try_into().unwrap());
@@ -174,15 +179,7 @@ impl Walker<'_> {
                 }
             }
             Field::OptionU64(name) => {
-                let tag = self.bytes[0];
-                self.take(
-                    1,
-                    &format!(
-                        "{name}: option tag = {tag} ({})",
-                        if tag == 1 { "present" } else { "absent" }
-                    ),
-                );
-                if tag == 1 {
+                if self.option_tag(name) {
                     self.field(Field::U64(name));
                 }
             }
@@ -245,15 +242,7 @@ impl Walker<'_> {
                 }
             }
             Field::OptionStr(name) => {
-                let tag = self.bytes[0];
-                self.take(
-                    1,
-                    &format!(
-                        "{name}: option tag = {tag} ({})",
-                        if tag == 1 { "present" } else { "absent" }
-                    ),
-                );
-                if tag == 1 {
+                if self.option_tag(name) {
                     self.string(name);
                 }
             }
