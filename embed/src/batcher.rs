@@ -1,14 +1,17 @@
 //! Dynamic batching: concurrent callers are merged into one model run on a dedicated worker
 //! thread (inference never runs on the async runtime's threads).
 //!
-//! The worker takes the first waiting request and, without waiting, every other request
-//! already queued, up to `max_batch` texts; requests that arrive while it runs are merged
-//! into the next run. An idle worker therefore answers a lone request at once, and a busy one
-//! batches exactly as much as arrived. The queue is bounded: when it is full, callers get
-//! [`EmbedError::Busy`] instead of waiting without limit.
+//! The worker takes the first waiting request and every other request already queued, up to
+//! `max_batch` texts; requests that arrive while it runs are merged into the next run. An
+//! idle worker answers a lone request at once (it never waits for companions). A busy one —
+//! its next request was already queued when a run ended — may wait for more until the
+//! oldest request in the batch has waited `batch_timeout`, so that under load runs fill up.
+//! The queue is bounded: when it is full, callers get [`EmbedError::Busy`] instead of waiting
+//! without limit.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -22,6 +25,9 @@ pub struct BatcherConfig {
     pub max_batch: usize,
     /// Most requests waiting (`EMBED_QUEUE_LEN`).
     pub queue_len: usize,
+    /// Longest a request waits for companions when the worker is busy
+    /// (`ML_BASE_BATCH_TIMEOUT_MS`); zero never waits.
+    pub batch_timeout: Duration,
 }
 
 impl BatcherConfig {
@@ -29,6 +35,8 @@ impl BatcherConfig {
     pub const DEFAULT_MAX_BATCH: usize = 64;
     /// Default `EMBED_QUEUE_LEN`.
     pub const DEFAULT_QUEUE_LEN: usize = 1024;
+    /// Default `ML_BASE_BATCH_TIMEOUT_MS`.
+    pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_millis(50);
 }
 
 impl Default for BatcherConfig {
@@ -36,11 +44,13 @@ impl Default for BatcherConfig {
         BatcherConfig {
             max_batch: Self::DEFAULT_MAX_BATCH,
             queue_len: Self::DEFAULT_QUEUE_LEN,
+            batch_timeout: Self::DEFAULT_BATCH_TIMEOUT,
         }
     }
 }
 
 struct Job {
+    enqueued: Instant,
     texts: Vec<String>,
     output: Output,
     reply: oneshot::Sender<Result<Vec<Embedded>, EmbedError>>,
@@ -72,7 +82,7 @@ impl Batcher {
         let worker_runs = Arc::clone(&runs);
         std::thread::Builder::new()
             .name("sutra-embed".to_owned())
-            .spawn(move || work(&pipeline, &queue, config.max_batch.max(1), &worker_runs))?;
+            .spawn(move || work(&pipeline, &queue, config, &worker_runs))?;
         Ok(Batcher { jobs, info, runs })
     }
 
@@ -98,6 +108,7 @@ impl Batcher {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .try_send(Job {
+                enqueued: Instant::now(),
                 texts,
                 output,
                 reply,
@@ -113,20 +124,39 @@ impl Batcher {
 fn work(
     pipeline: &Pipeline,
     queue: &Receiver<Job>,
-    max_batch: usize,
+    config: BatcherConfig,
     runs: &std::sync::atomic::AtomicU64,
 ) {
-    while let Ok(first) = queue.recv() {
+    let max_batch = config.max_batch.max(1);
+    loop {
+        // A request already queued when the last run ended means the worker is under load.
+        let (first, loaded) = match queue.try_recv() {
+            Ok(job) => (job, true),
+            Err(TryRecvError::Empty) => match queue.recv() {
+                Ok(job) => (job, false),
+                Err(_) => return,
+            },
+            Err(TryRecvError::Disconnected) => return,
+        };
+        let deadline = first.enqueued + config.batch_timeout;
         let mut count = first.texts.len();
         let mut jobs = vec![first];
         while count < max_batch {
-            match queue.try_recv() {
-                Ok(job) => {
-                    count += job.texts.len();
-                    jobs.push(job);
+            let next = match queue.try_recv() {
+                Ok(job) => Some(job),
+                Err(_) if loaded => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        None
+                    } else {
+                        queue.recv_timeout(left).ok()
+                    }
                 }
-                Err(_) => break,
-            }
+                Err(_) => None,
+            };
+            let Some(job) = next else { break };
+            count += job.texts.len();
+            jobs.push(job);
         }
         runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let texts: Vec<&str> = jobs

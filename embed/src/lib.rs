@@ -1,6 +1,6 @@
-//! sutra's embedding pipeline: a local BERT-family model on candle (f32, CPU), mean pooling,
-//! Matryoshka truncation (layer_norm → first `d` values → L2), and a dynamic batcher on its
-//! own thread. No networking: the storage server and the embedding service call it
+//! sutra's embedding pipeline: a local BERT-family or NomicBert model on candle (f32, CPU),
+//! mean pooling, Matryoshka truncation (layer_norm → first `d` values → L2), and a dynamic
+//! batcher on its own thread. No networking: the storage server and the embedding service call it
 //! in-process.
 //!
 //! ```no_run
@@ -18,8 +18,22 @@ mod model;
 mod pipeline;
 
 pub use batcher::{Batcher, BatcherConfig};
-pub use model::{EmbedError, ModelDir, MAX_TOKENS};
-pub use pipeline::{Embedded, Output, Pipeline, Pooled, SUB_BATCH};
+pub use model::{Architecture, EmbedError, ModelDir, Prefixes, Task, MAX_TOKENS};
+pub use pipeline::{Embedded, Output, Pipeline, Pooled, SUB_BATCH, SUB_BATCH_TOKENS};
 
 /// The default model folder, relative to the working directory (`scripts/fetch-model`).
 pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
+
+/// Sets the threads candle's CPU kernels use (`EMBED_THREADS`) and returns the number in
+/// effect; 0 keeps candle's default (`RAYON_NUM_THREADS` if set, else every physical core).
+///
+/// Call it first thing in `main`, before any other thread starts: candle reads the setting
+/// from the environment once, on the first model run.
+pub fn set_threads(threads: usize) -> usize {
+    if threads > 0 {
+        let value = threads.to_string();
+        std::env::set_var("RAYON_NUM_THREADS", &value);
+        std::env::set_var("CANDLE_NUM_THREADS", &value);
+    }
+    candle_core::utils::get_num_threads()
+}

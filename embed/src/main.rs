@@ -10,7 +10,16 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use sutra_embed::{Output, Pipeline, DEFAULT_MODEL_DIR};
+use sutra_embed::{Output, Pipeline, Task, DEFAULT_MODEL_DIR};
+
+/// What the texts are for: decides the model's task prefix.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TaskArg {
+    /// Texts to be stored (nomic: `search_document: `).
+    Document,
+    /// Texts to search with (nomic: `search_query: `).
+    Query,
+}
 
 /// Embeds texts with a local model: one text per line on stdin (or a JSON array with
 /// --json), one JSON array of vectors on stdout, in input order.
@@ -30,9 +39,18 @@ struct Args {
     #[arg(long)]
     json: bool,
 
-    /// Text prepended to every input (task prefixes such as `search_document: `).
-    #[arg(long, default_value = "")]
-    prefix: String,
+    /// What the texts are for; picks the model's task prefix (nomic_bert models:
+    /// `search_document: ` or `search_query: `; BERT models have none).
+    #[arg(long, value_enum, default_value = "document")]
+    task: TaskArg,
+
+    /// Text prepended to every input instead of the task's prefix (`--prefix ''` for none).
+    #[arg(long)]
+    prefix: Option<String>,
+
+    /// Threads for the model's CPU kernels; 0 = every physical core.
+    #[arg(long, env = "EMBED_THREADS", default_value_t = 0)]
+    threads: usize,
 
     /// Also print each text's token count and whether it was truncated, as objects.
     #[arg(long)]
@@ -41,7 +59,16 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    sutra_embed::set_threads(args.threads);
     let pipeline = Pipeline::load(&args.model_dir)?;
+    let task = match args.task {
+        TaskArg::Document => Task::Document,
+        TaskArg::Query => Task::Query,
+    };
+    let prefix = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| pipeline.info().prefixes.get(task).to_owned());
     let texts: Vec<String> = if args.json {
         let mut input = String::new();
         std::io::stdin().read_to_string(&mut input)?;
@@ -55,7 +82,7 @@ fn main() -> anyhow::Result<()> {
     };
     let texts: Vec<String> = texts
         .into_iter()
-        .map(|text| format!("{}{text}", args.prefix))
+        .map(|text| format!("{prefix}{text}"))
         .collect();
     let output = match args.dim {
         0 => Output::Full,

@@ -8,13 +8,18 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::BertModel;
+use candle_transformers::models::nomic_bert::NomicBertModel;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
-use crate::model::{EmbedError, ModelDir};
+use crate::model::{Architecture, EmbedError, ModelDir, Prefixes};
 
-/// Texts per forward pass after sorting by length: a batch of short texts never pays for the
-/// padding of a long one, and the attention's memory stays bounded.
-pub const SUB_BATCH: usize = 16;
+/// Most texts per forward pass. Texts are sorted by length first, so a pass of short texts
+/// never pays for the padding of a long one.
+pub const SUB_BATCH: usize = 64;
+
+/// Most padded tokens (texts × longest text) per forward pass: bounds the activations'
+/// memory and keeps long texts in smaller passes, where the CPU's caches still hold them.
+pub const SUB_BATCH_TOKENS: usize = 2048;
 
 /// `layer_norm` epsilon of the Matryoshka recipe.
 const LAYER_NORM_EPS: f32 = 1e-5;
@@ -75,9 +80,30 @@ impl Pooled {
     }
 }
 
+/// The network, by architecture.
+enum Encoder {
+    Bert(BertModel),
+    NomicBert(NomicBertModel),
+}
+
+impl Encoder {
+    /// Last hidden states, `(rows, width, hidden)`.
+    fn forward(
+        &self,
+        ids: &Tensor,
+        types: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor, candle_core::Error> {
+        match self {
+            Encoder::Bert(model) => model.forward(ids, types, Some(mask)),
+            Encoder::NomicBert(model) => model.forward(ids, Some(types), Some(mask)),
+        }
+    }
+}
+
 /// The loaded model and tokenizer.
 pub struct Pipeline {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Tokenizer,
     info: ModelDir,
     device: Device,
@@ -120,8 +146,13 @@ impl Pipeline {
         // the fastest on these CPUs.
         let builder = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(|error| bad("model.safetensors", error.to_string()))?;
-        let model = BertModel::load(builder, &info.bert)
-            .map_err(|error| bad("model.safetensors", error.to_string()))?;
+        let model = match &info.architecture {
+            Architecture::Bert(config) => BertModel::load(builder, config).map(Encoder::Bert),
+            Architecture::NomicBert(config) => {
+                NomicBertModel::load(builder, config).map(Encoder::NomicBert)
+            }
+        }
+        .map_err(|error| bad("model.safetensors", error.to_string()))?;
         Ok(Pipeline {
             model,
             tokenizer,
@@ -134,6 +165,11 @@ impl Pipeline {
     /// The model folder's facts.
     pub fn info(&self) -> &ModelDir {
         &self.info
+    }
+
+    /// Replaces the task prefixes the folder implied (configuration overrides them).
+    pub fn set_prefixes(&mut self, prefixes: Prefixes) {
+        self.info.prefixes = prefixes;
     }
 
     /// Token counts (with [CLS]/[SEP], after truncation) without running the model.
@@ -156,13 +192,14 @@ impl Pipeline {
     }
 
     /// Mean-pooled vectors of `texts`, in order. Texts are sorted by token count and run in
-    /// sub-batches of at most [`SUB_BATCH`], each padded only to its own longest text.
+    /// sub-batches of at most [`SUB_BATCH`] texts and [`SUB_BATCH_TOKENS`] padded tokens,
+    /// each padded only to its own longest text.
     pub fn pool(&self, texts: &[&str]) -> Result<Vec<Pooled>, EmbedError> {
         let encodings = self.encode(texts)?;
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&index| encodings[index].len());
         let mut pooled: Vec<Option<Pooled>> = vec![None; encodings.len()];
-        for chunk in order.chunks(SUB_BATCH) {
+        for chunk in sub_batches(&order, |index| encodings[index].len()) {
             let batch: Vec<&Encoding> = chunk.iter().map(|&index| &encodings[index]).collect();
             for (&index, result) in chunk.iter().zip(self.forward(&batch)?) {
                 pooled[index] = Some(result);
@@ -193,7 +230,7 @@ impl Pipeline {
         let mask_tensor = tensor(mask.clone())?;
         let hidden = self
             .model
-            .forward(&tensor(ids)?, &tensor(types)?, Some(&mask_tensor))?
+            .forward(&tensor(ids)?, &tensor(types)?, &mask_tensor)?
             .to_vec3::<f32>()?;
         Ok(batch
             .iter()
@@ -209,6 +246,26 @@ impl Pipeline {
             })
             .collect())
     }
+}
+
+/// Splits `sorted` (indexes in ascending length order) into runs of at most [`SUB_BATCH`]
+/// texts whose padded size (texts × longest) stays within [`SUB_BATCH_TOKENS`]; a text longer
+/// than the budget runs alone.
+fn sub_batches(sorted: &[usize], length: impl Fn(usize) -> usize) -> Vec<&[usize]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < sorted.len() {
+        let mut end = start + 1;
+        while end < sorted.len()
+            && end - start < SUB_BATCH
+            && (end - start + 1) * length(sorted[end]) <= SUB_BATCH_TOKENS
+        {
+            end += 1;
+        }
+        batches.push(&sorted[start..end]);
+        start = end;
+    }
+    batches
 }
 
 /// Mean of the rows of `states` whose mask bit is set.
@@ -261,6 +318,22 @@ fn l2_normalised(mut values: Vec<f32>) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sub_batches_respect_the_text_and_token_budgets() {
+        let lengths = [10_usize; 100];
+        let order: Vec<usize> = (0..100).collect();
+        let sizes: Vec<usize> = sub_batches(&order, |index| lengths[index])
+            .iter()
+            .map(|batch| batch.len())
+            .collect();
+        assert_eq!(sizes, vec![SUB_BATCH, 100 - SUB_BATCH]);
+        let lengths = [2, 100, 200, 600, 3000];
+        let order: Vec<usize> = (0..lengths.len()).collect();
+        let batches = sub_batches(&order, |index| lengths[index]);
+        assert_eq!(batches, vec![&[0, 1, 2][..], &[3], &[4]]);
+        assert!(sub_batches(&[], |_| 1).is_empty());
+    }
 
     #[test]
     fn masked_mean_ignores_padding() {

@@ -22,6 +22,10 @@ pub struct ModelConfig {
     pub matryoshka_dim: u32,
     /// The batcher's bounds.
     pub batcher: BatcherConfig,
+    /// `EMBED_THREADS`: threads for the model's CPU kernels; 0 = every physical core.
+    pub threads: usize,
+    /// `EMBED_DOCUMENT_PREFIX`: replaces the model's document prefix for learned texts.
+    pub document_prefix: Option<String>,
 }
 
 /// Default port in the `normal` role.
@@ -185,6 +189,20 @@ pub struct Cli {
     /// Most learn requests waiting for the model; beyond it they are answered Busy.
     #[arg(long, env = "EMBED_QUEUE_LEN", default_value_t = BatcherConfig::DEFAULT_QUEUE_LEN)]
     pub embed_queue_len: usize,
+
+    /// Longest a learn request waits for others to share its model run, in milliseconds,
+    /// when the model is busy; an idle model runs a request at once. 0 never waits.
+    #[arg(long, env = "ML_BASE_BATCH_TIMEOUT_MS", default_value_t = millis(BatcherConfig::DEFAULT_BATCH_TIMEOUT))]
+    pub ml_base_batch_timeout_ms: u64,
+
+    /// Threads for the model's CPU kernels; 0 = every physical core.
+    #[arg(long, env = "EMBED_THREADS", default_value_t = 0)]
+    pub embed_threads: usize,
+
+    /// Text put before every learned text when it is embedded (not stored) [default: the
+    /// model's document prefix: `search_document: ` for nomic_bert models, none for BERT].
+    #[arg(long, env = "EMBED_DOCUMENT_PREFIX")]
+    pub embed_document_prefix: Option<String>,
 
     /// What a store of a new id does when MAX_CONCEPTS concepts are held: `lru` evicts the
     /// least recently used concept (a use is a successful get or store); `none` refuses the
@@ -418,7 +436,10 @@ impl TryFrom<Cli> for ServerConfig {
                     batcher: BatcherConfig {
                         max_batch: cli.ml_base_max_batch_size,
                         queue_len: cli.embed_queue_len,
+                        batch_timeout: Duration::from_millis(cli.ml_base_batch_timeout_ms),
                     },
+                    threads: cli.embed_threads,
+                    document_prefix: cli.embed_document_prefix.clone(),
                 }),
             limits: Limits {
                 max_frame_bytes: cli.max_frame_bytes,
@@ -529,6 +550,9 @@ mod tests {
             "MATRYOSHKA_DIM",
             "ML_BASE_MAX_BATCH_SIZE",
             "EMBED_QUEUE_LEN",
+            "ML_BASE_BATCH_TIMEOUT_MS",
+            "EMBED_THREADS",
+            "EMBED_DOCUMENT_PREFIX",
             "MAX_FRAME_BYTES",
             "MAX_ID_BYTES",
             "MAX_CONTENT_BYTES",

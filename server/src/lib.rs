@@ -63,6 +63,11 @@ pub enum ServerError {
     Model(String),
 }
 
+/// Threads candle's kernels use (`EMBED_THREADS`, set by `main`).
+fn candle_core_threads() -> usize {
+    sutra_embed::set_threads(0)
+}
+
 /// Loads the model off the async workers and checks it against the store's dimension.
 async fn load_model(
     model: &ModelConfig,
@@ -75,10 +80,15 @@ async fn load_model(
         )));
     }
     let dir = model.dir.clone();
-    let pipeline = tokio::task::spawn_blocking(move || sutra_embed::Pipeline::load(&dir))
+    let mut pipeline = tokio::task::spawn_blocking(move || sutra_embed::Pipeline::load(&dir))
         .await
         .map_err(|error| ServerError::Model(error.to_string()))?
         .map_err(|error| ServerError::Model(error.to_string()))?;
+    if let Some(document) = &model.document_prefix {
+        let mut prefixes = pipeline.info().prefixes.clone();
+        prefixes.document.clone_from(document);
+        pipeline.set_prefixes(prefixes);
+    }
     let hidden = pipeline.info().hidden_size;
     if model.matryoshka_dim as usize > hidden {
         return Err(ServerError::Model(format!(
@@ -86,7 +96,15 @@ async fn load_model(
             model.matryoshka_dim
         )));
     }
-    info!(model = %pipeline.info().name, dir = %model.dir.display(), hidden, dimension = model.matryoshka_dim, "embedding model loaded");
+    info!(
+        model = %pipeline.info().name,
+        dir = %model.dir.display(),
+        hidden,
+        dimension = model.matryoshka_dim,
+        threads = candle_core_threads(),
+        document_prefix = %pipeline.info().prefixes.document,
+        "embedding model loaded"
+    );
     let batcher = sutra_embed::Batcher::spawn(pipeline, model.batcher)
         .map_err(|error| ServerError::Model(format!("starting the embedding worker: {error}")))?;
     Ok(service::Embedder::new(batcher, model.matryoshka_dim))

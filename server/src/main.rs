@@ -36,6 +36,11 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ServerConfig::try_from(cli).context("invalid configuration")?;
+    if let Some(model) = &config.model {
+        // Before the runtime's threads start: candle reads its thread count from the
+        // environment.
+        sutra_embed::set_threads(model.threads);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use sutra_embed::{Batcher, EmbedError, Output};
+use sutra_embed::{Batcher, EmbedError, Output, Task};
 use sutra_protocol::{
     ConceptId, ErrorCode, HealthInfo, LearnConcept, Learned, Limits, Request, Response,
     StatsSnapshot, StoreConcept, Vector,
@@ -197,7 +197,11 @@ impl Service {
         };
         let engine = Arc::clone(&self.engine);
         Reply::Pending(Box::pin(async move {
-            let texts = learns.iter().map(|learn| learn.content.clone()).collect();
+            let prefixes = &model_worker.batcher.info().prefixes;
+            let texts = learns
+                .iter()
+                .map(|learn| prefixes.apply(Task::Document, &learn.content))
+                .collect();
             let vectors = match model_worker
                 .batcher
                 .embed(texts, Output::Matryoshka(model_worker.dimension as usize))

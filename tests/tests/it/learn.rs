@@ -19,6 +19,8 @@ fn with_model(config: &mut ServerConfig) {
         dir: model_dir(),
         matryoshka_dim: 256,
         batcher: sutra_embed::BatcherConfig::default(),
+        threads: 0,
+        document_prefix: None,
     });
 }
 
@@ -63,6 +65,36 @@ async fn learn_stores_the_pipelines_vector_under_a_stable_id() -> anyhow::Result
     let (status, body) = http_get(server.addr, "/health").await?;
     assert_eq!(status, 200);
     assert!(body.contains("\"model\":\"all-MiniLM-L6-v2\""), "{body}");
+    server.stop().await
+}
+
+/// `EMBED_DOCUMENT_PREFIX`: the text is embedded with the prefix in front, and stored (and
+/// its id derived) without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_prefix_is_embedded_not_stored() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|config| {
+        with_model(config);
+        if let Some(model) = &mut config.model {
+            model.document_prefix = Some("passage: ".to_owned());
+        }
+    })
+    .await?;
+    let client = Client::connect(server.addr_string()).await?;
+    let text = "Prefixes change what a retrieval model sees.";
+    let learned = client.learn_concept(LearnConcept::new(text)).await?;
+    assert_eq!(
+        learned.id,
+        sutra_server::service::derived_id("all-MiniLM-L6-v2", text)
+    );
+    let stored = client.get_concept_by_id(&learned.id).await?;
+    assert_eq!(stored.content, text);
+    let stored_vector = stored.embedding.as_ref().expect("a vector");
+    let pipeline = Pipeline::load(&model_dir())?;
+    let prefixed = pipeline.embed(&[&format!("passage: {text}")], Output::Matryoshka(256))?;
+    let plain = pipeline.embed(&[text], Output::Matryoshka(256))?;
+    assert_eq!(learned.tokens as usize, prefixed[0].tokens);
+    assert!(cosine(stored_vector.as_slice(), &prefixed[0].vector) > 0.99999);
+    assert!(cosine(stored_vector.as_slice(), &plain[0].vector) < 0.999);
     server.stop().await
 }
 
