@@ -152,8 +152,16 @@ impl Client {
         addr: impl Into<String>,
         config: ClientConfig,
     ) -> Result<Client, ClientError> {
+        let client = Self::lazy(addr, config);
+        client.handle().await?;
+        Ok(client)
+    }
+
+    /// A client for `addr` that connects on its first request (and reconnects on the next
+    /// request after a broken connection), for servers that may not be up yet.
+    pub fn lazy(addr: impl Into<String>, config: ClientConfig) -> Client {
         let in_flight = Semaphore::new(config.max_in_flight.max(1));
-        let client = Client {
+        Client {
             inner: Arc::new(Inner {
                 addr: addr.into(),
                 config,
@@ -161,9 +169,7 @@ impl Client {
                 in_flight,
                 next_request_id: AtomicU32::new(1),
             }),
-        };
-        client.handle().await?;
-        Ok(client)
+        }
     }
 
     /// The address this client connects to.

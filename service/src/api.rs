@@ -1,0 +1,463 @@
+//! The embedding service's HTTP API: `POST /embed`, `POST /v1/embeddings` (OpenAI-style),
+//! `GET /cache/stats`, `POST /cache/clear`, `GET /health`.
+//!
+//! A request's texts are deduplicated, looked up in L1, the L1 misses in L2 with one GetMany,
+//! and only what is still missing goes to the model, in one call. Answers keep the request's
+//! order whatever mix of hits and misses it had. New vectors go into L1 at once and are
+//! written back to L2 after the answer, by at most [`MAX_PENDING_WRITE_BACKS`] tasks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{key, Counters, Key, L1, L2};
+use crate::config::{Limits, ServiceConfig};
+use crate::model::{Computed, ModelError, ModelSource, Replicas};
+use crate::HttpError;
+
+/// Most L2 write-backs in flight; beyond it a write-back is skipped (and counted), so a slow
+/// shard cannot pile up tasks.
+pub const MAX_PENDING_WRITE_BACKS: usize = 64;
+
+/// The service's state.
+pub struct Service {
+    model: ModelSource,
+    dimension: usize,
+    l1: L1,
+    l2: Option<Arc<L2>>,
+    limits: Limits,
+    write_backs: Arc<Semaphore>,
+    write_backs_skipped: AtomicU64,
+    requests: AtomicU64,
+    texts: Counters,
+}
+
+impl Service {
+    /// Loads the in-process model (or starts the replica set and its health checks, which
+    /// stop with `shutdown`) and sets up the caches.
+    pub async fn start(
+        config: &ServiceConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Service>> {
+        let model = match &config.replicas {
+            Some(replicas) => ModelSource::Replicas(Replicas::start(replicas.clone(), shutdown)?),
+            None => {
+                let batcher = crate::ml_base::load(&config.local).await?;
+                ModelSource::Local {
+                    batcher,
+                    dimension: config.local.dimension,
+                }
+            }
+        };
+        Ok(Arc::new(Service {
+            model,
+            dimension: config.local.dimension,
+            l1: L1::new(config.l1_capacity, config.l1_ttl),
+            l2: config.l2.clone().map(|l2| Arc::new(L2::new(l2))),
+            limits: config.limits,
+            write_backs: Arc::new(Semaphore::new(MAX_PENDING_WRITE_BACKS)),
+            write_backs_skipped: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            texts: Counters::default(),
+        }))
+    }
+
+    /// The model source (tests read replica counters from it).
+    pub fn model(&self) -> &ModelSource {
+        &self.model
+    }
+
+    /// Embeddings for `texts` in order, and how many of them came from a cache.
+    async fn embed(
+        &self,
+        texts: &[String],
+        ttl_seconds: Option<u64>,
+    ) -> Result<(Vec<Arc<Computed>>, usize), HttpError> {
+        check_texts(texts, &self.limits)?;
+        let model = self.model.model().ok_or_else(|| {
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no ML-base replica has answered yet",
+            )
+        })?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        // Each distinct text once, in first-seen order; `slots[i]` is text i's distinct index.
+        let mut distinct: Vec<&str> = Vec::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let slots: Vec<usize> = texts
+            .iter()
+            .map(|text| {
+                *seen.entry(text.as_str()).or_insert_with(|| {
+                    distinct.push(text);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let keys: Vec<Key> = distinct.iter().map(|text| key(&model, text)).collect();
+        let mut found: Vec<Option<Arc<Computed>>> = keys.iter().map(|k| self.l1.get(k)).collect();
+        let mut cached: Vec<bool> = found.iter().map(Option::is_some).collect();
+
+        self.fill_from_l2(&model, &distinct, &keys, &mut found, &mut cached)
+            .await;
+
+        let missing: Vec<usize> = (0..distinct.len())
+            .filter(|&index| found[index].is_none())
+            .collect();
+        if !missing.is_empty() {
+            let computed = self
+                .model
+                .embed(missing.iter().map(|&i| distinct[i].to_owned()).collect())
+                .await
+                .map_err(|error| match error {
+                    ModelError::Unavailable(message) => {
+                        HttpError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+                    }
+                    ModelError::Failed(message) => {
+                        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+                    }
+                })?;
+            let mut write_back = Vec::with_capacity(missing.len());
+            for (&index, computed) in missing.iter().zip(computed) {
+                let computed = Arc::new(computed);
+                self.l1.insert(keys[index], Arc::clone(&computed));
+                write_back.push((distinct[index].to_owned(), Arc::clone(&computed)));
+                found[index] = Some(computed);
+            }
+            self.write_back(model, write_back, ttl_seconds);
+        }
+        let hits = slots.iter().filter(|&&slot| cached[slot]).count();
+        self.texts.hits.fetch_add(hits as u64, Ordering::Relaxed);
+        self.texts
+            .misses
+            .fetch_add((texts.len() - hits) as u64, Ordering::Relaxed);
+        let answers = slots
+            .iter()
+            .map(|&slot| found[slot].clone())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "lost an answer"))?;
+        Ok((answers, hits))
+    }
+
+    /// Looks the L1 misses up in L2 (one GetMany) and promotes the hits to L1.
+    async fn fill_from_l2(
+        &self,
+        model: &str,
+        distinct: &[&str],
+        keys: &[Key],
+        found: &mut [Option<Arc<Computed>>],
+        cached: &mut [bool],
+    ) {
+        let Some(l2) = &self.l2 else { return };
+        let misses: Vec<usize> = (0..distinct.len())
+            .filter(|&index| found[index].is_none())
+            .collect();
+        let asked: Vec<&str> = misses.iter().map(|&index| distinct[index]).collect();
+        let Some(answers) = l2.get_many(model, &asked, self.dimension).await else {
+            return;
+        };
+        for (&index, answer) in misses.iter().zip(answers) {
+            if let Some(computed) = answer {
+                let computed = Arc::new(computed);
+                self.l1.insert(keys[index], Arc::clone(&computed));
+                found[index] = Some(computed);
+                cached[index] = true;
+            }
+        }
+    }
+
+    fn write_back(
+        &self,
+        model: String,
+        entries: Vec<(String, Arc<Computed>)>,
+        ttl_seconds: Option<u64>,
+    ) {
+        let Some(l2) = self.l2.clone() else { return };
+        if !l2.is_up() {
+            return;
+        }
+        let Ok(permit) = Arc::clone(&self.write_backs).try_acquire_owned() else {
+            self.write_backs_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        tokio::spawn(async move {
+            l2.store_many(&model, entries, ttl_seconds).await;
+            drop(permit);
+        });
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let (l2_counters, l2_enabled, backend) = match &self.l2 {
+            Some(l2) => (
+                l2.counters.json(),
+                l2.is_up(),
+                format!("sutra-storage cache shard {}", l2.addr()),
+            ),
+            None => (Counters::default().json(), false, "disabled".to_owned()),
+        };
+        let mut l2 = l2_counters;
+        l2["enabled"] = l2_enabled.into();
+        l2["backend"] = backend.into();
+        if let Some(shard) = &self.l2 {
+            l2["write_errors"] = shard.write_errors.load(Ordering::Relaxed).into();
+        }
+        l2["write_backs_skipped"] = self.write_backs_skipped.load(Ordering::Relaxed).into();
+        let mut l1 = self.l1.counters.json();
+        l1["size"] = self.l1.size().into();
+        let mut total = self.texts.json();
+        total["requests"] = self.requests.load(Ordering::Relaxed).into();
+        serde_json::json!({"l1": l1, "l2": l2, "total": total})
+    }
+}
+
+/// Refuses an empty list, too many texts, or a text over `max_text_bytes`.
+pub fn check_texts(texts: &[String], limits: &Limits) -> Result<(), HttpError> {
+    if texts.is_empty() {
+        return Err(HttpError::bad_request("texts is empty"));
+    }
+    if texts.len() > limits.max_texts {
+        return Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} texts; at most {} per request (EMBED_MAX_TEXTS)",
+                texts.len(),
+                limits.max_texts
+            ),
+        ));
+    }
+    if let Some((index, text)) = texts
+        .iter()
+        .enumerate()
+        .find(|(_, text)| text.len() > limits.max_text_bytes)
+    {
+        return Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "texts[{index}] is {} bytes; at most {} (EMBED_MAX_TEXT_BYTES)",
+                text.len(),
+                limits.max_text_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The router of `serve`.
+pub fn router(service: Arc<Service>) -> Router {
+    let body_limit = service.limits.max_body_bytes();
+    Router::new()
+        .route("/embed", post(embed))
+        .route("/v1/embeddings", post(openai_embeddings))
+        .route("/cache/stats", get(cache_stats))
+        .route("/cache/clear", post(cache_clear))
+        .route("/health", get(health))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(service)
+}
+
+/// `POST /embed` body (the seed's).
+#[derive(Debug, Deserialize)]
+struct EmbedRequest {
+    texts: Vec<String>,
+    /// Accepted for compatibility; the answer names the model that served.
+    #[serde(default)]
+    model_id: Option<String>,
+    #[serde(default)]
+    normalize: Option<bool>,
+    /// L2 lifetime of the vectors this request computes (default `SUTRA_CACHE_TTL`).
+    #[serde(default)]
+    cache_ttl_seconds: Option<u64>,
+}
+
+async fn embed(
+    State(service): State<Arc<Service>>,
+    body: Result<Json<EmbedRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let started = Instant::now();
+    let Json(request) = body?;
+    if request.normalize == Some(false) {
+        return Err(HttpError::bad_request(
+            "normalize=false is not supported: vectors are always unit length (Matryoshka: layer_norm, truncate, L2)",
+        ));
+    }
+    if let Some(model_id) = &request.model_id {
+        tracing::debug!(model_id, "model_id is ignored; this service has one model");
+    }
+    let (computed, cached) = service
+        .embed(&request.texts, request.cache_ttl_seconds)
+        .await?;
+    Ok(Json(serde_json::json!({
+        "embeddings": computed.iter().map(|item| &item.vector).collect::<Vec<_>>(),
+        "dimension": service.dimension,
+        "model": service.model.model(),
+        "processing_time_ms": millis(started.elapsed()),
+        "cached_count": cached,
+        "batch_size": request.texts.len(),
+        "truncated": computed.iter().map(|item| item.truncated).collect::<Vec<_>>(),
+    })))
+}
+
+#[allow(clippy::cast_precision_loss, reason = "a duration for people")]
+fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
+}
+
+/// OpenAI's `input`: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Input {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `POST /v1/embeddings` body (OpenAI's).
+#[derive(Debug, Deserialize)]
+struct OpenAiRequest {
+    input: Input,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+    #[serde(default)]
+    encoding_format: Option<String>,
+}
+
+async fn openai_embeddings(
+    State(service): State<Arc<Service>>,
+    body: Result<Json<OpenAiRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let Json(request) = body?;
+    if let Some(format) = request.encoding_format.as_deref() {
+        if format != "float" {
+            return Err(HttpError::bad_request(format!(
+                "encoding_format {format:?}: only \"float\" is supported"
+            )));
+        }
+    }
+    let dimensions = request.dimensions.unwrap_or(service.dimension);
+    if dimensions == 0 || dimensions > service.dimension {
+        return Err(HttpError::bad_request(format!(
+            "dimensions must be between 1 and {}",
+            service.dimension
+        )));
+    }
+    let texts = match request.input {
+        Input::One(text) => vec![text],
+        Input::Many(texts) => texts,
+    };
+    if let Some(model) = &request.model {
+        tracing::debug!(model, "model is ignored; this service has one model");
+    }
+    let (computed, _) = service.embed(&texts, None).await?;
+    let tokens: usize = computed.iter().map(|item| item.tokens).sum();
+    let data: Vec<serde_json::Value> = computed
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            serde_json::json!({
+                "object": "embedding",
+                "index": index,
+                "embedding": shorten(&item.vector, dimensions),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "object": "list",
+        "data": data,
+        "model": service.model.model(),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })))
+}
+
+/// The first `dimensions` values, L2-normalised again: for a Matryoshka vector this equals
+/// running the recipe with the smaller dimension (layer_norm is over the full vector, and the
+/// final L2 only rescales).
+fn shorten(vector: &[f32], dimensions: usize) -> Vec<f32> {
+    let mut short = vector[..dimensions.min(vector.len())].to_vec();
+    let norm = short.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    for value in &mut short {
+        *value /= norm;
+    }
+    short
+}
+
+async fn cache_stats(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
+    Json(service.stats())
+}
+
+async fn cache_clear(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
+    let l1 = service.l1.size();
+    service.l1.clear();
+    let l2 = match &service.l2 {
+        Some(shard) => match shard.clear().await {
+            Ok(removed) => serde_json::json!({"cleared": removed}),
+            Err(error) => serde_json::json!({"error": error}),
+        },
+        None => serde_json::json!({"enabled": false}),
+    };
+    Json(serde_json::json!({"l1": {"cleared": l1}, "l2": l2}))
+}
+
+async fn health(State(service): State<Arc<Service>>) -> (StatusCode, Json<serde_json::Value>) {
+    let upstreams = service.model.upstreams();
+    let model = service.model.model();
+    let serving = model.is_some()
+        && upstreams
+            .iter()
+            .any(|upstream| upstream["healthy"] == serde_json::Value::Bool(true));
+    let l2 = service.l2.as_ref().map_or_else(
+        || serde_json::json!({"enabled": false}),
+        |shard| serde_json::json!({"enabled": shard.is_up(), "addr": shard.addr()}),
+    );
+    let status = if serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if serving { "ok" } else { "unavailable" },
+            "model": model,
+            "dimension": service.dimension,
+            "l2": l2,
+            "upstreams": upstreams,
+        })),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortening_a_matryoshka_vector_renormalises() {
+        let short = shorten(&[0.6, 0.0, 0.8], 2);
+        assert_eq!(short, vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn texts_are_bounded() {
+        let limits = Limits {
+            max_texts: 2,
+            max_text_bytes: 3,
+        };
+        assert!(check_texts(&[], &limits).is_err());
+        assert!(check_texts(&["a".into(), "b".into()], &limits).is_ok());
+        let too_many = check_texts(&["a".into(), "b".into(), "c".into()], &limits);
+        assert_eq!(
+            too_many.map_err(|e| e.status),
+            Err(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        assert!(check_texts(&["abcd".into()], &limits).is_err());
+    }
+}

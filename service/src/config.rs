@@ -1,0 +1,391 @@
+//! Command line and environment of both roles.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sutra_embed::BatcherConfig;
+
+/// sutra's embedding service: `serve` answers `/embed` from an L1 cache, a sutra-storage
+/// cache shard (L2) and the model; `ml-base` serves the model alone, as a replica behind a
+/// `serve` (ML_BASE_URL) or HAProxy.
+#[derive(Debug, Parser)]
+#[command(name = "sutra-embedding-service", version, max_term_width = 100)]
+pub struct Cli {
+    /// The role.
+    #[command(subcommand)]
+    pub role: Role,
+}
+
+/// The two roles.
+#[derive(Debug, Subcommand)]
+pub enum Role {
+    /// The embedding service (port 8888): HTTP /embed, /v1/embeddings, /cache/stats,
+    /// /cache/clear, /health.
+    Serve(ServeArgs),
+    /// An ML-base replica (port 8887): HTTP /embed and /health for the model alone.
+    MlBase(MlBaseArgs),
+}
+
+/// The model run in-process (by `ml-base`, and by `serve` without ML_BASE_URL).
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// The model folder (config.json, tokenizer.json, model.safetensors).
+    #[arg(long, env = "SUTRA_MODEL_DIR", default_value = sutra_embed::DEFAULT_MODEL_DIR)]
+    pub model_dir: PathBuf,
+    /// Dimension of the vectors served: Matryoshka truncation (layer_norm, first
+    /// MATRYOSHKA_DIM values, L2).
+    #[arg(long, env = "MATRYOSHKA_DIM", default_value_t = 256)]
+    pub matryoshka_dim: usize,
+    /// Most texts per model run; concurrent requests are merged up to it.
+    #[arg(long, env = "ML_BASE_MAX_BATCH_SIZE", default_value_t = BatcherConfig::DEFAULT_MAX_BATCH)]
+    pub ml_base_max_batch_size: usize,
+    /// Longest a request waits for others to share a model run when the model is busy, in
+    /// milliseconds; an idle model runs a request at once.
+    #[arg(long, env = "ML_BASE_BATCH_TIMEOUT_MS", default_value_t = 50)]
+    pub ml_base_batch_timeout_ms: u64,
+    /// Most requests waiting for the model; beyond it they get 503.
+    #[arg(long, env = "EMBED_QUEUE_LEN", default_value_t = BatcherConfig::DEFAULT_QUEUE_LEN)]
+    pub embed_queue_len: usize,
+    /// Threads for the model's CPU kernels; 0 = every physical core.
+    #[arg(long, env = "EMBED_THREADS", default_value_t = 0)]
+    pub embed_threads: usize,
+    /// Most texts in one request.
+    #[arg(long, env = "EMBED_MAX_TEXTS", default_value_t = Limits::DEFAULT_MAX_TEXTS)]
+    pub embed_max_texts: usize,
+    /// Longest text, in bytes (longer texts are refused; texts over the model's token limit
+    /// are truncated and flagged in the answer).
+    #[arg(long, env = "EMBED_MAX_TEXT_BYTES", default_value_t = Limits::DEFAULT_MAX_TEXT_BYTES)]
+    pub embed_max_text_bytes: usize,
+}
+
+/// `ml-base` flags.
+#[derive(Debug, Clone, Args)]
+pub struct MlBaseArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ML_BASE_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "ML_BASE_PORT", default_value_t = 8887)]
+    pub port: u16,
+    /// This replica's name in answers and logs [default: ml-base-<pid>].
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// `serve` flags.
+#[derive(Debug, Clone, Args)]
+#[allow(clippy::struct_excessive_bools, reason = "flags")]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "EMBEDDING_SERVICE_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "EMBEDDING_SERVICE_PORT", default_value_t = 8888)]
+    pub port: u16,
+    /// ML-base replicas, comma-separated base URLs (`http://10.0.0.5:8887,...`); without
+    /// it the model runs in-process.
+    #[arg(long, env = "ML_BASE_URL", value_delimiter = ',')]
+    pub ml_base_url: Vec<String>,
+    /// Milliseconds between health checks of each replica.
+    #[arg(long, env = "ML_BASE_HEALTH_INTERVAL_MS", default_value_t = 2000)]
+    pub ml_base_health_interval_ms: u64,
+    /// Failed health checks in a row that take a replica out (HAProxy's `fall`).
+    #[arg(long, env = "ML_BASE_FALL", default_value_t = 2)]
+    pub ml_base_fall: u32,
+    /// Passed health checks in a row that put a replica back (HAProxy's `rise`).
+    #[arg(long, env = "ML_BASE_RISE", default_value_t = 2)]
+    pub ml_base_rise: u32,
+    /// Timeout of one request to a replica, in milliseconds.
+    #[arg(long, env = "ML_BASE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub ml_base_timeout_ms: u64,
+    /// Most embeddings held in the in-process L1 cache.
+    #[arg(long, env = "EMBEDDING_CACHE_SIZE", default_value_t = 50_000)]
+    pub embedding_cache_size: u64,
+    /// Seconds an L1 entry lives.
+    #[arg(long, env = "EMBEDDING_CACHE_TTL", default_value_t = 3600)]
+    pub embedding_cache_ttl: u64,
+    /// Use a sutra-storage cache shard as L2.
+    #[arg(long, env = "SUTRA_CACHE_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sutra_cache_enabled: bool,
+    /// The cache shard's host.
+    #[arg(long, env = "SUTRA_CACHE_HOST", default_value = "127.0.0.1")]
+    pub sutra_cache_host: String,
+    /// The cache shard's port.
+    #[arg(long, env = "SUTRA_CACHE_PORT", default_value_t = 50052)]
+    pub sutra_cache_port: u16,
+    /// Seconds an L2 entry lives (the shard reaps it after).
+    #[arg(long, env = "SUTRA_CACHE_TTL", default_value_t = 86_400)]
+    pub sutra_cache_ttl: u64,
+    /// Timeout of one L2 round trip, in milliseconds; a slower shard counts as down.
+    #[arg(long, env = "SUTRA_CACHE_TIMEOUT_MS", default_value_t = 500)]
+    pub sutra_cache_timeout_ms: u64,
+    /// The model, when no ML_BASE_URL is given.
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Request bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most texts per request.
+    pub max_texts: usize,
+    /// Longest text in bytes.
+    pub max_text_bytes: usize,
+}
+
+impl Limits {
+    /// Default `EMBED_MAX_TEXTS`.
+    pub const DEFAULT_MAX_TEXTS: usize = 256;
+    /// Default `EMBED_MAX_TEXT_BYTES`.
+    pub const DEFAULT_MAX_TEXT_BYTES: usize = 65_536;
+
+    /// The largest request body these limits allow (JSON escaping at most doubles a text).
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_texts
+            .saturating_mul(self.max_text_bytes.saturating_mul(2).saturating_add(8))
+            .saturating_add(4096)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_texts: Self::DEFAULT_MAX_TEXTS,
+            max_text_bytes: Self::DEFAULT_MAX_TEXT_BYTES,
+        }
+    }
+}
+
+/// The in-process model.
+#[derive(Debug, Clone)]
+pub struct LocalModel {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Output dimension.
+    pub dimension: usize,
+    /// The batcher's bounds.
+    pub batcher: BatcherConfig,
+}
+
+impl ModelArgs {
+    fn local(&self) -> LocalModel {
+        LocalModel {
+            dir: self.model_dir.clone(),
+            dimension: self.matryoshka_dim,
+            batcher: BatcherConfig {
+                max_batch: self.ml_base_max_batch_size,
+                queue_len: self.embed_queue_len,
+                batch_timeout: Duration::from_millis(self.ml_base_batch_timeout_ms),
+            },
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_texts: self.embed_max_texts.max(1),
+            max_text_bytes: self.embed_max_text_bytes.max(1),
+        }
+    }
+}
+
+/// Replica balancing and health checks.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Base URLs.
+    pub urls: Vec<String>,
+    /// Between health checks.
+    pub health_interval: Duration,
+    /// Failed checks in a row that take a replica out.
+    pub fall: u32,
+    /// Passed checks in a row that put it back.
+    pub rise: u32,
+    /// Per request.
+    pub timeout: Duration,
+}
+
+/// The L2 cache shard.
+#[derive(Debug, Clone)]
+pub struct L2Config {
+    /// `host:port`.
+    pub addr: String,
+    /// Entry lifetime.
+    pub ttl: Duration,
+    /// One round trip's timeout.
+    pub timeout: Duration,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Where to listen.
+    pub listen: String,
+    /// In-process model (used when `replicas` is `None`).
+    pub local: LocalModel,
+    /// ML-base replicas.
+    pub replicas: Option<ReplicaConfig>,
+    /// L1 capacity (entries).
+    pub l1_capacity: u64,
+    /// L1 entry lifetime.
+    pub l1_ttl: Duration,
+    /// L2, if enabled.
+    pub l2: Option<L2Config>,
+    /// Request bounds.
+    pub limits: Limits,
+    /// `EMBED_THREADS`.
+    pub threads: usize,
+}
+
+impl ServiceConfig {
+    /// A test configuration: in-process model from `dir`, no L2, port 0.
+    pub fn for_tests(dir: PathBuf) -> ServiceConfig {
+        ServiceConfig {
+            listen: "127.0.0.1:0".to_owned(),
+            local: LocalModel {
+                dir,
+                dimension: 256,
+                batcher: BatcherConfig::default(),
+            },
+            replicas: None,
+            l1_capacity: 50_000,
+            l1_ttl: Duration::from_secs(3600),
+            l2: None,
+            limits: Limits::default(),
+            threads: 0,
+        }
+    }
+}
+
+impl From<&ServeArgs> for ServiceConfig {
+    fn from(args: &ServeArgs) -> ServiceConfig {
+        ServiceConfig {
+            listen: listen(&args.host, args.port),
+            local: args.model.local(),
+            replicas: (!args.ml_base_url.is_empty()).then(|| ReplicaConfig {
+                urls: args.ml_base_url.clone(),
+                health_interval: Duration::from_millis(args.ml_base_health_interval_ms.max(10)),
+                fall: args.ml_base_fall.max(1),
+                rise: args.ml_base_rise.max(1),
+                timeout: Duration::from_millis(args.ml_base_timeout_ms.max(1)),
+            }),
+            l1_capacity: args.embedding_cache_size,
+            l1_ttl: Duration::from_secs(args.embedding_cache_ttl.max(1)),
+            l2: args.sutra_cache_enabled.then(|| L2Config {
+                addr: format!("{}:{}", args.sutra_cache_host, args.sutra_cache_port),
+                ttl: Duration::from_secs(args.sutra_cache_ttl),
+                timeout: Duration::from_millis(args.sutra_cache_timeout_ms.max(1)),
+            }),
+            limits: args.model.limits(),
+            threads: args.model.embed_threads,
+        }
+    }
+}
+
+/// Everything `ml-base` needs.
+#[derive(Debug, Clone)]
+pub struct MlBaseConfig {
+    /// Where to listen.
+    pub listen: String,
+    /// This replica's name.
+    pub instance_id: String,
+    /// The model.
+    pub model: LocalModel,
+    /// Request bounds.
+    pub limits: Limits,
+    /// `EMBED_THREADS`.
+    pub threads: usize,
+}
+
+impl From<&MlBaseArgs> for MlBaseConfig {
+    fn from(args: &MlBaseArgs) -> MlBaseConfig {
+        MlBaseConfig {
+            listen: listen(&args.host, args.port),
+            instance_id: args
+                .instance_id
+                .clone()
+                .unwrap_or_else(|| format!("ml-base-{}", std::process::id())),
+            model: args.model.local(),
+            limits: args.model.limits(),
+            threads: args.model.embed_threads,
+        }
+    }
+}
+
+fn listen(host: &str, port: u16) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_names_every_environment_variable() {
+        let mut command = Cli::command();
+        for sub in ["serve", "ml-base"] {
+            let help = command
+                .find_subcommand_mut(sub)
+                .map(|sub| sub.render_long_help().to_string())
+                .unwrap_or_default();
+            let names: &[&str] = if sub == "serve" {
+                &[
+                    "EMBEDDING_SERVICE_PORT",
+                    "ML_BASE_URL",
+                    "ML_BASE_FALL",
+                    "ML_BASE_RISE",
+                    "EMBEDDING_CACHE_SIZE",
+                    "EMBEDDING_CACHE_TTL",
+                    "SUTRA_CACHE_ENABLED",
+                    "SUTRA_CACHE_HOST",
+                    "SUTRA_CACHE_PORT",
+                    "SUTRA_CACHE_TTL",
+                    "EMBED_MAX_TEXTS",
+                ]
+            } else {
+                &[
+                    "ML_BASE_HOST",
+                    "ML_BASE_PORT",
+                    "INSTANCE_ID",
+                    "ML_BASE_MAX_BATCH_SIZE",
+                    "ML_BASE_BATCH_TIMEOUT_MS",
+                    "SUTRA_MODEL_DIR",
+                    "MATRYOSHKA_DIM",
+                    "EMBED_THREADS",
+                ]
+            };
+            for name in names {
+                assert!(help.contains(name), "{sub} --help lacks {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn serve_flags_become_a_config() {
+        let cli = Cli::parse_from([
+            "sutra-embedding-service",
+            "serve",
+            "--port",
+            "0",
+            "--ml-base-url",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--sutra-cache-enabled",
+            "false",
+        ]);
+        let Role::Serve(args) = cli.role else {
+            panic!("serve")
+        };
+        let config = ServiceConfig::from(&args);
+        assert_eq!(config.listen, "127.0.0.1:0");
+        assert_eq!(config.replicas.map(|r| r.urls.len()), Some(2));
+        assert!(config.l2.is_none());
+        assert!(config.limits.max_body_bytes() > config.limits.max_text_bytes);
+    }
+}

@@ -1,0 +1,100 @@
+//! `sutra-embedding-service`: `serve` (the embedding service with L1/L2 caching) or `ml-base`
+//! (a model replica). Stops on SIGINT/SIGTERM.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::Parser;
+use sutra_service::config::{Cli, Role};
+use sutra_service::{api, ml_base, MlBaseConfig, ServiceConfig};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// The storage server's allocator: the model's activations are large, short-lived buffers.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    // Before the runtime's threads start: candle reads its thread count from the environment.
+    let threads = match &cli.role {
+        Role::Serve(args) => args.model.embed_threads,
+        Role::MlBase(args) => args.model.embed_threads,
+    };
+    sutra_embed::set_threads(threads);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+        .and_then(|runtime| runtime.block_on(run(cli.role)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("sutra-embedding-service: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(role: Role) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    match role {
+        Role::Serve(args) => {
+            let config = ServiceConfig::from(&args);
+            let service = api::Service::start(&config, shutdown.clone()).await?;
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            tracing::info!(addr = %listener.local_addr()?, l2 = ?config.l2.as_ref().map(|l2| &l2.addr), replicas = ?config.replicas.as_ref().map(|r| &r.urls), "embedding service listening");
+            sutra_service::serve(listener, api::router(service), shutdown).await?;
+        }
+        Role::MlBase(args) => {
+            let config = MlBaseConfig::from(&args);
+            let state = ml_base::MlBase::new(&config);
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            tracing::info!(addr = %listener.local_addr()?, instance_id = %config.instance_id, "ML-base listening; loading the model");
+            let server = tokio::spawn(sutra_service::serve(
+                listener,
+                ml_base::router(std::sync::Arc::clone(&state)),
+                shutdown.clone(),
+            ));
+            match ml_base::load(&config.model).await {
+                Ok(batcher) => state.set_model(batcher),
+                Err(error) => {
+                    shutdown.cancel();
+                    return Err(error.context("loading the model"));
+                }
+            }
+            server.await??;
+        }
+    }
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            shutdown.cancel();
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
+}
