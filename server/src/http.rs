@@ -1,17 +1,20 @@
-//! HTTP on the storage port: `GET /health` and `GET /stats` as JSON, served by axum over
-//! hyper's HTTP/1.1 connection (no hand-written HTTP parsing).
+//! HTTP on the storage port: `GET /health` and `GET /stats` as JSON, and the learn path
+//! (`POST /api/learn`, `GET /api/health`), served by axum over hyper's HTTP/1.1 connection
+//! (no hand-written HTTP parsing).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use sutra_protocol::ErrorCode;
+use serde::Deserialize;
+use sutra_protocol::{ErrorCode, LearnConcept, Request, RequestFrame};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -21,11 +24,126 @@ use crate::service::Service;
 
 /// The HTTP routes, over the shared service.
 pub fn router(service: Arc<Service>) -> Router {
+    let body_limit = service.limits().max_frame_bytes as usize;
     Router::new()
         .route("/health", get(health))
+        .route("/api/health", get(health))
         .route("/stats", get(stats))
+        .route("/api/learn", post(learn))
+        .layer(DefaultBodyLimit::max(body_limit))
         .fallback(not_found)
         .with_state(service)
+}
+
+/// `POST /api/learn` body: the text and its metadata.
+#[derive(Debug, Deserialize)]
+struct LearnBody {
+    content: String,
+    /// `type`/`concept_type` (a string) sets the concept type, `ttl_seconds` (a number) its
+    /// lifetime, `id` (a string) its id; every other key becomes an attribute (strings as
+    /// they are, anything else as JSON text).
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "ok": false, "error": json::error(code, message) })),
+    )
+        .into_response()
+}
+
+fn learn_request(body: LearnBody) -> Result<LearnConcept, String> {
+    let mut learn = LearnConcept::new(body.content);
+    for (key, value) in body.metadata {
+        match (key.as_str(), value) {
+            ("type" | "concept_type", serde_json::Value::String(name)) => {
+                learn.concept_type = name;
+            }
+            ("ttl_seconds", serde_json::Value::Number(seconds)) => {
+                learn.ttl_seconds = Some(
+                    seconds
+                        .as_u64()
+                        .ok_or("metadata.ttl_seconds must be a whole number of seconds")?,
+                );
+            }
+            ("id", serde_json::Value::String(id)) => {
+                learn.id =
+                    Some(sutra_protocol::ConceptId::parse(&id).map_err(|error| error.to_string())?);
+            }
+            (_, serde_json::Value::String(text)) => {
+                learn.attributes.insert(key, text);
+            }
+            (_, other) => {
+                learn.attributes.insert(key, other.to_string());
+            }
+        }
+    }
+    Ok(learn)
+}
+
+/// `POST /api/learn`: LearnConcept over HTTP; 201 with the concept id. The request is checked
+/// by the binary protocol's own decoder under the server's limits, so HTTP accepts exactly
+/// what a frame would.
+async fn learn(
+    State(service): State<Arc<Service>>,
+    body: Result<Json<LearnBody>, JsonRejection>,
+) -> Response {
+    let invalid = |message: &str| {
+        error_response(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
+    };
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(rejection) => return invalid(&rejection.body_text()),
+    };
+    let learn = match learn_request(body) {
+        Ok(learn) => learn,
+        Err(message) => return invalid(&message),
+    };
+    let frame = RequestFrame {
+        request_id: 1,
+        request: Request::LearnConcept(learn),
+    };
+    let mut payload = bytes::BytesMut::new();
+    if let Err(error) = frame.encode_payload(&mut payload) {
+        return invalid(&error.to_string());
+    }
+    let request = match sutra_protocol::decode_request(&payload, service.limits()) {
+        Ok(frame) => frame.request,
+        Err(error) => return invalid(&error.error.to_string()),
+    };
+    let response = service.call_and_wait(request).await;
+    service.count_response(&response);
+    match response {
+        sutra_protocol::Response::Learned(learned) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({
+                "ok": true,
+                "concept_id": learned.id,
+                "created": learned.outcome.created,
+                "tokens": learned.tokens,
+                "truncated": learned.truncated,
+            })),
+        )
+            .into_response(),
+        sutra_protocol::Response::Error(sutra_protocol::ErrorResponse { code, message }) => {
+            let status = match code {
+                ErrorCode::NoModel | ErrorCode::Busy | ErrorCode::StorageUnavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                ErrorCode::Full => StatusCode::INSUFFICIENT_STORAGE,
+                ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            error_response(status, code, &message)
+        }
+        other => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            &format!("unexpected answer {other:?}"),
+        ),
+    }
 }
 
 async fn health(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
@@ -57,7 +175,7 @@ async fn stats(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
 async fn not_found() -> Response {
     let body = json::error(
         ErrorCode::NotFound,
-        "no such endpoint; try GET /health or GET /stats",
+        "no such endpoint; try GET /health, GET /stats or POST /api/learn",
     );
     (
         StatusCode::NOT_FOUND,

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{key, Counters, Key, L1, L2};
 use crate::config::{Limits, ServiceConfig};
+use crate::metrics::{self, Metrics, UpstreamLabels};
 use crate::model::{Computed, ModelError, ModelSource, Replicas};
 use crate::HttpError;
 
@@ -40,6 +41,7 @@ pub struct Service {
     write_backs_skipped: AtomicU64,
     requests: AtomicU64,
     texts: Counters,
+    metrics: Arc<Metrics>,
 }
 
 impl Service {
@@ -69,6 +71,7 @@ impl Service {
             write_backs_skipped: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             texts: Counters::default(),
+            metrics: Arc::new(Metrics::default()),
         }))
     }
 
@@ -106,6 +109,12 @@ impl Service {
         let keys: Vec<Key> = distinct.iter().map(|text| key(&model, text)).collect();
         let mut found: Vec<Option<Arc<Computed>>> = keys.iter().map(|k| self.l1.get(k)).collect();
         let mut cached: Vec<bool> = found.iter().map(Option::is_some).collect();
+        let l1_hits = cached.iter().filter(|hit| **hit).count() as u64;
+        self.metrics
+            .batch_texts
+            .observe(f64::from(u32::try_from(texts.len()).unwrap_or(u32::MAX)));
+        self.metrics.hit("l1", l1_hits);
+        self.metrics.miss("l1", distinct.len() as u64 - l1_hits);
 
         self.fill_from_l2(&model, &distinct, &keys, &mut found, &mut cached)
             .await;
@@ -114,6 +123,7 @@ impl Service {
             .filter(|&index| found[index].is_none())
             .collect();
         if !missing.is_empty() {
+            self.metrics.model_texts.inc_by(missing.len() as u64);
             let computed = self
                 .model
                 .embed(missing.iter().map(|&i| distinct[i].to_owned()).collect())
@@ -140,6 +150,8 @@ impl Service {
         self.texts
             .misses
             .fetch_add((texts.len() - hits) as u64, Ordering::Relaxed);
+        self.metrics.hit("total", hits as u64);
+        self.metrics.miss("total", (texts.len() - hits) as u64);
         let answers = slots
             .iter()
             .map(|&slot| found[slot].clone())
@@ -165,6 +177,9 @@ impl Service {
         let Some(answers) = l2.get_many(model, &asked, self.dimension).await else {
             return;
         };
+        let l2_hits = answers.iter().filter(|answer| answer.is_some()).count() as u64;
+        self.metrics.hit("l2", l2_hits);
+        self.metrics.miss("l2", answers.len() as u64 - l2_hits);
         for (&index, answer) in misses.iter().zip(answers) {
             if let Some(computed) = answer {
                 let computed = Arc::new(computed);
@@ -254,14 +269,36 @@ pub fn check_texts(texts: &[String], limits: &Limits) -> Result<(), HttpError> {
 /// The router of `serve`.
 pub fn router(service: Arc<Service>) -> Router {
     let body_limit = service.limits.max_body_bytes();
+    let metrics = Arc::clone(&service.metrics);
     Router::new()
         .route("/embed", post(embed))
         .route("/v1/embeddings", post(openai_embeddings))
         .route("/cache/stats", get(cache_stats))
         .route("/cache/clear", post(cache_clear))
         .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(service)
+}
+
+async fn metrics_text(State(service): State<Arc<Service>>) -> axum::response::Response {
+    let metrics = &service.metrics;
+    metrics
+        .l2_up
+        .set(i64::from(service.l2.as_ref().is_some_and(|l2| l2.is_up())));
+    for upstream in service.model.upstreams() {
+        let url = upstream["url"].as_str().unwrap_or("").to_owned();
+        let healthy = upstream["healthy"] == serde_json::Value::Bool(true);
+        metrics
+            .upstream_healthy
+            .get_or_create(&UpstreamLabels { url })
+            .set(i64::from(healthy));
+    }
+    metrics::exposition(metrics)
 }
 
 /// `POST /embed` body (the seed's).

@@ -5,11 +5,13 @@
 //! - **Embedding service** ([`api`]): `POST /embed` (and OpenAI-style `POST /v1/embeddings`)
 //!   answered from an in-process L1 cache, then a sutra-storage cache shard (L2, survives
 //!   restarts), and only then the model: in-process, or ML-base replicas balanced by least
-//!   outstanding requests with health checks and failover ([`model`]).
+//!   outstanding requests with health checks and failover ([`model`]); `GET /metrics` in
+//!   Prometheus' format ([`metrics`]).
 
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod metrics;
 pub mod ml_base;
 pub mod model;
 

@@ -139,6 +139,18 @@ async fn order_duplicates_and_both_cache_tiers() -> anyhow::Result<()> {
     assert_eq!(stats["total"]["requests"], 2);
     assert_eq!(stats["total"]["hits"], 2);
     assert_eq!(stats["l2"]["enabled"], true);
+    let metrics = reqwest::get(service.url("/metrics")).await?.text().await?;
+    for line in [
+        r#"sutra_embedding_cache_hits_total{tier="l1"} 2"#,
+        r#"sutra_embedding_cache_misses_total{tier="l1"} 4"#,
+        "sutra_embedding_model_texts_total 4",
+        r#"sutra_embedding_http_requests_total{endpoint="/embed",status="200"} 2"#,
+        "sutra_embedding_l2_up 1",
+        r#"sutra_embedding_upstream_healthy{url="in-process"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    assert!(metrics.contains("sutra_embedding_http_request_duration_seconds_bucket"));
     wait_for_l2(shard.addr, 4).await?;
 
     // A second service (empty L1) finds them in L2 and promotes them to its L1.

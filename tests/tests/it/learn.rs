@@ -8,7 +8,7 @@ use sutra_client::Client;
 use sutra_embed::{Output, Pipeline};
 use sutra_protocol::{ConceptId, ErrorCode, LearnConcept};
 use sutra_server::{ModelConfig, ServerConfig};
-use sutra_tests::{http_get, TestServer, TextConnection};
+use sutra_tests::{http_get, http_post, TestServer, TextConnection};
 
 fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2")
@@ -150,4 +150,39 @@ async fn text_mode_learn_and_a_server_without_a_model() -> anyhow::Result<()> {
     assert_eq!(error.code(), Some(ErrorCode::NoModel));
     assert!(error.to_string().contains("SUTRA_MODEL_DIR"), "{error}");
     bare.stop().await
+}
+
+/// The learn path over HTTP on the storage port: 201 with the concept id; metadata becomes
+/// the type, the TTL and attributes; bad bodies get 400 with a JSON error and store nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_learn_stores_and_answers_201() -> anyhow::Result<()> {
+    let server = TestServer::start_with(with_model).await?;
+    let body = r#"{"content": "Learned over HTTP.", "metadata": {"type": "note", "source": "web", "rank": 3}}"#;
+    let (status, answer) = http_post(server.addr, "/api/learn", body).await?;
+    assert_eq!(status, 201, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer)?;
+    let id = answer["concept_id"].as_str().expect("an id").to_owned();
+    let client = Client::connect(server.addr_string()).await?;
+    let stored = client.get_concept_by_id(&id).await?;
+    assert_eq!(stored.content, "Learned over HTTP.");
+    assert_eq!(stored.concept_type, "note");
+    assert_eq!(
+        stored.attributes.get("source").map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(stored.attributes.get("rank").map(String::as_str), Some("3"));
+    for bad in [
+        "{not json",
+        r#"{"content": 5}"#,
+        r#"{"content": "x", "metadata": {"ttl_seconds": -1}}"#,
+        r#"{"content": ""}"#,
+    ] {
+        let (status, answer) = http_post(server.addr, "/api/learn", bad).await?;
+        assert!((400..500).contains(&status), "{bad} → {status} {answer}");
+        assert!(answer.contains("\"error\""), "{answer}");
+    }
+    let (status, health) = http_get(server.addr, "/api/health").await?;
+    assert_eq!(status, 200);
+    assert!(health.contains("all-MiniLM-L6-v2"), "{health}");
+    server.stop().await
 }
