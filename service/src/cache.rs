@@ -77,9 +77,9 @@ fn rate(hits: u64, misses: u64) -> f64 {
     }
 }
 
-/// The in-process tier.
+/// The in-process tier; `EMBEDDING_CACHE_SIZE=0` turns it off (every lookup misses).
 pub struct L1 {
-    cache: moka::sync::Cache<Key, Arc<Computed>>,
+    cache: Option<moka::sync::Cache<Key, Arc<Computed>>>,
     /// Its counters.
     pub counters: Counters,
 }
@@ -88,17 +88,19 @@ impl L1 {
     /// At most `capacity` entries, each living `ttl`.
     pub fn new(capacity: u64, ttl: Duration) -> L1 {
         L1 {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
+            cache: (capacity > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(capacity)
+                    .time_to_live(ttl)
+                    .build()
+            }),
             counters: Counters::default(),
         }
     }
 
     /// Looks `key` up, counting the hit or miss.
     pub fn get(&self, key: &Key) -> Option<Arc<Computed>> {
-        let found = self.cache.get(key);
+        let found = self.cache.as_ref().and_then(|cache| cache.get(key));
         let counter = if found.is_some() {
             &self.counters.hits
         } else {
@@ -110,19 +112,25 @@ impl L1 {
 
     /// Stores `value` under `key`.
     pub fn insert(&self, key: Key, value: Arc<Computed>) {
-        self.cache.insert(key, value);
+        if let Some(cache) = &self.cache {
+            cache.insert(key, value);
+        }
     }
 
     /// Entries held (approximate while writes are pending).
     pub fn size(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.cache.as_ref().map_or(0, |cache| {
+            cache.run_pending_tasks();
+            cache.entry_count()
+        })
     }
 
     /// Empties it.
     pub fn clear(&self) {
-        self.cache.invalidate_all();
-        self.cache.run_pending_tasks();
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+            cache.run_pending_tasks();
+        }
     }
 }
 
@@ -337,5 +345,15 @@ mod tests {
         assert_eq!(l1.size(), 1);
         l1.clear();
         assert_eq!(l1.size(), 0);
+        let off = L1::new(0, Duration::from_secs(60));
+        off.insert(
+            k,
+            Arc::new(Computed {
+                vector: vec![1.0],
+                truncated: false,
+                tokens: 1,
+            }),
+        );
+        assert!(off.get(&k).is_none());
     }
 }

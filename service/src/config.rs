@@ -103,7 +103,7 @@ pub struct ServeArgs {
     /// Timeout of one request to a replica, in milliseconds.
     #[arg(long, env = "ML_BASE_TIMEOUT_MS", default_value_t = 30_000)]
     pub ml_base_timeout_ms: u64,
-    /// Most embeddings held in the in-process L1 cache.
+    /// Most embeddings held in the in-process L1 cache; 0 turns L1 off.
     #[arg(long, env = "EMBEDDING_CACHE_SIZE", default_value_t = 50_000)]
     pub embedding_cache_size: u64,
     /// Seconds an L1 entry lives.
