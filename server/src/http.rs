@@ -1,4 +1,5 @@
-//! HTTP on the storage port: `GET /health` and `GET /stats` as JSON, and the learn path
+//! HTTP on the storage port: `GET /health` and `GET /stats` as JSON, `GET /metrics`
+//! (Prometheus text), and the learn path
 //! (`POST /api/learn`, `GET /api/health`), served by axum over hyper's HTTP/1.1 connection
 //! (no hand-written HTTP parsing).
 
@@ -29,6 +30,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/health", get(health))
         .route("/api/health", get(health))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/api/learn", post(learn))
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(not_found)
@@ -172,10 +174,21 @@ async fn stats(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
     Json(json::stats(&snapshot))
 }
 
+async fn metrics(State(service): State<Arc<Service>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        service.metrics_text(),
+    )
+        .into_response()
+}
+
 async fn not_found() -> Response {
     let body = json::error(
         ErrorCode::NotFound,
-        "no such endpoint; try GET /health, GET /stats or POST /api/learn",
+        "no such endpoint; try GET /health, GET /stats, GET /metrics or POST /api/learn",
     );
     (
         StatusCode::NOT_FOUND,

@@ -19,6 +19,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 mod json;
+pub mod metrics;
 mod net;
 pub mod reaper;
 pub mod service;

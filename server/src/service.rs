@@ -92,6 +92,7 @@ pub struct Service {
     limits: Limits,
     started: Instant,
     pub(crate) counters: ServerCounters,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Service {
@@ -104,6 +105,7 @@ impl Service {
             limits,
             started: Instant::now(),
             counters: ServerCounters::default(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
         }
     }
 
@@ -133,6 +135,31 @@ impl Service {
     /// the log has made it durable ([`Reply::Pending`]). Callers count the final response with
     /// [`Service::count_response`].
     pub fn call(&self, request: Request) -> Reply {
+        let opcode = request.opcode();
+        let started = Instant::now();
+        match self.run(request) {
+            Reply::Ready(response) => {
+                self.metrics
+                    .request(opcode, started.elapsed().as_secs_f64());
+                Reply::Ready(response)
+            }
+            Reply::Pending(pending) => {
+                let metrics = Arc::clone(&self.metrics);
+                Reply::Pending(Box::pin(async move {
+                    let response = pending.await;
+                    metrics.request(opcode, started.elapsed().as_secs_f64());
+                    response
+                }))
+            }
+        }
+    }
+
+    /// The Prometheus exposition of this server (`GET /metrics`).
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode(&self.stats())
+    }
+
+    fn run(&self, request: Request) -> Reply {
         match request {
             Request::Health => Reply::Ready(Response::Health(self.health())),
             Request::Stats => Reply::Ready(Response::Stats(self.stats())),
@@ -320,8 +347,9 @@ impl Service {
     /// they produce themselves (undecodable requests).
     pub fn count_response(&self, response: &Response) {
         bump(&self.counters.requests_total);
-        if matches!(response, Response::Error(_)) {
+        if let Response::Error(error) = response {
             bump(&self.counters.errors_total);
+            self.metrics.error(error.code);
         }
     }
 

@@ -49,3 +49,33 @@ async fn keep_alive_serves_several_requests_on_one_connection() -> anyhow::Resul
     assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 2, "{raw}");
     server.stop().await
 }
+
+/// `GET /metrics`: Prometheus text with per-opcode requests and latency, errors per code and
+/// the Stats counters, reflecting what was just done over the binary protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_opcode_and_errors_by_code() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let client = Client::connect(server.addr_string()).await?;
+    for index in 0..3 {
+        client
+            .store_concept(StoreConcept::new(
+                ConceptId::parse(&format!("m{index}"))?,
+                "text",
+            ))
+            .await?;
+    }
+    assert!(client.get_concept_by_id("absent").await.is_err());
+    let (status, body) = http_get(server.addr, "/metrics").await?;
+    assert_eq!(status, 200);
+    for line in [
+        r#"sutra_requests_total{opcode="StoreConcept"} 3"#,
+        r#"sutra_requests_total{opcode="GetConceptById"} 1"#,
+        r#"sutra_errors_total{code="NotFound"} 1"#,
+        r#"sutra_request_duration_seconds_count{opcode="StoreConcept"} 3"#,
+        "sutra_concepts 3",
+        "sutra_stores_total 3",
+    ] {
+        assert!(body.contains(line), "{line} not in\n{body}");
+    }
+    server.stop().await
+}
