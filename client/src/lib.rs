@@ -43,6 +43,9 @@ pub struct ClientConfig {
     pub max_in_flight: usize,
     /// Largest response frame accepted.
     pub max_frame_bytes: u32,
+    /// Shared secret sent with `Auth` on every new connection, for servers started with
+    /// `SUTRA_AUTH_TOKEN`.
+    pub auth_token: Option<String>,
 }
 
 impl ClientConfig {
@@ -61,6 +64,7 @@ impl Default for ClientConfig {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
             max_frame_bytes: MAX_FRAME_BYTES_CAP,
+            auth_token: None,
         }
     }
 }
@@ -184,6 +188,28 @@ impl Client {
             return Ok(handle.clone());
         }
         let handle = connection::open(&self.inner.addr, &self.inner.config).await?;
+        if let Some(token) = &self.inner.config.auth_token {
+            let request = Request::Auth {
+                token: token.clone(),
+            };
+            let answer = handle
+                .call(
+                    self.next_request_id(),
+                    request,
+                    self.inner.config.request_timeout,
+                )
+                .await?;
+            match answer {
+                Response::Authenticated => {}
+                Response::Error(error) => {
+                    return Err(ClientError::Server {
+                        code: error.code,
+                        message: error.message,
+                    })
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
         *current = Some(handle.clone());
         Ok(handle)
     }

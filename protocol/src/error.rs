@@ -38,11 +38,14 @@ pub enum ErrorCode {
     Full = 11,
     /// A learn request reached a server started without an embedding model.
     NoModel = 12,
+    /// The server requires authentication (`SUTRA_AUTH_TOKEN`) and this connection has not
+    /// authenticated, or gave a wrong token.
+    Unauthenticated = 13,
 }
 
 impl ErrorCode {
     /// All codes, in numeric order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -55,6 +58,7 @@ impl ErrorCode {
         ErrorCode::StorageUnavailable,
         ErrorCode::Full,
         ErrorCode::NoModel,
+        ErrorCode::Unauthenticated,
     ];
 
     /// The code's wire value.
@@ -86,6 +90,7 @@ impl ErrorCode {
             ErrorCode::StorageUnavailable => "StorageUnavailable",
             ErrorCode::Full => "Full",
             ErrorCode::NoModel => "NoModel",
+            ErrorCode::Unauthenticated => "Unauthenticated",
         }
     }
 }

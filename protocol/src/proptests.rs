@@ -141,6 +141,7 @@ fn request() -> impl Strategy<Value = Request> {
         vec(learn(), 1..4).prop_map(Request::LearnBatch),
         Just(Request::Health),
         Just(Request::Stats),
+        "\\PC{1,32}".prop_map(|token| Request::Auth { token }),
         vec(id(), 1..8).prop_map(|ids| Request::GetMany { ids }),
         vec(store(), 1..4).prop_map(Request::StoreMany),
         "\\PC{0,16}".prop_map(|concept_type| Request::ClearType { concept_type }),
@@ -224,6 +225,7 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             (0x08, Response::StoredMany(outcomes))
         }),
         any::<u64>().prop_map(|removed| (0x09, Response::Cleared { removed })),
+        Just((0x0c, Response::Authenticated)),
         learned().prop_map(|learned| (0x0A, Response::Learned(learned))),
         vec(learned(), 0..4).prop_map(|learned| (0x0B, Response::LearnedMany(learned))),
         (

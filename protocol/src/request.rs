@@ -52,11 +52,13 @@ pub enum Opcode {
     LearnConcept = 0x0A,
     /// Embed and store several texts in one round trip, all or none.
     LearnBatch = 0x0B,
+    /// Present the shared secret (servers started with `SUTRA_AUTH_TOKEN`).
+    Auth = 0x0C,
 }
 
 impl Opcode {
     /// Every opcode, in numeric order.
-    pub const ALL: [Opcode; 11] = [
+    pub const ALL: [Opcode; 12] = [
         Opcode::Health,
         Opcode::StoreConcept,
         Opcode::GetConceptById,
@@ -68,6 +70,7 @@ impl Opcode {
         Opcode::ClearType,
         Opcode::LearnConcept,
         Opcode::LearnBatch,
+        Opcode::Auth,
     ];
 
     /// The opcode for a wire byte, if known.
@@ -91,6 +94,7 @@ impl Opcode {
             Opcode::ClearType => "ClearType",
             Opcode::LearnConcept => "LearnConcept",
             Opcode::LearnBatch => "LearnBatch",
+            Opcode::Auth => "Auth",
         }
     }
 }
@@ -359,7 +363,15 @@ pub enum Request {
     LearnConcept(LearnConcept),
     /// Embed and store several texts, all or none.
     LearnBatch(Vec<LearnConcept>),
+    /// Authenticate this connection.
+    Auth {
+        /// The shared secret, at most [`MAX_TOKEN_BYTES`] bytes.
+        token: String,
+    },
 }
+
+/// Longest `Auth` token, in bytes.
+pub const MAX_TOKEN_BYTES: u32 = 4096;
 
 impl Request {
     /// The request's opcode.
@@ -376,6 +388,7 @@ impl Request {
             Request::ClearType { .. } => Opcode::ClearType,
             Request::LearnConcept(_) => Opcode::LearnConcept,
             Request::LearnBatch(_) => Opcode::LearnBatch,
+            Request::Auth { .. } => Opcode::Auth,
         }
     }
 
@@ -399,6 +412,7 @@ impl Request {
                 wire::put_len(dst, learns.len(), "texts")?;
                 learns.iter().try_for_each(|learn| learn.encode(dst))
             }
+            Request::Auth { token } => wire::put_str(dst, token, "token"),
         }
     }
 
@@ -463,6 +477,9 @@ impl Request {
                 }
                 Request::LearnBatch(learns)
             }
+            Opcode::Auth => Request::Auth {
+                token: wire::get_str(buf, "token", MAX_TOKEN_BYTES)?.to_owned(),
+            },
         })
     }
 }

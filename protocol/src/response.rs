@@ -247,6 +247,8 @@ pub enum Response {
     Learned(Learned),
     /// Reply to `LearnBatch`: count u32, then a [`Learned`] per text, in order.
     LearnedMany(Vec<Learned>),
+    /// Reply to `Auth`: no body; the connection may now send any request.
+    Authenticated,
     /// Any request can fail with an error.
     Error(ErrorResponse),
 }
@@ -303,6 +305,7 @@ impl Response {
                 wire::put_len(dst, learned.len(), "learned")?;
                 learned.iter().try_for_each(|item| item.encode(dst))
             }
+            Response::Authenticated => Ok(()),
             Response::Error(error) => {
                 dst.put_u16_le(error.code.as_u16());
                 wire::put_str(dst, &error.message, "message")
@@ -357,6 +360,7 @@ impl Response {
                 }
                 Response::LearnedMany(learned)
             }
+            Opcode::Auth => Response::Authenticated,
         })
     }
 }

@@ -23,6 +23,7 @@ pub const HELP: &[&str] = &[
     "TYPE <type> [limit] [cursor]  concepts of a type, paged by id",
     "STORE <id> <type> <content>   store a concept without a vector",
     "LEARN <type> <content>        embed the content with the server's model and store it",
+    "AUTH <token>                  authenticate (servers started with SUTRA_AUTH_TOKEN)",
     "QUIT                          close the connection",
 ];
 
@@ -140,6 +141,15 @@ pub fn parse_text_command(line: &str, limits: &Limits) -> Result<Option<TextComm
         "TYPE" => TextCommand::Request(Request::QueryByType(parse_type(rest, limits)?)),
         "STORE" => TextCommand::Request(Request::StoreConcept(parse_store(rest, limits)?)),
         "LEARN" => TextCommand::Request(Request::LearnConcept(parse_learn(rest, limits)?)),
+        "AUTH" => {
+            const USAGE: &str = "AUTH <token>";
+            let (token, rest) = next_word(rest).ok_or(TextError::Usage { usage: USAGE })?;
+            expect_end(rest, USAGE)?;
+            check_len("token", token, crate::request::MAX_TOKEN_BYTES)?;
+            TextCommand::Request(Request::Auth {
+                token: token.to_owned(),
+            })
+        }
         _ => {
             let mut end = command.len().min(64);
             while !command.is_char_boundary(end) {

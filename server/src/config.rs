@@ -263,6 +263,21 @@ pub struct Cli {
     /// Seconds to let open connections finish after SIGINT/SIGTERM before exiting anyway.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = ServerConfig::DEFAULT_SHUTDOWN_GRACE.as_secs())]
     pub shutdown_grace_secs: u64,
+
+    /// Shared secret every connection must present first (binary Auth, text `AUTH <token>`,
+    /// HTTP `Authorization: Bearer <token>`). Unset: no authentication. No TLS: see
+    /// PROTOCOL.md section 9 for the threat model.
+    #[arg(long, env = "SUTRA_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// A file whose content (trimmed) is the token; instead of SUTRA_AUTH_TOKEN, so the
+    /// secret is not in the environment or the process list.
+    #[arg(long, env = "SUTRA_AUTH_TOKEN_FILE", conflicts_with = "auth_token")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// With a token: whether Health and `GET /health` answer without it (for load balancers).
+    #[arg(long, env = "SUTRA_AUTH_OPEN_HEALTH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auth_open_health: bool,
 }
 
 const AFTER_HELP: &str = "\
@@ -313,6 +328,37 @@ pub struct ServerConfig {
     pub max_write_backlog_bytes: usize,
     /// Time granted to open connections at shutdown.
     pub shutdown_grace: Duration,
+    /// Shared-secret authentication, if required.
+    pub auth: Option<AuthConfig>,
+}
+
+/// `SUTRA_AUTH_TOKEN`: the token's SHA-256 (the token itself is not kept) and whether health
+/// checks stay open.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// SHA-256 of the token.
+    pub token_sha256: [u8; 32],
+    /// `SUTRA_AUTH_OPEN_HEALTH`.
+    pub open_health: bool,
+}
+
+impl AuthConfig {
+    /// Requires `token`.
+    pub fn new(token: &str, open_health: bool) -> AuthConfig {
+        use sha2::Digest;
+        AuthConfig {
+            token_sha256: sha2::Sha256::digest(token.as_bytes()).into(),
+            open_health,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("open_health", &self.open_health)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerConfig {
@@ -349,6 +395,7 @@ impl ServerConfig {
             sniff_timeout: Self::DEFAULT_SNIFF_TIMEOUT,
             max_write_backlog_bytes: Self::DEFAULT_MAX_WRITE_BACKLOG_BYTES,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            auth: None,
         }
     }
 
@@ -378,6 +425,7 @@ impl TryFrom<Cli> for ServerConfig {
     type Error = ConfigError;
 
     fn try_from(cli: Cli) -> Result<ServerConfig, ConfigError> {
+        let auth = auth_config(&cli)?;
         let port = cli.port.unwrap_or(match cli.role {
             Role::Normal => DEFAULT_PORT,
             Role::CacheShard => DEFAULT_CACHE_SHARD_PORT,
@@ -457,6 +505,7 @@ impl TryFrom<Cli> for ServerConfig {
             sniff_timeout: Duration::from_millis(cli.sniff_timeout_ms),
             max_write_backlog_bytes: cli.max_write_backlog_bytes,
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
+            auth,
         };
         config.validate()?;
         Ok(config)
@@ -484,6 +533,37 @@ pub enum ConfigError {
         /// The setting's name.
         name: &'static str,
     },
+    /// The token is empty or its file unreadable.
+    #[error("authentication token: {0}")]
+    AuthToken(String),
+}
+
+fn auth_config(cli: &Cli) -> Result<Option<AuthConfig>, ConfigError> {
+    let token = match (&cli.auth_token, &cli.auth_token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::AuthToken(format!("{}: {error}", path.display())))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        return Err(ConfigError::AuthToken(
+            "empty (unset SUTRA_AUTH_TOKEN to run without authentication)".to_owned(),
+        ));
+    }
+    if token.chars().any(char::is_whitespace) {
+        return Err(ConfigError::AuthToken(
+            "contains whitespace (text mode sends it as one word: AUTH <token>)".to_owned(),
+        ));
+    }
+    if token.len() > sutra_protocol::MAX_TOKEN_BYTES as usize {
+        return Err(ConfigError::AuthToken(format!(
+            "longer than {} bytes",
+            sutra_protocol::MAX_TOKEN_BYTES
+        )));
+    }
+    Ok(Some(AuthConfig::new(&token, cli.auth_open_health)))
 }
 
 #[cfg(test)]
@@ -553,6 +633,9 @@ mod tests {
             "ML_BASE_BATCH_TIMEOUT_MS",
             "EMBED_THREADS",
             "EMBED_DOCUMENT_PREFIX",
+            "SUTRA_AUTH_TOKEN",
+            "SUTRA_AUTH_TOKEN_FILE",
+            "SUTRA_AUTH_OPEN_HEALTH",
             "MAX_FRAME_BYTES",
             "MAX_ID_BYTES",
             "MAX_CONTENT_BYTES",
@@ -576,5 +659,26 @@ mod tests {
         ] {
             assert!(help.contains(env), "--help does not mention {env}");
         }
+    }
+
+    #[test]
+    fn auth_tokens_come_from_the_environment_or_a_file_and_must_be_one_word() {
+        let config = parse(&["--auth-token", "s3cret"]).unwrap();
+        let auth = config.auth.unwrap();
+        assert_eq!(
+            auth.token_sha256,
+            AuthConfig::new("s3cret", true).token_sha256
+        );
+        assert!(auth.open_health);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "from-file\n").unwrap();
+        let path = file.path().to_str().unwrap();
+        let config = parse(&["--auth-token-file", path, "--auth-open-health", "false"]).unwrap();
+        let auth = config.auth.unwrap();
+        assert_eq!(auth, AuthConfig::new("from-file", false));
+        assert!(parse(&["--auth-token", "two words"]).is_err());
+        assert!(parse(&["--auth-token", ""]).is_err());
+        assert!(parse(&["--auth-token-file", "/nonexistent/token"]).is_err());
+        assert!(parse(&[]).unwrap().auth.is_none());
     }
 }

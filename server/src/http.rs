@@ -34,7 +34,57 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/api/learn", post(learn))
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&service),
+            require_token,
+        ))
         .with_state(service)
+}
+
+/// The peer of an HTTP connection, for the authentication log.
+#[derive(Debug, Clone, Copy)]
+struct Peer(Option<std::net::SocketAddr>);
+
+/// With `SUTRA_AUTH_TOKEN`: every request needs `Authorization: Bearer <token>`, except the
+/// health endpoints while they are open; else 401 with a JSON error.
+async fn require_token(
+    State(service): State<Arc<Service>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !service.requires_auth() {
+        return next.run(request).await;
+    }
+    let path = request.uri().path();
+    if service.health_is_open() && (path == "/health" || path == "/api/health") {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    if presented.is_some_and(|token| service.check_token(token)) {
+        return next.run(request).await;
+    }
+    if presented.is_some() {
+        let peer = request.extensions().get::<Peer>().and_then(|peer| peer.0);
+        if let Some(peer) = peer {
+            service.auth_failed(peer, "http");
+        }
+        tokio::time::sleep(crate::net::AUTH_FAILURE_DELAY).await;
+    }
+    let mut response = error_response(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthenticated,
+        "this server requires Authorization: Bearer <token>",
+    );
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 /// `POST /api/learn` body: the text and its metadata.
@@ -205,7 +255,8 @@ pub(crate) async fn serve(
     idle_timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
-    let service = TowerToHyperService::new(router(service));
+    let peer = Peer(stream.peer_addr().ok());
+    let service = TowerToHyperService::new(router(service).layer(axum::Extension(peer)));
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(idle_timeout)

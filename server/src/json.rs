@@ -77,6 +77,7 @@ pub fn error(code: ErrorCode, message: &str) -> Value {
 pub fn reply(response: &Response) -> Value {
     match response {
         Response::Health(info) => json!({ "ok": true, "health": health(info) }),
+        Response::Authenticated => json!({ "ok": true, "authenticated": true }),
         Response::Stats(snapshot) => json!({ "ok": true, "stats": stats(snapshot) }),
         Response::Stored(outcome) => json!({
             "ok": true,

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use config::{Cli, ModelConfig, Role, ServerConfig};
+pub use config::{AuthConfig, Cli, ModelConfig, Role, ServerConfig};
 pub use engine::{Capacity, EvictionPolicy};
 use engine::{Clock, Durability, Engine, EngineConfig, EngineError, SystemClock};
 use service::Service;
@@ -165,7 +165,9 @@ impl Server {
             }
         };
         let service = Arc::new(
-            Service::new(engine, config.role, config.limits.clone()).with_embedder(embedder),
+            Service::new(engine, config.role, config.limits.clone())
+                .with_embedder(embedder)
+                .with_auth(config.auth.clone()),
         );
         Ok(Server {
             listener,

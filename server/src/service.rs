@@ -93,6 +93,9 @@ pub struct Service {
     started: Instant,
     pub(crate) counters: ServerCounters,
     metrics: Arc<crate::metrics::Metrics>,
+    auth: Option<crate::config::AuthConfig>,
+    auth_log: std::sync::Mutex<Option<Instant>>,
+    auth_failures_unlogged: AtomicU64,
 }
 
 impl Service {
@@ -106,6 +109,9 @@ impl Service {
             started: Instant::now(),
             counters: ServerCounters::default(),
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            auth: None,
+            auth_log: std::sync::Mutex::new(None),
+            auth_failures_unlogged: AtomicU64::new(0),
         }
     }
 
@@ -114,6 +120,48 @@ impl Service {
     pub fn with_embedder(mut self, embedder: Option<Embedder>) -> Service {
         self.embedder = embedder;
         self
+    }
+
+    /// Requires every connection to authenticate with `auth`'s token.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Option<crate::config::AuthConfig>) -> Service {
+        self.auth = auth;
+        self
+    }
+
+    /// Whether connections must authenticate.
+    pub fn requires_auth(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// Whether Health and `GET /health` answer unauthenticated connections.
+    pub fn health_is_open(&self) -> bool {
+        self.auth.as_ref().is_none_or(|auth| auth.open_health)
+    }
+
+    /// Whether `token` is the server's (constant time over SHA-256 digests).
+    pub fn check_token(&self, token: &str) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        self.auth.as_ref().is_none_or(|auth| {
+            let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+            digest.ct_eq(&auth.token_sha256).into()
+        })
+    }
+
+    /// Logs a failed authentication from `peer`, at most one line a second (the lines in
+    /// between are counted in the next one).
+    pub fn auth_failed(&self, peer: std::net::SocketAddr, via: &'static str) {
+        let Ok(mut last) = self.auth_log.lock() else {
+            return;
+        };
+        if last.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
+            self.auth_failures_unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(Instant::now());
+        let unlogged = self.auth_failures_unlogged.swap(0, Ordering::Relaxed);
+        tracing::warn!(%peer, via, unlogged, "authentication failed");
     }
 
     /// The embedding model, if the server has one.
@@ -161,6 +209,9 @@ impl Service {
 
     fn run(&self, request: Request) -> Reply {
         match request {
+            // Connections authenticate at their gate (net::Gate); this is reached only on a
+            // server without a token.
+            Request::Auth { .. } => Reply::Ready(Response::Authenticated),
             Request::Health => Reply::Ready(Response::Health(self.health())),
             Request::Stats => Reply::Ready(Response::Stats(self.stats())),
             Request::StoreConcept(store) => {

@@ -155,6 +155,7 @@ impl L2 {
             ClientConfig {
                 connect_timeout: config.timeout,
                 request_timeout: config.timeout,
+                auth_token: config.auth_token.clone(),
                 ..ClientConfig::default()
             },
         );

@@ -124,6 +124,9 @@ pub struct ServeArgs {
     /// Timeout of one L2 round trip, in milliseconds; a slower shard counts as down.
     #[arg(long, env = "SUTRA_CACHE_TIMEOUT_MS", default_value_t = 500)]
     pub sutra_cache_timeout_ms: u64,
+    /// The cache shard's SUTRA_AUTH_TOKEN, when it requires one.
+    #[arg(long, env = "SUTRA_CACHE_AUTH_TOKEN", hide_env_values = true)]
+    pub sutra_cache_auth_token: Option<String>,
     /// The model, when no ML_BASE_URL is given.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -217,6 +220,8 @@ pub struct L2Config {
     pub ttl: Duration,
     /// One round trip's timeout.
     pub timeout: Duration,
+    /// The shard's token, if it requires one.
+    pub auth_token: Option<String>,
 }
 
 /// Everything `serve` needs.
@@ -278,6 +283,7 @@ impl From<&ServeArgs> for ServiceConfig {
                 addr: format!("{}:{}", args.sutra_cache_host, args.sutra_cache_port),
                 ttl: Duration::from_secs(args.sutra_cache_ttl),
                 timeout: Duration::from_millis(args.sutra_cache_timeout_ms.max(1)),
+                auth_token: args.sutra_cache_auth_token.clone(),
             }),
             limits: args.model.limits(),
             threads: args.model.embed_threads,

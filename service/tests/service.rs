@@ -88,6 +88,7 @@ fn with_l2(shard: SocketAddr) -> ServiceConfig {
         addr: shard.to_string(),
         ttl: Duration::from_secs(3600),
         timeout: Duration::from_millis(300),
+        auth_token: None,
     });
     config
 }

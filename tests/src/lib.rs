@@ -285,6 +285,21 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
     .await
 }
 
+/// `GET path` with `Authorization: Bearer <token>`; the status and body.
+pub async fn http_get_bearer(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+) -> anyhow::Result<(u16, String)> {
+    http_request(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await
+}
+
 /// `POST path` with a JSON `body` on a fresh connection; the status and body.
 pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
     http_request(

@@ -41,6 +41,7 @@ pub(super) async fn serve(
     let mut encoder = FrameCodec::new(max_frame_bytes);
     let service = &*shared.service;
     let mut pipeline = Pipeline::default();
+    let mut gate = super::Gate::new(service);
     let mut idle = super::IdleTimer::new(shared.config.idle_timeout);
     loop {
         let Some(mut item) = super::next_item(&mut framed, &mut idle, shutdown, peer).await else {
@@ -54,7 +55,7 @@ pub(super) async fn serve(
                     closing = true;
                     break;
                 }
-                Some(Ok(payload)) => pipeline.push(service, &payload, peer).await,
+                Some(Ok(payload)) => pipeline.push(service, &mut gate, &payload, peer).await,
                 Some(Err(FrameError::TooLarge { len, max })) => {
                     // The stream cannot be delimited any more: answer what came before, reply,
                     // then close.
@@ -86,6 +87,10 @@ pub(super) async fn serve(
             .drain(service, &mut encoder, framed.write_buffer_mut(), peer)
             .await;
         flush(&mut framed, shared).await?;
+        if gate.exhausted() {
+            debug!(%peer, "closed: too many wrong tokens");
+            break;
+        }
         if closing {
             break;
         }
@@ -105,10 +110,21 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn push(&mut self, service: &Service, payload: &Bytes, peer: SocketAddr) {
+    async fn push(
+        &mut self,
+        service: &Service,
+        gate: &mut super::Gate,
+        payload: &Bytes,
+        peer: SocketAddr,
+    ) {
         match decode_request(payload, service.limits()) {
             Ok(frame) => {
                 let opcode = frame.request.opcode();
+                if let Some(answer) = gate.check(service, &frame.request, peer, "binary").await {
+                    self.queue
+                        .push_back((frame.request_id, opcode as u8, Reply::Ready(answer)));
+                    return;
+                }
                 let is_write = matches!(
                     opcode,
                     Opcode::StoreConcept

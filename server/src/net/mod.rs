@@ -196,6 +196,63 @@ async fn next_item<S: futures_util::Stream + Unpin>(
 /// The idle timeout of one session, without a timer registration per request: activity
 /// only records the time, and the one timer, when it fires early, is pushed to the last
 /// activity plus the timeout.
+/// A connection's authentication state (`SUTRA_AUTH_TOKEN`): until a right token arrives,
+/// every request but Auth (and Health, when open) is answered Unauthenticated.
+pub(crate) struct Gate {
+    authenticated: bool,
+    failures: u32,
+}
+
+/// Wrong tokens after which a connection is closed.
+pub(crate) const MAX_AUTH_FAILURES: u32 = 3;
+
+/// Delay before answering a wrong token: guessing is slow.
+pub const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(200);
+
+impl Gate {
+    pub(crate) fn new(service: &Service) -> Gate {
+        Gate {
+            authenticated: !service.requires_auth(),
+            failures: 0,
+        }
+    }
+
+    /// The answer when the gate answers `request` itself (Auth, or a refusal); `None` when
+    /// the request may run.
+    pub(crate) async fn check(
+        &mut self,
+        service: &Service,
+        request: &sutra_protocol::Request,
+        peer: SocketAddr,
+        via: &'static str,
+    ) -> Option<Response> {
+        match request {
+            sutra_protocol::Request::Auth { token } => {
+                if service.check_token(token) {
+                    self.authenticated = true;
+                    Some(Response::Authenticated)
+                } else {
+                    self.failures += 1;
+                    service.auth_failed(peer, via);
+                    tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+                    Some(Response::error(ErrorCode::Unauthenticated, "wrong token"))
+                }
+            }
+            _ if self.authenticated => None,
+            sutra_protocol::Request::Health if service.health_is_open() => None,
+            _ => Some(Response::error(
+                ErrorCode::Unauthenticated,
+                "this server requires authentication: send Auth (text: AUTH <token>) first",
+            )),
+        }
+    }
+
+    /// Whether the connection gave too many wrong tokens and must close.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.failures >= MAX_AUTH_FAILURES
+    }
+}
+
 pub(crate) struct IdleTimer {
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,

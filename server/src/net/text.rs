@@ -38,6 +38,7 @@ pub(super) async fn serve(
     let mut framed = Framed::new(stream, codec);
     let service = &*shared.service;
     let mut idle = super::IdleTimer::new(shared.config.idle_timeout);
+    let mut gate = super::Gate::new(service);
     loop {
         let Some(mut item) = super::next_item(&mut framed, &mut idle, shutdown, peer).await else {
             break;
@@ -49,7 +50,12 @@ pub(super) async fn serve(
                     step = Step::Quit;
                     break;
                 }
-                Some(Ok(line)) => step = answer(service, &line, framed.write_buffer_mut()).await,
+                Some(Ok(line)) => {
+                    step = answer(service, &mut gate, peer, &line, framed.write_buffer_mut()).await;
+                    if gate.exhausted() {
+                        step = Step::Quit;
+                    }
+                }
                 Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
                     let message = format!(
                         "line longer than MAX_FRAME_BYTES ({max_line_bytes} bytes); closing"
@@ -81,7 +87,13 @@ pub(super) async fn serve(
     flush(&mut framed, shared).await
 }
 
-async fn answer(service: &Service, line: &[u8], out: &mut BytesMut) -> Step {
+async fn answer(
+    service: &Service,
+    gate: &mut super::Gate,
+    peer: SocketAddr,
+    line: &[u8],
+    out: &mut BytesMut,
+) -> Step {
     let Ok(line) = std::str::from_utf8(line) else {
         let response = Response::error(ErrorCode::InvalidArgument, "line is not valid UTF-8");
         service.count_response(&response);
@@ -99,7 +111,14 @@ async fn answer(service: &Service, line: &[u8], out: &mut BytesMut) -> Step {
             Step::Continue
         }
         Ok(Some(TextCommand::Request(request))) => {
-            write_line(out, &json::reply(&service.call_and_wait(request).await));
+            let response = match gate.check(service, &request, peer, "text").await {
+                Some(answer) => {
+                    service.count_response(&answer);
+                    answer
+                }
+                None => service.call_and_wait(request).await,
+            };
+            write_line(out, &json::reply(&response));
             Step::Continue
         }
         Err(error) => {

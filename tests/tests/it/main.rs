@@ -11,6 +11,7 @@
     reason = "tests fail loudly, and their helpers are tests too"
 )]
 
+mod auth;
 mod batch;
 mod cache_shard;
 mod client_ops;
