@@ -266,7 +266,8 @@ impl ConceptStore {
         }
     }
 
-    /// Entries in the expiry index (for tests and invariants).
+    /// Entries in the expiry index (for the invariant checks of debug builds).
+    #[cfg(debug_assertions)]
     pub(super) fn expiry_len(&self) -> usize {
         self.expiry().len()
     }
