@@ -35,5 +35,10 @@ pub fn set_threads(threads: usize) -> usize {
         std::env::set_var("RAYON_NUM_THREADS", &value);
         std::env::set_var("CANDLE_NUM_THREADS", &value);
     }
+    self::threads()
+}
+
+/// The threads candle's CPU kernels use.
+pub fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }

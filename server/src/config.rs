@@ -28,6 +28,19 @@ pub struct ModelConfig {
     pub document_prefix: Option<String>,
 }
 
+impl ModelConfig {
+    /// The model in `dir` with every other setting at its default (256 dimensions).
+    pub fn new(dir: PathBuf) -> ModelConfig {
+        ModelConfig {
+            dir,
+            matryoshka_dim: Limits::DEFAULT_VECTOR_DIMENSION,
+            batcher: BatcherConfig::default(),
+            threads: 0,
+            document_prefix: None,
+        }
+    }
+}
+
 /// Default port in the `normal` role.
 pub const DEFAULT_PORT: u16 = 50051;
 /// Default port in the `cache_shard` role.

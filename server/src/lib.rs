@@ -64,11 +64,6 @@ pub enum ServerError {
     Model(String),
 }
 
-/// Threads candle's kernels use (`EMBED_THREADS`, set by `main`).
-fn candle_core_threads() -> usize {
-    sutra_embed::set_threads(0)
-}
-
 /// Loads the model off the async workers and checks it against the store's dimension.
 async fn load_model(
     model: &ModelConfig,
@@ -102,7 +97,7 @@ async fn load_model(
         dir = %model.dir.display(),
         hidden,
         dimension = model.matryoshka_dim,
-        threads = candle_core_threads(),
+        threads = sutra_embed::threads(),
         document_prefix = %pipeline.info().prefixes.document,
         "embedding model loaded"
     );

@@ -16,13 +16,7 @@ use common::model_dir;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_check_passes_on_a_working_stack() -> anyhow::Result<()> {
     let storage = TestServer::start_with(|config| {
-        config.model = Some(ModelConfig {
-            dir: model_dir(),
-            matryoshka_dim: 256,
-            batcher: sutra_embed::BatcherConfig::default(),
-            threads: 0,
-            document_prefix: None,
-        });
+        config.model = Some(ModelConfig::new(model_dir()));
     })
     .await?;
     let shutdown = CancellationToken::new();

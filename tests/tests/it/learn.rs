@@ -15,13 +15,7 @@ fn model_dir() -> PathBuf {
 }
 
 fn with_model(config: &mut ServerConfig) {
-    config.model = Some(ModelConfig {
-        dir: model_dir(),
-        matryoshka_dim: 256,
-        batcher: sutra_embed::BatcherConfig::default(),
-        threads: 0,
-        document_prefix: None,
-    });
+    config.model = Some(ModelConfig::new(model_dir()));
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
