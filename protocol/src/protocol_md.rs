@@ -284,6 +284,11 @@ impl Walker<'_> {
     }
 }
 
+/// The example's bytes and their annotated dump.
+fn annotated(bytes: &[u8], fields: &[Field]) -> (Vec<u8>, String) {
+    (bytes.to_vec(), annotate(bytes, fields))
+}
+
 fn annotate(bytes: &[u8], fields: &[Field]) -> String {
     let mut walker = Walker {
         bytes,
@@ -349,12 +354,12 @@ fn example_concept() -> Concept {
     }
 }
 
-/// Every example: its name in `PROTOCOL.md` and its annotated dump.
+/// Every example: its name in `PROTOCOL.md`, its bytes and its annotated dump.
 #[expect(
     clippy::too_many_lines,
     reason = "a flat table of examples reads best in one place"
 )]
-fn examples() -> Vec<(&'static str, String)> {
+fn examples() -> Vec<(&'static str, (Vec<u8>, String))> {
     use Field::*;
     let id = || ConceptId::new("doc-1", &limits()).unwrap();
     let concept = Arc::new(example_concept());
@@ -366,11 +371,11 @@ fn examples() -> Vec<(&'static str, String)> {
     vec![
         (
             "health-request",
-            annotate(&request(1, Request::Health), &request_fields),
+            annotated(&request(1, Request::Health), &request_fields),
         ),
         (
             "health-response",
-            annotate(
+            annotated(
                 &response(
                     1,
                     0x01,
@@ -398,7 +403,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "store-request",
-            annotate(
+            annotated(
                 &request(
                     2,
                     Request::StoreConcept(StoreConcept {
@@ -427,7 +432,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "store-response",
-            annotate(
+            annotated(
                 &response(
                     2,
                     0x02,
@@ -449,21 +454,21 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "get-request",
-            annotate(
+            annotated(
                 &request(3, Request::GetConceptById { id: id() }),
                 &with(&request_fields, &[Str("id")]),
             ),
         ),
         (
             "get-response",
-            annotate(
+            annotated(
                 &response(3, 0x03, Response::Concept(concept.clone())),
                 &with(&response_fields, &[Concept]),
             ),
         ),
         (
             "query-request",
-            annotate(
+            annotated(
                 &request(
                     4,
                     Request::QueryByType(QueryByType {
@@ -480,7 +485,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "query-response",
-            annotate(
+            annotated(
                 &response(
                     4,
                     0x04,
@@ -494,25 +499,25 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "delete-request",
-            annotate(
+            annotated(
                 &request(5, Request::Delete { id: id() }),
                 &with(&request_fields, &[Str("id")]),
             ),
         ),
         (
             "delete-response",
-            annotate(
+            annotated(
                 &response(5, 0x05, Response::Deleted { existed: true }),
                 &with(&response_fields, &[Bool("existed")]),
             ),
         ),
         (
             "stats-request",
-            annotate(&request(6, Request::Stats), &request_fields),
+            annotated(&request(6, Request::Stats), &request_fields),
         ),
         (
             "stats-response",
-            annotate(
+            annotated(
                 &response(
                     6,
                     0x06,
@@ -533,7 +538,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "get-many-request",
-            annotate(
+            annotated(
                 &request(
                     9,
                     Request::GetMany {
@@ -545,14 +550,14 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "get-many-response",
-            annotate(
+            annotated(
                 &response(9, 0x07, Response::Many(vec![Some(concept.clone()), None])),
                 &with(&response_fields, &[OptionConceptList]),
             ),
         ),
         (
             "store-many-request",
-            annotate(
+            annotated(
                 &request(
                     10,
                     Request::StoreMany(vec![
@@ -572,7 +577,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "store-many-response",
-            annotate(
+            annotated(
                 &response(
                     10,
                     0x08,
@@ -594,7 +599,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "clear-type-request",
-            annotate(
+            annotated(
                 &request(
                     11,
                     Request::ClearType {
@@ -606,14 +611,14 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "clear-type-response",
-            annotate(
+            annotated(
                 &response(11, 0x09, Response::Cleared { removed: 2 }),
                 &with(&response_fields, &[U64("removed")]),
             ),
         ),
         (
             "learn-request",
-            annotate(
+            annotated(
                 &request(
                     12,
                     Request::LearnConcept(LearnConcept {
@@ -627,7 +632,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "learn-response",
-            annotate(
+            annotated(
                 &response(
                     12,
                     0x0A,
@@ -647,7 +652,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "learn-batch-request",
-            annotate(
+            annotated(
                 &request(
                     13,
                     Request::LearnBatch(vec![
@@ -663,7 +668,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "learn-batch-response",
-            annotate(
+            annotated(
                 &response(
                     13,
                     0x0B,
@@ -695,7 +700,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "error-unknown-opcode",
-            annotate(
+            annotated(
                 &[
                     &[0u8, 0, 0, 6, 1, 0x7f, 7, 0, 0, 0][..],
                     &response(
@@ -713,7 +718,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "error-dimension",
-            annotate(
+            annotated(
                 &response(
                     8,
                     0x02,
@@ -727,7 +732,7 @@ fn examples() -> Vec<(&'static str, String)> {
         ),
         (
             "error-frame-too-large",
-            annotate(
+            annotated(
                 &response(
                     0,
                     0x00,
@@ -748,7 +753,10 @@ fn protocol_md_path() -> std::path::PathBuf {
 
 /// Replaces the fenced block after each example marker with `render(name)`, returning the
 /// new document and the names whose blocks differed.
-fn splice(document: &str, examples: &[(&'static str, String)]) -> (String, Vec<&'static str>) {
+fn splice(
+    document: &str,
+    examples: &[(&'static str, (Vec<u8>, String))],
+) -> (String, Vec<&'static str>) {
     let mut out = String::new();
     let mut changed = Vec::new();
     let mut rest = document;
@@ -760,7 +768,7 @@ fn splice(document: &str, examples: &[(&'static str, String)]) -> (String, Vec<&
             .expect("unterminated example marker")
             + 3;
         let name = from_marker["<!-- example: ".len()..marker_end - 3].trim();
-        let (_, dump) = examples
+        let (_, (_, dump)) = examples
             .iter()
             .find(|(example, _)| *example == name)
             .unwrap_or_else(|| panic!("PROTOCOL.md names unknown example {name}"));
@@ -829,5 +837,61 @@ fn protocol_md_names_every_opcode_and_error_code() {
             document.contains(&row),
             "PROTOCOL.md lacks the error code row {row}"
         );
+    }
+}
+
+/// Lines for the text-mode fuzz target's seed corpus: every command, valid and not.
+const TEXT_SEEDS: &[&str] = &[
+    "HELP",
+    "PING",
+    "HEALTH",
+    "STATS",
+    "GET doc-1",
+    "DEL doc-1",
+    "TYPE note",
+    "TYPE note 10 doc-0",
+    "STORE doc-1 note hello world",
+    "LEARN note the quick brown fox",
+    "AUTH s3cret",
+    "QUIT",
+    "get",
+    "TYPE note -1",
+    "STORE doc-1",
+];
+
+/// The seed corpus of the fuzz targets (`fuzz/seeds/{request,response,text}/`) is these
+/// examples' bytes; this test keeps the checked-in files equal to what the encoder writes now.
+/// `UPDATE_FUZZ_SEEDS=1 cargo test -p sutra-protocol fuzz_seeds` rewrites them.
+#[test]
+fn fuzz_seeds_match_the_encoder() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+    let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+    for (name, (bytes, _)) in examples() {
+        let target = if name.ends_with("-request") {
+            "request"
+        } else {
+            "response"
+        };
+        seeds.push((format!("{target}/{name}"), bytes));
+    }
+    for (index, line) in TEXT_SEEDS.iter().enumerate() {
+        seeds.push((
+            format!("text/{index:02}"),
+            format!("{line}\r\n").into_bytes(),
+        ));
+    }
+    let update = std::env::var_os("UPDATE_FUZZ_SEEDS").is_some();
+    for (name, bytes) in seeds {
+        let path = root.join(&name);
+        if update {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            let current = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                current == bytes,
+                "fuzz seed {name} differs from the encoder; see this test's docs"
+            );
+        }
     }
 }

@@ -264,6 +264,12 @@ pub struct Cli {
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = ServerConfig::DEFAULT_IDLE_TIMEOUT.as_secs())]
     pub idle_timeout_secs: u64,
 
+    /// Seconds a request may take to arrive once its first byte has: a binary frame, a text
+    /// line, an HTTP request head. A client that trickles bytes (slowloris) is closed. The
+    /// server notices within twice this time.
+    #[arg(long, env = "READ_TIMEOUT_SECS", default_value_t = ServerConfig::DEFAULT_READ_TIMEOUT.as_secs())]
+    pub read_timeout_secs: u64,
+
     /// Milliseconds to wait for a complete first line when telling HTTP from text clients.
     #[arg(long, env = "SNIFF_TIMEOUT_MS", default_value_t = millis(ServerConfig::DEFAULT_SNIFF_TIMEOUT))]
     pub sniff_timeout_ms: u64,
@@ -335,6 +341,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Silence allowed on a connection.
     pub idle_timeout: Duration,
+    /// Time a started request has to arrive completely.
+    pub read_timeout: Duration,
     /// Time allowed to tell HTTP from text.
     pub sniff_timeout: Duration,
     /// Response bytes buffered per connection before waiting for the client.
@@ -379,6 +387,8 @@ impl ServerConfig {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
     /// Default `IDLE_TIMEOUT_SECS`.
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Default `READ_TIMEOUT_SECS`.
+    pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default `SNIFF_TIMEOUT_MS`.
     pub const DEFAULT_SNIFF_TIMEOUT: Duration = Duration::from_secs(1);
     /// Default `MAX_WRITE_BACKLOG_BYTES`.
@@ -405,6 +415,7 @@ impl ServerConfig {
             limits: Limits::default(),
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            read_timeout: Self::DEFAULT_READ_TIMEOUT,
             sniff_timeout: Self::DEFAULT_SNIFF_TIMEOUT,
             max_write_backlog_bytes: Self::DEFAULT_MAX_WRITE_BACKLOG_BYTES,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
@@ -423,6 +434,11 @@ impl ServerConfig {
         if self.idle_timeout.is_zero() {
             return Err(ConfigError::Zero {
                 name: "IDLE_TIMEOUT_SECS",
+            });
+        }
+        if self.read_timeout.is_zero() {
+            return Err(ConfigError::Zero {
+                name: "READ_TIMEOUT_SECS",
             });
         }
         if self.max_write_backlog_bytes == 0 {
@@ -515,6 +531,7 @@ impl TryFrom<Cli> for ServerConfig {
             },
             max_connections: cli.max_connections,
             idle_timeout: Duration::from_secs(cli.idle_timeout_secs),
+            read_timeout: Duration::from_secs(cli.read_timeout_secs),
             sniff_timeout: Duration::from_millis(cli.sniff_timeout_ms),
             max_write_backlog_bytes: cli.max_write_backlog_bytes,
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),

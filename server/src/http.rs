@@ -252,14 +252,14 @@ async fn not_found() -> Response {
 pub(crate) async fn serve(
     stream: TcpStream,
     service: Arc<Service>,
-    idle_timeout: Duration,
+    read_timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let peer = Peer(stream.peer_addr().ok());
     let service = TowerToHyperService::new(router(service).layer(axum::Extension(peer)));
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(idle_timeout)
+        .header_read_timeout(read_timeout)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {

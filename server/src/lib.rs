@@ -16,7 +16,7 @@
 //! shutdown grace period, then shuts the engine down.
 
 pub mod config;
-pub mod engine;
+pub use sutra_engine as engine;
 pub mod http;
 mod json;
 pub mod metrics;

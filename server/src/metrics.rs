@@ -1,15 +1,38 @@
 //! `GET /metrics` on the storage port, in Prometheus' text format (`prometheus-client`):
 //! requests and latency histograms per opcode, errors per code, and every `Stats` counter
 //! (connections, concepts, WAL appends/batches/syncs, checkpoints, cache hits, misses,
-//! evictions, expirations) under the `sutra_` prefix.
+//! evictions, expirations) under the `sutra_` prefix; with a data directory also histograms
+//! of log `fdatasync` latency and checkpoint duration.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use sutra_engine::Latencies;
 use sutra_protocol::{ErrorCode, Opcode, StatsSnapshot};
+use sutra_wal::LatencySnapshot;
+
+/// A histogram kept elsewhere (by the log or the engine), exposed as it is at scrape time.
+#[derive(Debug)]
+struct ConstHistogram(LatencySnapshot);
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(
+            self.0.sum_seconds,
+            self.0.count,
+            &self.0.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
 
 /// Per-opcode labels.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,8 +109,8 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition: the recorded series and `stats`.
-    pub fn encode(&self, stats: &StatsSnapshot) -> String {
+    /// The exposition: the recorded series, `stats`, and the engine's histograms.
+    pub fn encode(&self, stats: &StatsSnapshot, latencies: Option<Latencies>) -> String {
         let mut registry = Registry::with_prefix("sutra");
         registry.register(
             "requests",
@@ -116,6 +139,18 @@ impl Metrics {
                 );
             }
         }
+        if let Some(latencies) = latencies {
+            registry.register(
+                "wal_fsync_duration_seconds",
+                "Time of each fdatasync of a log segment",
+                ConstHistogram(latencies.wal_sync),
+            );
+            registry.register(
+                "checkpoint_duration_seconds",
+                "Time of each checkpoint (snapshot written, covered log segments deleted)",
+                ConstHistogram(latencies.checkpoint),
+            );
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
             out.clear();
@@ -142,13 +177,24 @@ mod tests {
                 ("requests_total".to_owned(), 9),
             ],
         };
-        let text = metrics.encode(&stats);
+        let wal_sync = sutra_wal::Latency::default();
+        wal_sync.record(std::time::Duration::from_micros(300));
+        let latencies = Latencies {
+            wal_sync: wal_sync.snapshot(),
+            checkpoint: LatencySnapshot::default(),
+        };
+        let text = metrics.encode(&stats, Some(latencies));
         for line in [
             r#"sutra_requests_total{opcode="StoreConcept"} 1"#,
             r#"sutra_errors_total{code="NotFound"} 1"#,
             "sutra_concepts 7",
             "sutra_connections_total 3",
             r#"sutra_request_duration_seconds_count{opcode="StoreConcept"} 1"#,
+            "sutra_wal_fsync_duration_seconds_count 1",
+            r#"sutra_wal_fsync_duration_seconds_bucket{le="0.00032"} 1"#,
+            r#"sutra_wal_fsync_duration_seconds_bucket{le="0.00016"} 0"#,
+            r#"sutra_wal_fsync_duration_seconds_bucket{le="+Inf"} 1"#,
+            "# TYPE sutra_checkpoint_duration_seconds histogram",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }

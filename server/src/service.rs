@@ -204,7 +204,7 @@ impl Service {
 
     /// The Prometheus exposition of this server (`GET /metrics`).
     pub fn metrics_text(&self) -> String {
-        self.metrics.encode(&self.stats())
+        self.metrics.encode(&self.stats(), self.engine.latencies())
     }
 
     fn run(&self, request: Request) -> Reply {

@@ -3,48 +3,14 @@
 
 #![allow(clippy::expect_used, reason = "a failed expectation is a failed test")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_sutra-storage");
+mod common;
 
-fn spawn(envs: &[(&str, &str)]) -> Child {
-    let mut command = Command::new(BINARY);
-    command
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (key, value) in envs {
-        command.env(key, value);
-    }
-    command.spawn().expect("the binary starts")
-}
-
-/// Reads the log until the "listening" line and returns the bound address.
-fn wait_for_address(child: &mut Child) -> String {
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let line = lines
-            .next()
-            .expect("the server logs before exiting")
-            .expect("utf-8 log");
-        if line.contains("listening") {
-            let addr = line
-                .split_whitespace()
-                .find_map(|word| word.strip_prefix("addr="))
-                .expect("addr field");
-            // Keep draining the log so the server never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return addr.to_owned();
-        }
-    }
-    panic!("no listening line within 20 s");
-}
+use common::{spawn, wait_for_address, BINARY};
 
 #[test]
 fn help_documents_the_environment_variables() {

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use crate::cache::{key, Counters, Key, L1, L2};
 use crate::config::{Limits, ServiceConfig};
 use crate::metrics::{self, Metrics, UpstreamLabels};
 use crate::model::{Computed, ModelError, ModelSource, Replicas};
-use crate::HttpError;
+use crate::{request, HttpError};
 
 /// Most L2 write-backs in flight; beyond it a write-back is skipped (and counted), so a slow
 /// shard cannot pile up tasks.
@@ -86,7 +86,7 @@ impl Service {
         texts: &[String],
         ttl_seconds: Option<u64>,
     ) -> Result<(Vec<Arc<Computed>>, usize), HttpError> {
-        check_texts(texts, &self.limits)?;
+        request::check_texts(texts, &self.limits)?;
         let model = self.model.model().ok_or_else(|| {
             HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -234,38 +234,6 @@ impl Service {
     }
 }
 
-/// Refuses an empty list, too many texts, or a text over `max_text_bytes`.
-pub fn check_texts(texts: &[String], limits: &Limits) -> Result<(), HttpError> {
-    if texts.is_empty() {
-        return Err(HttpError::bad_request("texts is empty"));
-    }
-    if texts.len() > limits.max_texts {
-        return Err(HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} texts; at most {} per request (EMBED_MAX_TEXTS)",
-                texts.len(),
-                limits.max_texts
-            ),
-        ));
-    }
-    if let Some((index, text)) = texts
-        .iter()
-        .enumerate()
-        .find(|(_, text)| text.len() > limits.max_text_bytes)
-    {
-        return Err(HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "texts[{index}] is {} bytes; at most {} (EMBED_MAX_TEXT_BYTES)",
-                text.len(),
-                limits.max_text_bytes
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// The router of `serve`.
 pub fn router(service: Arc<Service>) -> Router {
     let body_limit = service.limits.max_body_bytes();
@@ -301,31 +269,12 @@ async fn metrics_text(State(service): State<Arc<Service>>) -> axum::response::Re
     metrics::exposition(metrics)
 }
 
-/// `POST /embed` body (the seed's).
-#[derive(Debug, Deserialize)]
-struct EmbedRequest {
-    texts: Vec<String>,
-    /// Accepted for compatibility; the answer names the model that served.
-    #[serde(default)]
-    model_id: Option<String>,
-    #[serde(default)]
-    normalize: Option<bool>,
-    /// L2 lifetime of the vectors this request computes (default `SUTRA_CACHE_TTL`).
-    #[serde(default)]
-    cache_ttl_seconds: Option<u64>,
-}
-
 async fn embed(
     State(service): State<Arc<Service>>,
-    body: Result<Json<EmbedRequest>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
     let started = Instant::now();
-    let Json(request) = body?;
-    if request.normalize == Some(false) {
-        return Err(HttpError::bad_request(
-            "normalize=false is not supported: vectors are always unit length (Matryoshka: layer_norm, truncate, L2)",
-        ));
-    }
+    let request = request::embed(&body?, &service.limits)?;
     if let Some(model_id) = &request.model_id {
         tracing::debug!(model_id, "model_id is ignored; this service has one model");
     }
@@ -348,53 +297,16 @@ fn millis(duration: Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0
 }
 
-/// OpenAI's `input`: one string or a list.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Input {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// `POST /v1/embeddings` body (OpenAI's).
-#[derive(Debug, Deserialize)]
-struct OpenAiRequest {
-    input: Input,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    dimensions: Option<usize>,
-    #[serde(default)]
-    encoding_format: Option<String>,
-}
-
 async fn openai_embeddings(
     State(service): State<Arc<Service>>,
-    body: Result<Json<OpenAiRequest>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let Json(request) = body?;
-    if let Some(format) = request.encoding_format.as_deref() {
-        if format != "float" {
-            return Err(HttpError::bad_request(format!(
-                "encoding_format {format:?}: only \"float\" is supported"
-            )));
-        }
-    }
-    let dimensions = request.dimensions.unwrap_or(service.dimension);
-    if dimensions == 0 || dimensions > service.dimension {
-        return Err(HttpError::bad_request(format!(
-            "dimensions must be between 1 and {}",
-            service.dimension
-        )));
-    }
-    let texts = match request.input {
-        Input::One(text) => vec![text],
-        Input::Many(texts) => texts,
-    };
+    let request = request::openai(&body?, &service.limits, service.dimension)?;
+    let (texts, dimensions) = (&request.texts, request.dimensions);
     if let Some(model) = &request.model {
         tracing::debug!(model, "model is ignored; this service has one model");
     }
-    let (computed, _) = service.embed(&texts, None).await?;
+    let (computed, _) = service.embed(texts, None).await?;
     let tokens: usize = computed.iter().map(|item| item.tokens).sum();
     let data: Vec<serde_json::Value> = computed
         .iter()
@@ -480,21 +392,5 @@ mod tests {
     fn shortening_a_matryoshka_vector_renormalises() {
         let short = shorten(&[0.6, 0.0, 0.8], 2);
         assert_eq!(short, vec![1.0, 0.0]);
-    }
-
-    #[test]
-    fn texts_are_bounded() {
-        let limits = Limits {
-            max_texts: 2,
-            max_text_bytes: 3,
-        };
-        assert!(check_texts(&[], &limits).is_err());
-        assert!(check_texts(&["a".into(), "b".into()], &limits).is_ok());
-        let too_many = check_texts(&["a".into(), "b".into(), "c".into()], &limits);
-        assert_eq!(
-            too_many.map_err(|e| e.status),
-            Err(StatusCode::PAYLOAD_TOO_LARGE)
-        );
-        assert!(check_texts(&["abcd".into()], &limits).is_err());
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::request::Limits;
 use clap::{Args, Parser, Subcommand};
 use sutra_embed::BatcherConfig;
 
@@ -130,38 +131,6 @@ pub struct ServeArgs {
     /// The model, when no ML_BASE_URL is given.
     #[command(flatten)]
     pub model: ModelArgs,
-}
-
-/// Request bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Most texts per request.
-    pub max_texts: usize,
-    /// Longest text in bytes.
-    pub max_text_bytes: usize,
-}
-
-impl Limits {
-    /// Default `EMBED_MAX_TEXTS`.
-    pub const DEFAULT_MAX_TEXTS: usize = 256;
-    /// Default `EMBED_MAX_TEXT_BYTES`.
-    pub const DEFAULT_MAX_TEXT_BYTES: usize = 65_536;
-
-    /// The largest request body these limits allow (JSON escaping at most doubles a text).
-    pub fn max_body_bytes(&self) -> usize {
-        self.max_texts
-            .saturating_mul(self.max_text_bytes.saturating_mul(2).saturating_add(8))
-            .saturating_add(4096)
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_texts: Self::DEFAULT_MAX_TEXTS,
-            max_text_bytes: Self::DEFAULT_MAX_TEXT_BYTES,
-        }
-    }
 }
 
 /// The in-process model.

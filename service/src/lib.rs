@@ -14,6 +14,7 @@ pub mod config;
 pub mod metrics;
 pub mod ml_base;
 pub mod model;
+pub mod request;
 
 pub use config::{MlBaseConfig, ServiceConfig};
 
@@ -64,8 +65,16 @@ impl axum::response::IntoResponse for HttpError {
     }
 }
 
-impl From<axum::extract::rejection::JsonRejection> for HttpError {
-    fn from(rejection: axum::extract::rejection::JsonRejection) -> HttpError {
+impl From<axum::extract::rejection::BytesRejection> for HttpError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> HttpError {
         HttpError::new(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<request::RequestError> for HttpError {
+    fn from(error: request::RequestError) -> HttpError {
+        let status = axum::http::StatusCode::from_u16(error.status)
+            .unwrap_or(axum::http::StatusCode::BAD_REQUEST);
+        HttpError::new(status, error.message)
     }
 }

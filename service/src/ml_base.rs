@@ -5,16 +5,17 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sutra_embed::{Batcher, EmbedError, Output, Task};
 
-use crate::api::check_texts;
 use crate::config::{Limits, LocalModel, MlBaseConfig};
-use crate::model::{ReplicaHealth, ReplicaRequest, ReplicaResponse};
+use crate::model::{ReplicaHealth, ReplicaResponse};
+use crate::request;
 use crate::HttpError;
 
 /// Loads `model` off the async workers and starts its batcher.
@@ -76,15 +77,9 @@ fn not_loaded() -> HttpError {
 
 async fn embed(
     State(state): State<Arc<MlBase>>,
-    body: Result<Json<ReplicaRequest>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReplicaResponse>, HttpError> {
-    let Json(request) = body?;
-    if !request.normalize {
-        return Err(HttpError::bad_request(
-            "normalize=false is not supported: vectors are always unit length",
-        ));
-    }
-    check_texts(&request.texts, &state.limits)?;
+    let request = request::replica(&body?, &state.limits)?;
     let batcher = state.batcher.get().ok_or_else(not_loaded)?;
     let prefixes = &batcher.info().prefixes;
     let texts = request

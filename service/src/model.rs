@@ -34,19 +34,7 @@ pub enum ModelError {
     Failed(String),
 }
 
-/// `POST /embed` body of an ML-base replica.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReplicaRequest {
-    /// Texts; the replica puts its model's document prefix before each.
-    pub texts: Vec<String>,
-    /// Must be true (vectors are always unit length).
-    #[serde(default = "yes")]
-    pub normalize: bool,
-}
-
-fn yes() -> bool {
-    true
-}
+pub use crate::request::ReplicaRequest;
 
 /// `POST /embed` answer of an ML-base replica.
 #[derive(Debug, Serialize, Deserialize)]

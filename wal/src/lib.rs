@@ -31,6 +31,7 @@
 #![deny(clippy::indexing_slicing)]
 
 mod io;
+mod latency;
 pub mod segment;
 #[cfg(any(test, feature = "test-util"))]
 pub mod sim;
@@ -45,6 +46,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use io::{DirStorage, Storage, StorageFile};
+pub use latency::{Latency, LatencySnapshot};
 
 /// A log sequence number: the first record is 1, each record one more.
 pub type Lsn = u64;
@@ -219,6 +221,8 @@ pub struct WalStats {
     pub syncs: AtomicU64,
     /// Segment files currently in the log.
     pub segments: AtomicU64,
+    /// Time each `fdatasync` of a segment took.
+    pub sync_latency: Latency,
 }
 
 /// What recovery found.

@@ -163,6 +163,24 @@ impl SimStorage {
         state.files.get(id).map(|data| data.current.clone())
     }
 
+    /// Creates (or replaces) a durable file holding exactly `bytes`: a disk image from
+    /// elsewhere, for the fuzz target that recovers arbitrary segment bytes.
+    pub fn put(&self, name: &str, bytes: &[u8]) {
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.names.insert(name.to_owned(), id);
+        state.durable_names.insert(name.to_owned(), id);
+        state.files.insert(
+            id,
+            FileData {
+                durable: bytes.to_vec(),
+                current: bytes.to_vec(),
+                unsynced: Vec::new(),
+            },
+        );
+    }
+
     /// Overwrites bytes of a file durably, for tests that corrupt it.
     pub fn corrupt(&self, name: &str, offset: u64, bytes: &[u8]) {
         let mut state = self.lock();

@@ -390,10 +390,12 @@ impl Writer {
             self.scratch.clear();
         }
         if sync && active.dirty {
+            let started = Instant::now();
             active
                 .file
                 .sync_data()
                 .map_err(|error| WalError::io("sync", &active.name, error))?;
+            self.shared.stats.sync_latency.record(started.elapsed());
             active.dirty = false;
             active.unsynced_bytes = 0;
             self.last_sync = Instant::now();

@@ -42,9 +42,10 @@ pub(super) async fn serve(
     let service = &*shared.service;
     let mut pipeline = Pipeline::default();
     let mut gate = super::Gate::new(service);
-    let mut idle = super::IdleTimer::new(shared.config.idle_timeout);
+    let mut timer =
+        super::SessionTimer::new(shared.config.idle_timeout, shared.config.read_timeout);
     loop {
-        let Some(mut item) = super::next_item(&mut framed, &mut idle, shutdown, peer).await else {
+        let Some(mut item) = super::next_item(&mut framed, &mut timer, shutdown, peer).await else {
             break;
         };
         // Answer this frame and every complete frame already buffered, then flush once.
@@ -63,8 +64,8 @@ pub(super) async fn serve(
                     let response = Response::error(error.code(), error.to_string());
                     pipeline.queue.push_back((0, 0, Reply::Ready(response)));
                     pipeline
-                        .drain(service, &mut encoder, framed.write_buffer_mut(), peer)
-                        .await;
+                        .drain(service, &mut encoder, &mut framed, shared, peer)
+                        .await?;
                     flush(&mut framed, shared).await?;
                     return Err(error.into());
                 }
@@ -72,8 +73,8 @@ pub(super) async fn serve(
             }
             if pipeline.queue.len() >= MAX_PIPELINE_REQUESTS {
                 pipeline
-                    .drain(service, &mut encoder, framed.write_buffer_mut(), peer)
-                    .await;
+                    .drain(service, &mut encoder, &mut framed, shared, peer)
+                    .await?;
             }
             if framed.write_buffer().len() >= shared.config.max_write_backlog_bytes {
                 flush(&mut framed, shared).await?;
@@ -84,8 +85,8 @@ pub(super) async fn serve(
             }
         }
         pipeline
-            .drain(service, &mut encoder, framed.write_buffer_mut(), peer)
-            .await;
+            .drain(service, &mut encoder, &mut framed, shared, peer)
+            .await?;
         flush(&mut framed, shared).await?;
         if gate.exhausted() {
             debug!(%peer, "closed: too many wrong tokens");
@@ -168,14 +169,18 @@ impl Pipeline {
         }
     }
 
-    /// Waits for every reply and encodes them in order.
+    /// Waits for every reply and encodes them in order, flushing whenever the encoded
+    /// responses reach `MAX_WRITE_BACKLOG_BYTES`: a client that does not read stalls here
+    /// (and is closed after the idle timeout) with at most the backlog plus one response
+    /// buffered, however large its pipeline.
     async fn drain(
         &mut self,
         service: &Service,
         encoder: &mut FrameCodec,
-        dst: &mut BytesMut,
+        framed: &mut Framed<TcpStream, FrameCodec>,
+        shared: &Shared,
         peer: SocketAddr,
-    ) {
+    ) -> Result<(), SessionError> {
         while let Some((request_id, opcode, reply)) = self.queue.pop_front() {
             let response = match reply {
                 Reply::Ready(response) => response,
@@ -189,10 +194,14 @@ impl Pipeline {
                     opcode,
                     response,
                 },
-                dst,
+                framed.write_buffer_mut(),
                 peer,
             );
+            if framed.write_buffer().len() >= shared.config.max_write_backlog_bytes {
+                flush(framed, shared).await?;
+            }
         }
+        Ok(())
     }
 }
 

@@ -24,7 +24,7 @@ use sutra_protocol::{ErrorCode, FrameCodec, Response, ResponseFrame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::codec::Encoder;
+use tokio_util::codec::{Decoder, Encoder, Framed};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -157,7 +157,7 @@ async fn serve(
             crate::http::serve(
                 stream,
                 Arc::clone(&shared.service),
-                shared.config.idle_timeout,
+                shared.config.read_timeout,
                 &shutdown,
             )
             .await
@@ -171,31 +171,40 @@ async fn serve(
 }
 
 /// Waits for the next frame or line of a session. `None` means stop: shutdown began while the
-/// connection was between requests, or it stayed silent for the idle timeout.
-async fn next_item<S: futures_util::Stream + Unpin>(
-    framed: &mut S,
-    idle: &mut IdleTimer,
+/// connection was between requests, it stayed silent for the idle timeout, or a request it
+/// started did not finish within the read timeout.
+async fn next_item<C: Decoder>(
+    framed: &mut Framed<TcpStream, C>,
+    timer: &mut SessionTimer,
     shutdown: &CancellationToken,
     peer: SocketAddr,
-) -> Option<Option<S::Item>> {
+) -> Option<Option<Result<C::Item, C::Error>>> {
     use futures_util::StreamExt;
-    tokio::select! {
-        biased;
-        () = shutdown.cancelled() => None,
-        next = framed.next() => {
-            idle.touch();
-            Some(next)
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            next = framed.next() => {
+                timer.touch();
+                return Some(next);
+            }
+            () = timer.due() => {}
         }
-        () = idle.expired() => {
-            debug!(%peer, "closed: idle timeout");
-            None
+        // `Framed::next` is cancel-safe: bytes read so far stay in the read buffer.
+        match timer.check(!framed.read_buffer().is_empty()) {
+            Some(Expired::Idle) => {
+                debug!(%peer, "closed: idle timeout");
+                return None;
+            }
+            Some(Expired::Read) => {
+                debug!(%peer, "closed: a request did not arrive completely within the read timeout");
+                return None;
+            }
+            None => {}
         }
     }
 }
 
-/// The idle timeout of one session, without a timer registration per request: activity
-/// only records the time, and the one timer, when it fires early, is pushed to the last
-/// activity plus the timeout.
 /// A connection's authentication state (`SUTRA_AUTH_TOKEN`): until a right token arrives,
 /// every request but Auth (and Health, when open) is answered Unauthenticated.
 pub(crate) struct Gate {
@@ -253,37 +262,75 @@ impl Gate {
     }
 }
 
-pub(crate) struct IdleTimer {
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-    timeout: Duration,
-    last_activity: tokio::time::Instant,
+/// Why a session's timer closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expired {
+    /// Silent between requests for `IDLE_TIMEOUT_SECS`.
+    Idle,
+    /// A request started and did not finish within `READ_TIMEOUT_SECS`.
+    Read,
 }
 
-impl IdleTimer {
-    pub(crate) fn new(timeout: Duration) -> IdleTimer {
+/// The idle and read timeouts of one session, with one timer and no registration per
+/// request: activity only records the time; when the timer fires the session checks whether
+/// it is idle too long, or holds part of a request for too long, and re-arms it.
+///
+/// The start of a partial request is noticed at the first check that finds bytes waiting, so
+/// a trickling client is closed between one and two read timeouts after its first byte.
+pub(crate) struct SessionTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    idle_timeout: Duration,
+    read_timeout: Duration,
+    last_activity: tokio::time::Instant,
+    partial_since: Option<tokio::time::Instant>,
+}
+
+impl SessionTimer {
+    pub(crate) fn new(idle_timeout: Duration, read_timeout: Duration) -> SessionTimer {
         let now = tokio::time::Instant::now();
-        IdleTimer {
-            sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
-            timeout,
+        SessionTimer {
+            sleep: Box::pin(tokio::time::sleep_until(
+                now + idle_timeout.min(read_timeout),
+            )),
+            idle_timeout,
+            read_timeout,
             last_activity: now,
+            partial_since: None,
         }
     }
 
-    /// Records activity: the timeout counts from now.
+    /// Records a complete request: both timeouts count from now.
     pub(crate) fn touch(&mut self) {
         self.last_activity = tokio::time::Instant::now();
+        self.partial_since = None;
     }
 
-    /// Completes once the session has been idle for the whole timeout.
-    pub(crate) async fn expired(&mut self) {
-        loop {
-            self.sleep.as_mut().await;
-            let deadline = self.last_activity + self.timeout;
-            if tokio::time::Instant::now() >= deadline {
-                return;
+    /// Completes when a check is due.
+    pub(crate) async fn due(&mut self) {
+        self.sleep.as_mut().await;
+    }
+
+    /// At a due check, with whether part of a request is buffered: the reason to close, or
+    /// `None` after re-arming the timer.
+    pub(crate) fn check(&mut self, partial: bool) -> Option<Expired> {
+        let now = tokio::time::Instant::now();
+        let next = if partial {
+            let since = *self.partial_since.get_or_insert(now);
+            let deadline = since + self.read_timeout;
+            if now >= deadline {
+                return Some(Expired::Read);
             }
-            self.sleep.as_mut().reset(deadline);
-        }
+            deadline
+        } else {
+            self.partial_since = None;
+            let deadline = self.last_activity + self.idle_timeout;
+            if now >= deadline {
+                return Some(Expired::Idle);
+            }
+            deadline.min(now + self.read_timeout)
+        };
+        self.sleep.as_mut().reset(next);
+        None
     }
 }
 

@@ -37,10 +37,11 @@ pub(super) async fn serve(
         AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_line_bytes);
     let mut framed = Framed::new(stream, codec);
     let service = &*shared.service;
-    let mut idle = super::IdleTimer::new(shared.config.idle_timeout);
+    let mut timer =
+        super::SessionTimer::new(shared.config.idle_timeout, shared.config.read_timeout);
     let mut gate = super::Gate::new(service);
     loop {
-        let Some(mut item) = super::next_item(&mut framed, &mut idle, shutdown, peer).await else {
+        let Some(mut item) = super::next_item(&mut framed, &mut timer, shutdown, peer).await else {
             break;
         };
         let mut step;

@@ -50,8 +50,9 @@ async fn keep_alive_serves_several_requests_on_one_connection() -> anyhow::Resul
     server.stop().await
 }
 
-/// `GET /metrics`: Prometheus text with per-opcode requests and latency, errors per code and
-/// the Stats counters, reflecting what was just done over the binary protocol.
+/// `GET /metrics`: Prometheus text with per-opcode requests and latency, errors per code, the
+/// Stats counters and the fsync and checkpoint histograms, reflecting what was just done over
+/// the binary protocol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_by_opcode_and_errors_by_code() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
@@ -74,6 +75,10 @@ async fn metrics_count_requests_by_opcode_and_errors_by_code() -> anyhow::Result
         r#"sutra_request_duration_seconds_count{opcode="StoreConcept"} 3"#,
         "sutra_concepts 3",
         "sutra_stores_total 3",
+        "# TYPE sutra_wal_fsync_duration_seconds histogram",
+        r#"sutra_wal_fsync_duration_seconds_bucket{le="+Inf"} "#,
+        "# TYPE sutra_checkpoint_duration_seconds histogram",
+        "sutra_checkpoint_duration_seconds_count ",
     ] {
         assert!(body.contains(line), "{line} not in\n{body}");
     }

@@ -552,7 +552,7 @@ mod persistent {
     use sutra_wal::{FsyncPolicy, WalConfig};
 
     use super::{delete_now, id, query, store_now, store_request};
-    use crate::engine::*;
+    use crate::*;
     use sutra_protocol::{StoreConcept, Vector};
 
     fn config(dir: &Path, dimension: u32) -> EngineConfig {

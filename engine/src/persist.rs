@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sutra_wal::{Ack, DirStorage, Wal, WalConfig, WalError};
+use sutra_wal::{Ack, DirStorage, Latency, LatencySnapshot, Wal, WalConfig, WalError};
 use tracing::{info, warn};
 
 use super::datadir::{io_error, DataDir};
@@ -63,6 +63,7 @@ pub(crate) struct Persistence {
     wal_bytes_since_checkpoint: AtomicU64,
     checkpoints: AtomicU64,
     checkpoint_lsn: AtomicU64,
+    checkpoint_duration: Latency,
     checkpointer: Mutex<Option<(JoinHandle<()>, mpsc::Sender<()>)>>,
 }
 
@@ -178,6 +179,7 @@ impl Persistence {
             wal_bytes_since_checkpoint: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
+            checkpoint_duration: Latency::default(),
             checkpointer: Mutex::new(None),
         });
         Self::start_checkpointer(&persistence)?;
@@ -250,6 +252,17 @@ impl Persistence {
         counters.checkpoint_lsn = self.checkpoint_lsn.load(Ordering::Relaxed);
     }
 
+    /// How long `fdatasync` of log segments and whole checkpoints took.
+    pub(crate) fn latencies(&self) -> (Option<LatencySnapshot>, LatencySnapshot) {
+        let sync = self
+            .wal
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|wal| wal.stats().sync_latency.snapshot());
+        (sync, self.checkpoint_duration.snapshot())
+    }
+
     /// Snapshots every live concept at a consistent LSN, then deletes the covered segments.
     pub(crate) fn checkpoint(&self) -> Result<(), EngineError> {
         let _one_at_a_time = self
@@ -285,6 +298,7 @@ impl Persistence {
         snapshot::write(&self.dir.path, lsn, self.vector_dimension, &mut concepts)?;
         self.checkpoint_lsn.store(lsn, Ordering::Relaxed);
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.checkpoint_duration.record(started.elapsed());
         // Only checkpoints subtract, one at a time, so this cannot underflow.
         self.wal_bytes_since_checkpoint
             .fetch_sub(written_before, Ordering::Relaxed);

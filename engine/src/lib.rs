@@ -34,7 +34,7 @@ use std::time::Duration;
 use sutra_protocol::{
     Concept, ConceptId, ErrorCode, QueryByType, QueryPage, StoreConcept, StoreOutcome,
 };
-use sutra_wal::{WalConfig, WalError};
+use sutra_wal::{LatencySnapshot, WalConfig, WalError};
 use tokio::sync::oneshot;
 
 use capacity::{Admission, Bounded};
@@ -43,6 +43,15 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use persist::CheckpointConfig;
 use record::Record;
 use store::ConceptStore;
+
+/// Durations the engine times, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Latencies {
+    /// Each `fdatasync` of a log segment.
+    pub wal_sync: LatencySnapshot,
+    /// Each checkpoint, from the cut to the deleted segments.
+    pub checkpoint: LatencySnapshot,
+}
 
 /// Where writes go.
 #[derive(Debug, Clone)]
@@ -683,6 +692,17 @@ impl Engine {
             persistence.fill_counters(&mut counters);
         }
         counters
+    }
+
+    /// Durations of log `fdatasync`s and of checkpoints; `None` in memory.
+    pub fn latencies(&self) -> Option<Latencies> {
+        self.persistence.as_ref().map(|persistence| {
+            let (wal_sync, checkpoint) = persistence.latencies();
+            Latencies {
+                wal_sync: wal_sync.unwrap_or_default(),
+                checkpoint,
+            }
+        })
     }
 
     /// Writes a checkpoint now (a no-op in memory).

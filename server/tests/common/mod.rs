@@ -1,0 +1,46 @@
+//! Starting the real `sutra-storage` binary, shared by the binary-level test files.
+
+#![allow(dead_code, reason = "each test file uses part of this")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_sutra-storage");
+
+pub fn spawn(envs: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command.spawn().expect("the binary starts")
+}
+
+/// Reads the log until the "listening" line and returns the bound address.
+pub fn wait_for_address(child: &mut Child) -> String {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let line = lines
+            .next()
+            .expect("the server logs before exiting")
+            .expect("utf-8 log");
+        if line.contains("listening") {
+            let addr = line
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("addr="))
+                .expect("addr field");
+            // Keep draining the log so the server never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return addr.to_owned();
+        }
+    }
+    panic!("no listening line within 20 s");
+}
