@@ -121,6 +121,11 @@ pub struct Args {
     #[arg(short = 'p', long, default_value_t = 50051)]
     pub port: u16,
 
+    /// The server's shared secret (its SUTRA_AUTH_TOKEN): every connection authenticates
+    /// before the test, like redis-benchmark's -a.
+    #[arg(short = 'a', long, env = "SUTRA_AUTH_TOKEN", hide_env_values = true)]
+    pub auth: Option<String>,
+
     /// Parallel connections.
     #[arg(short = 'c', long = "clients", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CLIENTS)))]

@@ -10,19 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::BytesMut;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use sutra_bench::args::{Args, Test};
 use sutra_bench::report::{self, RunInfo, RunJson, TestReport};
 use sutra_bench::run::{self, Plan};
 use sutra_bench::workload::{Ids, Shape, Templates};
-use sutra_protocol::{
-    decode_response, FrameCodec, HealthInfo, Request, RequestFrame, Response, MAX_FRAME_BYTES_CAP,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sutra_protocol::{HealthInfo, Request, Response};
 use tokio::net::TcpStream;
-use tokio_util::codec::{Decoder, Encoder};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -54,7 +49,7 @@ fn main() -> ExitCode {
 
 async fn bench(args: &Args) -> anyhow::Result<Vec<TestReport>> {
     let address = args.address();
-    let health = health(&address, args.timeout).await?;
+    let health = health(&address, args.auth.as_deref(), args.timeout).await?;
     let dimension = args.dimension.unwrap_or(health.vector_dimension);
     if dimension != 0 && dimension != health.vector_dimension {
         bail!(
@@ -100,6 +95,7 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<TestReport>> {
         get_percent: args.get_percent,
         seed: args.seed,
         timeout: args.timeout,
+        auth: args.auth.clone(),
     };
 
     if args.prefill {
@@ -186,33 +182,23 @@ fn progress(show: bool, plan: &Plan) -> Option<ProgressBar> {
     Some(bar)
 }
 
-/// Asks the server for Health: checks it is a sutra-storage server and reads its dimension.
-async fn health(address: &str, timeout: Duration) -> anyhow::Result<HealthInfo> {
+/// Asks the server for Health (after Auth, with a token): checks it is a sutra-storage server
+/// and reads its dimension.
+async fn health(
+    address: &str,
+    auth: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<HealthInfo> {
     let exchange = async {
         let mut stream = TcpStream::connect(address)
             .await
             .with_context(|| format!("connecting to {address} (is sutra-storage running?)"))?;
-        let mut codec = FrameCodec::new(MAX_FRAME_BYTES_CAP);
-        let mut buffer = BytesMut::new();
-        codec.encode(
-            RequestFrame {
-                request_id: 1,
-                request: Request::Health,
-            },
-            &mut buffer,
-        )?;
-        stream.write_all(&buffer).await?;
-        buffer.clear();
-        loop {
-            if let Some(payload) = codec.decode(&mut buffer)? {
-                return match decode_response(&payload)?.response {
-                    Response::Health(info) => Ok(info),
-                    other => Err(anyhow::anyhow!("unexpected answer to Health: {other:?}")),
-                };
-            }
-            if stream.read_buf(&mut buffer).await? == 0 {
-                bail!("{address} closed the connection without answering Health");
-            }
+        if let Some(token) = auth {
+            run::authenticate(&mut stream, token).await?;
+        }
+        match run::exchange(&mut stream, Request::Health).await? {
+            Response::Health(info) => Ok(info),
+            other => Err(anyhow::anyhow!("unexpected answer to Health: {other:?}")),
         }
     };
     tokio::time::timeout(timeout, exchange)

@@ -10,12 +10,13 @@ use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use indicatif::ProgressBar;
 use sutra_protocol::{
-    decode_response, ErrorCode, FrameCodec, Response, HEADER_BYTES, MAX_FRAME_BYTES_CAP, STATUS_OK,
+    decode_response, ErrorCode, FrameCodec, Request, RequestFrame, Response, HEADER_BYTES,
+    MAX_FRAME_BYTES_CAP, STATUS_OK,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::Decoder;
+use tokio_util::codec::{Decoder, Encoder};
 
 use crate::args::Test;
 use crate::report::{Tally, TestReport};
@@ -51,6 +52,8 @@ pub struct Plan {
     pub seed: u64,
     /// Longest wait for one answer.
     pub timeout: Duration,
+    /// `SUTRA_AUTH_TOKEN` of the server, sent on every connection before the test.
+    pub auth: Option<String>,
 }
 
 /// Hands out request numbers to the connections until the count or the deadline is reached.
@@ -85,6 +88,41 @@ impl Budget {
     }
 }
 
+/// Sends one request on an otherwise idle `stream` and reads its answer.
+pub async fn exchange(stream: &mut TcpStream, request: Request) -> anyhow::Result<Response> {
+    let mut codec = FrameCodec::new(MAX_FRAME_BYTES_CAP);
+    let mut buffer = BytesMut::new();
+    codec.encode(
+        RequestFrame {
+            request_id: 1,
+            request,
+        },
+        &mut buffer,
+    )?;
+    stream.write_all(&buffer).await?;
+    buffer.clear();
+    loop {
+        if let Some(payload) = codec.decode(&mut buffer)? {
+            return Ok(decode_response(&payload)?.response);
+        }
+        if stream.read_buf(&mut buffer).await? == 0 {
+            bail!("the server closed the connection without answering");
+        }
+    }
+}
+
+/// Authenticates `stream` (servers started with `SUTRA_AUTH_TOKEN`).
+pub async fn authenticate(stream: &mut TcpStream, token: &str) -> anyhow::Result<()> {
+    let request = Request::Auth {
+        token: token.to_owned(),
+    };
+    match exchange(stream, request).await? {
+        Response::Authenticated => Ok(()),
+        Response::Error(error) => bail!("authentication failed: {}", error.message),
+        other => bail!("unexpected answer to Auth: {other:?}"),
+    }
+}
+
 /// Runs one test and returns its report. `progress`, if given, is advanced per answer.
 pub async fn run(
     plan: &Plan,
@@ -98,6 +136,12 @@ pub async fn run(
             .with_context(|| format!("connecting to {} timed out", plan.address))?
             .with_context(|| format!("connecting to {}", plan.address))?;
         stream.set_nodelay(true)?;
+        let mut stream = stream;
+        if let Some(token) = &plan.auth {
+            tokio::time::timeout(plan.timeout, authenticate(&mut stream, token))
+                .await
+                .with_context(|| format!("{} did not answer Auth in time", plan.address))??;
+        }
         streams.push(stream);
     }
     let budget = Arc::new(Budget {

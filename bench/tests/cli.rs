@@ -203,3 +203,37 @@ async fn no_server_is_a_clear_failure() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is sutra-storage running?"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_authenticates_every_connection_and_a_wrong_one_is_a_clear_failure() {
+    let server = TestServer::start_with(|config| {
+        config.auth = Some(sutra_server::AuthConfig::new("s3cret", false));
+    })
+    .await
+    .expect("server");
+    let output = bench(args(
+        &server,
+        &[
+            "-a",
+            "s3cret",
+            "-n",
+            "200",
+            "-t",
+            "store,get",
+            "-c",
+            "4",
+            "--json",
+        ],
+    ))
+    .await;
+    let report = json(&output);
+    for test in report["tests"].as_array().expect("tests") {
+        assert_eq!(test["errors"], 0, "{test}");
+        assert_eq!(test["requests"], 200, "{test}");
+    }
+    let output = bench(args(&server, &["-a", "wrong", "-n", "10", "-t", "get"])).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    server.stop().await.expect("stop");
+}

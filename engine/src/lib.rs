@@ -44,6 +44,21 @@ pub use persist::CheckpointConfig;
 use record::Record;
 use store::ConceptStore;
 
+/// What start-up recovered from the data directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoverySummary {
+    /// Concepts loaded from the newest snapshot.
+    pub snapshot_concepts: u64,
+    /// Log records replayed after it.
+    pub replayed_records: u64,
+    /// Bytes of a torn log tail dropped.
+    pub dropped_tail_bytes: u64,
+    /// Concepts held after recovery.
+    pub concepts: u64,
+    /// Time recovery took.
+    pub elapsed: Duration,
+}
+
 /// Durations the engine times, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Latencies {
@@ -692,6 +707,13 @@ impl Engine {
             persistence.fill_counters(&mut counters);
         }
         counters
+    }
+
+    /// What start-up recovered; `None` in memory.
+    pub fn recovery(&self) -> Option<RecoverySummary> {
+        self.persistence
+            .as_ref()
+            .map(|persistence| persistence.recovered)
     }
 
     /// Durations of log `fdatasync`s and of checkpoints; `None` in memory.

@@ -14,7 +14,7 @@ use super::datadir::{io_error, DataDir};
 use super::record::Record;
 use super::store::ConceptStore;
 use super::vectors::VectorStore;
-use super::{snapshot, Clock, EngineCounters, EngineError};
+use super::{snapshot, Clock, EngineCounters, EngineError, RecoverySummary};
 use sutra_protocol::Concept;
 
 /// When checkpoints happen (besides clean shutdown).
@@ -64,6 +64,8 @@ pub(crate) struct Persistence {
     checkpoints: AtomicU64,
     checkpoint_lsn: AtomicU64,
     checkpoint_duration: Latency,
+    /// What start-up found.
+    pub(crate) recovered: RecoverySummary,
     checkpointer: Mutex<Option<(JoinHandle<()>, mpsc::Sender<()>)>>,
 }
 
@@ -157,6 +159,13 @@ impl Persistence {
             |lsn, payload| replay_record(&store, vectors.as_ref(), lsn, payload, vector_dimension),
         )
         .map_err(EngineError::Wal)?;
+        let recovered = RecoverySummary {
+            snapshot_concepts: loaded,
+            replayed_records: recovery.replayed,
+            dropped_tail_bytes: recovery.dropped_bytes as u64,
+            concepts: store.counters().0,
+            elapsed: started.elapsed(),
+        };
         info!(
             path = %path.display(),
             snapshot_lsn = checkpoint_lsn,
@@ -180,6 +189,7 @@ impl Persistence {
             checkpoints: AtomicU64::new(0),
             checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
             checkpoint_duration: Latency::default(),
+            recovered,
             checkpointer: Mutex::new(None),
         });
         Self::start_checkpointer(&persistence)?;

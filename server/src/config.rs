@@ -10,6 +10,7 @@ use sutra_protocol::Limits;
 use sutra_wal::{FsyncPolicy, WalConfig};
 
 use crate::engine::{Capacity, CheckpointConfig, EvictionPolicy};
+use crate::events::EventsConfig;
 use crate::reaper::ReaperConfig;
 use sutra_embed::BatcherConfig;
 
@@ -297,6 +298,20 @@ pub struct Cli {
     /// With a token: whether Health and `GET /health` answer without it (for load balancers).
     #[arg(long, env = "SUTRA_AUTH_OPEN_HEALTH", default_value_t = true, action = clap::ArgAction::Set)]
     pub auth_open_health: bool,
+
+    /// Record operational events (start with the recovery summary, stop, checkpoints,
+    /// evictions, expirations, errors, read-only) as concepts of type sutra_event in this
+    /// store, listed in time order by `TYPE sutra_event` (on/off).
+    #[arg(long, env = "SUTRA_EVENTS", default_value = "off", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub events: bool,
+
+    /// Lifetime of each sutra_event, in seconds.
+    #[arg(long, env = "SUTRA_EVENTS_TTL_SECS", default_value_t = EventsConfig::DEFAULT_TTL.as_secs())]
+    pub events_ttl_secs: u64,
+
+    /// Seconds between sutra_event summaries (written only when something happened).
+    #[arg(long, env = "SUTRA_EVENTS_INTERVAL_SECS", default_value_t = EventsConfig::DEFAULT_INTERVAL.as_secs())]
+    pub events_interval_secs: u64,
 }
 
 const AFTER_HELP: &str = "\
@@ -351,6 +366,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Shared-secret authentication, if required.
     pub auth: Option<AuthConfig>,
+    /// Self-monitoring events (`SUTRA_EVENTS`), if on.
+    pub events: Option<EventsConfig>,
 }
 
 /// `SUTRA_AUTH_TOKEN`: the token's SHA-256 (the token itself is not kept) and whether health
@@ -420,6 +437,7 @@ impl ServerConfig {
             max_write_backlog_bytes: Self::DEFAULT_MAX_WRITE_BACKLOG_BYTES,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
             auth: None,
+            events: None,
         }
     }
 
@@ -435,6 +453,18 @@ impl ServerConfig {
             return Err(ConfigError::Zero {
                 name: "IDLE_TIMEOUT_SECS",
             });
+        }
+        if let Some(events) = &self.events {
+            if events.ttl.is_zero() {
+                return Err(ConfigError::Zero {
+                    name: "SUTRA_EVENTS_TTL_SECS",
+                });
+            }
+            if events.interval.is_zero() {
+                return Err(ConfigError::Zero {
+                    name: "SUTRA_EVENTS_INTERVAL_SECS",
+                });
+            }
         }
         if self.read_timeout.is_zero() {
             return Err(ConfigError::Zero {
@@ -536,6 +566,10 @@ impl TryFrom<Cli> for ServerConfig {
             max_write_backlog_bytes: cli.max_write_backlog_bytes,
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
             auth,
+            events: cli.events.then(|| EventsConfig {
+                ttl: Duration::from_secs(cli.events_ttl_secs),
+                interval: Duration::from_secs(cli.events_interval_secs),
+            }),
         };
         config.validate()?;
         Ok(config)

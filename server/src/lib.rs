@@ -16,6 +16,7 @@
 //! shutdown grace period, then shuts the engine down.
 
 pub mod config;
+pub mod events;
 pub use sutra_engine as engine;
 pub mod http;
 mod json;
@@ -187,8 +188,27 @@ impl Server {
             shared.config.reaper,
             shutdown.clone(),
         ));
+        let events = shared.config.events.map(|config| {
+            let events = Arc::new(events::Events::new(Arc::clone(&shared.service), config));
+            let addr = listener.local_addr().ok();
+            let summaries = {
+                let events = Arc::clone(&events);
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Some(addr) = addr {
+                        events.started(addr).await;
+                    }
+                    events.run(shutdown).await;
+                })
+            };
+            (events, summaries)
+        });
         net::accept_loop(listener, Arc::clone(&shared), shutdown, &tracker).await;
         let _ = reaper.await;
+        if let Some((events, summaries)) = events {
+            let _ = summaries.await;
+            events.stopping().await;
+        }
         // The listener is dropped: new connections are refused from here on.
         tracker.close();
         let grace = shared.config.shutdown_grace;

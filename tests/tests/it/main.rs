@@ -16,6 +16,7 @@ mod batch;
 mod cache_shard;
 mod client_ops;
 mod durability;
+mod events;
 mod http;
 mod learn;
 mod limits;
