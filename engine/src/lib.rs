@@ -500,27 +500,33 @@ impl Engine {
         };
         let capacity = bounded.capacity();
         let mut index = bounded.lock();
-        // New ids in the batch: they must fit, and (evicting) they are never each other's
-        // victims, because everything already held is less recent than all of them.
-        let mut new_ids: Vec<&Arc<str>> = ids
-            .iter()
-            .map(|(id, _)| id)
-            .filter(|id| !index.contains(&***id))
-            .collect();
-        new_ids.sort_unstable();
-        new_ids.dedup();
-        let room = capacity.max_concepts.saturating_sub(index.len() as u64);
-        if new_ids.len() as u64 > capacity.max_concepts {
+        // Every distinct id of the batch is held afterwards, so they must all fit.
+        let mut distinct: Vec<&Arc<str>> = ids.iter().map(|(id, _)| id).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() as u64 > capacity.max_concepts {
             return Err(EngineError::Invalid(format!(
-                "the batch has {} new ids, more than MAX_CONCEPTS ({})",
-                new_ids.len(),
+                "the batch has {} distinct ids, more than MAX_CONCEPTS ({})",
+                distinct.len(),
                 capacity.max_concepts
             )));
         }
-        if capacity.policy == EvictionPolicy::None && new_ids.len() as u64 > room {
+        let new_ids = distinct
+            .iter()
+            .filter(|id| !index.contains(&****id))
+            .count() as u64;
+        let room = capacity.max_concepts.saturating_sub(index.len() as u64);
+        if capacity.policy == EvictionPolicy::None && new_ids > room {
             return Err(EngineError::Full {
                 max: capacity.max_concepts,
             });
+        }
+        // The batch's held ids become the most recent first, so the evictions below never
+        // pick an id of this batch: its Delete would be logged before the batch record, and
+        // the id would come back untracked by the recency index, over MAX_CONCEPTS (found by
+        // the engine fuzz target).
+        for id in &distinct {
+            index.promote(&***id);
         }
         let mut victims = Vec::new();
         for (id, expires_at_ms) in &ids {

@@ -439,6 +439,42 @@ fn store_many_evicts_older_ids_never_its_own() {
     assert_eq!(engine.counters().concepts, 3);
 }
 
+/// Found by the engine fuzz target: in a batch naming new ids before a held one, re-admitting
+/// the held id evicted a new id of the same batch; that Delete was logged before the batch,
+/// so the id came back untracked by the recency index and the store stayed over MAX_CONCEPTS.
+#[test]
+fn store_many_never_evicts_its_own_ids_whatever_their_order() {
+    let (engine, _) = bounded(2, EvictionPolicy::Lru);
+    for key in ["a", "b"] {
+        store_now(&engine, store_request(key, "t", None)).unwrap();
+    }
+    // Three distinct ids cannot all be held: refused, nothing changes.
+    let too_many = ["c", "d", "a"]
+        .map(|key| store_request(key, "t", None))
+        .to_vec();
+    let error = engine.store_many(too_many).err().unwrap();
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+    assert_eq!(
+        held(&engine, &["a", "b", "c", "d"]),
+        [true, true, false, false]
+    );
+    // A new id before the least recent held one: `b` goes, both batch ids stay.
+    let batch = ["c", "a", "a"]
+        .map(|key| store_request(key, "t", None))
+        .to_vec();
+    engine.store_many(batch).unwrap().wait_blocking().unwrap();
+    assert_eq!(held(&engine, &["a", "b", "c"]), [true, false, true]);
+    // Both are tracked: later stores evict them and the bound holds throughout.
+    for key in ["d", "e"] {
+        store_now(&engine, store_request(key, "t", None)).unwrap();
+        assert_eq!(engine.counters().concepts, 2);
+    }
+    assert_eq!(
+        held(&engine, &["a", "c", "d", "e"]),
+        [false, false, true, true]
+    );
+}
+
 #[test]
 fn clear_type_frees_room_in_a_bounded_store() {
     let (engine, _) = bounded(2, EvictionPolicy::None);
