@@ -27,7 +27,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -36,6 +36,14 @@ use sutra_protocol::{
     Response, StoreConcept,
 };
 use tokio_util::codec::{Decoder, Encoder};
+
+/// The tests here run one at a time: each loads the machine (a million frames, a thousand
+/// connections), and the latency and memory they report must not be another test's load.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A server process with its own data directory; killed on drop.
 struct Server {
@@ -224,6 +232,7 @@ impl Rng {
 
 #[test]
 fn slowloris_connections_are_closed_after_the_read_timeout_and_block_no_one() {
+    let _serial = serial();
     let mut server = Server::start(&[("READ_TIMEOUT_SECS", "1"), ("IDLE_TIMEOUT_SECS", "60")]);
     let mut well_behaved = server.connect();
     store(&mut well_behaved, "probe", "p".to_owned());
@@ -291,6 +300,7 @@ fn slowloris_connections_are_closed_after_the_read_timeout_and_block_no_one() {
 
 #[test]
 fn a_thousand_idle_connections_leave_latency_alone_and_the_limit_answers_busy() {
+    let _serial = serial();
     let mut server = Server::start(&[("MAX_CONNECTIONS", "1040")]);
     let mut well_behaved = server.connect();
     store(&mut well_behaved, "probe", "p".repeat(100));
@@ -355,6 +365,7 @@ fn call_any(stream: &mut TcpStream, request_id: u32) -> Response {
 
 #[test]
 fn a_client_that_never_reads_is_bounded_and_closed() {
+    let _serial = serial();
     let mut server = Server::start(&[("IDLE_TIMEOUT_SECS", "2")]);
     let mut setup = server.connect();
     store(&mut setup, "big", "b".repeat(512 * 1024));
@@ -539,6 +550,7 @@ fn blast(addr: &str, frames: Vec<u8>, sentinel: u32) -> usize {
 
 #[test]
 fn garbage_resets_and_churn_leave_the_server_up_empty_and_small() {
+    let _serial = serial();
     let mut server = Server::start(&[("MAX_FRAME_BYTES", "16777215")]);
     let addr = server.addr.clone();
     // Warm up every path once, then take the baseline.
