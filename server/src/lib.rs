@@ -2,14 +2,17 @@
 //!
 //! - [`config`]: the command line with environment fallbacks, turned into [`ServerConfig`].
 //!   Nothing else reads the environment.
-//! - [`engine`]: the concept store (sharded map + type index, TTL via an injected clock),
-//!   made durable by the write-ahead log (`sutra-wal`) and checkpoints in `STORAGE_PATH`.
+//! - [`engine`] (the `sutra-engine` crate): the concept store (sharded map + type index, TTL
+//!   via an injected clock), made durable by the write-ahead log (`sutra-wal`) and
+//!   checkpoints in `STORAGE_PATH`.
 //!   Only the engine changes stored state.
 //! - `service`: executes a [`sutra_protocol::Request`] against the engine and keeps counters;
 //!   the binary, text and HTTP sessions all go through it.
 //! - `net`: accept loop, connection limit, first-byte sniffing, binary and text sessions.
-//! - [`http`]: `GET /health` and `GET /stats` (axum over hyper).
+//! - [`http`]: `GET /health`, `/stats`, `/metrics` and `POST /api/learn` (axum over hyper).
 //! - [`reaper`]: removes expired concepts in the background.
+//! - [`events`]: self-monitoring events (`SUTRA_EVENTS=on`) stored as `sutra_event` concepts.
+//! - [`metrics`]: `GET /metrics` in Prometheus' text format.
 //!
 //! [`Server::bind`] then [`Server::run`] with a cancellation token: cancelling stops the
 //! accept loop, lets every connection finish the request it is executing, waits up to the
