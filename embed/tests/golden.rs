@@ -1,5 +1,5 @@
 //! The default model against sentence-transformers' own output
-//! (`../shared/golden/minilm-l6-v2.json`): token counts equal, cosine ≥ 0.999 for the full
+//! (`embed/tests/data/minilm-l6-v2.json`, provenance in its README): token counts equal, cosine ≥ 0.999 for the full
 //! vector and for the Matryoshka-256 recipe, for every text. Needs the model files
 //! (`./scripts/fetch-model`, which `./scripts/test` runs).
 
@@ -49,7 +49,7 @@ fn pipeline() -> Pipeline {
 fn golden() -> &'static [Item] {
     static GOLDEN: OnceLock<Vec<Item>> = OnceLock::new();
     GOLDEN.get_or_init(|| {
-        let path = workspace().join("../shared/golden/minilm-l6-v2.json");
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/minilm-l6-v2.json");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         serde_json::from_str::<Golden>(&text)
