@@ -14,6 +14,8 @@
 //! ```
 
 mod batcher;
+mod bert;
+mod kernels;
 mod model;
 mod pipeline;
 

@@ -11,6 +11,7 @@ use candle_transformers::models::bert::BertModel;
 use candle_transformers::models::nomic_bert::NomicBertModel;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
+use crate::bert::{Bert, LoadError as BertLoadError};
 use crate::model::{Architecture, EmbedError, ModelDir, Prefixes};
 
 /// Most texts per forward pass. Texts are sorted by length first, so a pass of short texts
@@ -82,12 +83,15 @@ impl Pooled {
 
 /// The network, by architecture.
 enum Encoder {
-    Bert(BertModel),
+    /// BERT on this crate's own CPU forward pass (packed texts, fused steps).
+    Bert(Bert),
+    /// A BERT configuration the fast pass does not compute, through candle.
+    CandleBert(BertModel),
     NomicBert(NomicBertModel),
 }
 
 impl Encoder {
-    /// Last hidden states, `(rows, width, hidden)`.
+    /// Last hidden states, `(rows, width, hidden)`, of the candle models.
     fn forward(
         &self,
         ids: &Tensor,
@@ -95,8 +99,11 @@ impl Encoder {
         mask: &Tensor,
     ) -> Result<Tensor, candle_core::Error> {
         match self {
-            Encoder::Bert(model) => model.forward(ids, types, Some(mask)),
+            Encoder::CandleBert(model) => model.forward(ids, types, Some(mask)),
             Encoder::NomicBert(model) => model.forward(ids, Some(types), Some(mask)),
+            Encoder::Bert(_) => Err(candle_core::Error::Msg(
+                "the packed BERT encoder has no padded forward".into(),
+            )),
         }
     }
 }
@@ -142,12 +149,29 @@ impl Pipeline {
         let weights = std::fs::read(dir.join("model.safetensors"))
             .map_err(|error| bad("model.safetensors", error.to_string()))?;
         let device = Device::Cpu;
+        if let Architecture::Bert(config) = &info.architecture {
+            match Bert::load(&weights, config) {
+                Ok(model) => {
+                    return Ok(Pipeline {
+                        model: Encoder::Bert(model),
+                        tokenizer,
+                        info,
+                        device,
+                        pad_id,
+                    })
+                }
+                Err(BertLoadError::Unsupported(what)) => {
+                    tracing::info!("model {}: {what}; running it through candle", info.name);
+                }
+                Err(error) => return Err(bad("model.safetensors", error.to_string())),
+            }
+        }
         // f32: candle's BERT gives NaN in f16/bf16 with an attention mask, and f32 is also
         // the fastest on these CPUs.
         let builder = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(|error| bad("model.safetensors", error.to_string()))?;
         let model = match &info.architecture {
-            Architecture::Bert(config) => BertModel::load(builder, config).map(Encoder::Bert),
+            Architecture::Bert(config) => BertModel::load(builder, config).map(Encoder::CandleBert),
             Architecture::NomicBert(config) => {
                 NomicBertModel::load(builder, config).map(Encoder::NomicBert)
             }
@@ -209,6 +233,22 @@ impl Pipeline {
     }
 
     fn forward(&self, batch: &[&Encoding]) -> Result<Vec<Pooled>, EmbedError> {
+        if let Encoder::Bert(model) = &self.model {
+            let texts: Vec<(&[u32], &[u32])> = batch
+                .iter()
+                .map(|encoding| (encoding.get_ids(), encoding.get_type_ids()))
+                .collect();
+            let means = model.pooled(&texts).map_err(EmbedError::Run)?;
+            return Ok(batch
+                .iter()
+                .zip(means)
+                .map(|(encoding, mean)| Pooled {
+                    mean,
+                    tokens: encoding.len(),
+                    truncated: !encoding.get_overflowing().is_empty(),
+                })
+                .collect());
+        }
         let rows = batch.len();
         let width = batch
             .iter()

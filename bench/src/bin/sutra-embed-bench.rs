@@ -60,6 +60,9 @@ struct Args {
     /// Batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
     batch_sizes: Vec<usize>,
+    /// Text lengths, comma-separated (`short`, `medium`).
+    #[arg(long, value_delimiter = ',', default_value = "short,medium")]
+    lengths: Vec<String>,
     /// Output dimension (Matryoshka), as the server stores it.
     #[arg(long, default_value_t = 256)]
     dim: usize,
@@ -111,7 +114,12 @@ fn main() -> anyhow::Result<()> {
             info.name, info.hidden_size
         );
     }
-    for length in ["short", "medium"] {
+    for length in &args.lengths {
+        let length = length.as_str();
+        anyhow::ensure!(
+            matches!(length, "short" | "medium"),
+            "unknown text length {length:?} (short or medium)"
+        );
         for &batch in &args.batch_sizes {
             let texts: Vec<String> = (0..batch).map(|slot| text(length, slot)).collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -96,7 +96,11 @@ pub(super) async fn serve(
             break;
         }
     }
-    flush(&mut framed, shared).await
+    flush(&mut framed, shared).await?;
+    if shutdown.is_cancelled() {
+        super::close_after_shutdown(framed.into_inner()).await;
+    }
+    Ok(())
 }
 
 /// Most requests answered in one batch before their responses are encoded.

@@ -170,6 +170,30 @@ async fn serve(
     drop(permit);
 }
 
+/// How long a session closed by shutdown keeps reading (and discarding) what its client still
+/// sends after the server's last reply.
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
+
+/// Closes a session that shutdown ended: sends FIN after the last reply, then reads and drops
+/// the client's unread requests until it closes too or [`SHUTDOWN_LINGER`] passes. Dropping a
+/// socket with unread input makes the kernel send a reset, which can destroy replies the
+/// client has not read yet (a pipelining client would lose answers to writes that were made).
+async fn close_after_shutdown(mut stream: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0_u8; 8192];
+    let _ = tokio::time::timeout(SHUTDOWN_LINGER, async {
+        while let Ok(read) = stream.read(&mut sink).await {
+            if read == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Waits for the next frame or line of a session. `None` means stop: shutdown began while the
 /// connection was between requests, it stayed silent for the idle timeout, or a request it
 /// started did not finish within the read timeout.

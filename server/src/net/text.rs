@@ -85,7 +85,11 @@ pub(super) async fn serve(
             break;
         }
     }
-    flush(&mut framed, shared).await
+    flush(&mut framed, shared).await?;
+    if shutdown.is_cancelled() {
+        super::close_after_shutdown(framed.into_inner()).await;
+    }
+    Ok(())
 }
 
 async fn answer(

@@ -1,0 +1,745 @@
+//! BERT's forward pass on the CPU, written for throughput: the texts of a batch are packed
+//! end to end (no padding, so no attention mask and no work on pad tokens), the three
+//! attention projections are one product, biases and residuals are added by the products
+//! themselves, attention runs per (text, head) on every core, and the element-wise steps
+//! (GELU with a vectorised erf, layer norm, softmax) are vectorised and split across cores.
+//!
+//! It computes the same function as candle's `bert` module (post-norm BERT with absolute
+//! positions), checked by the golden tests and by a reference test on random weights.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType};
+use rayon::prelude::*;
+
+use crate::kernels::{self, Accumulate, Packed, Rhs, Shape};
+
+/// Rows per task of the element-wise steps: enough work to be worth a hand-off.
+const ROWS_PER_TASK: usize = 16;
+
+/// Texts up to this many tokens attend without gemm (`kernels::attention_direct`).
+const DIRECT_ATTENTION_TOKENS: usize = 32;
+
+/// Why the weights cannot be used by this encoder.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A tensor is missing or has another shape.
+    #[error("{0}")]
+    Tensor(String),
+    /// The configuration asks for something this encoder does not compute.
+    #[error("unsupported configuration: {0}")]
+    Unsupported(&'static str),
+}
+
+/// A dense layer, weight stored input-major (`inputs × outputs`, row-major) until packed.
+struct Linear {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    outputs: usize,
+}
+
+/// A dense layer ready to run.
+struct Dense {
+    weight: Packed,
+    bias: Vec<f32>,
+}
+
+impl From<Linear> for Dense {
+    fn from(linear: Linear) -> Dense {
+        let inputs = linear.weight.len() / linear.outputs.max(1);
+        Dense {
+            weight: Packed::new(&linear.weight, inputs, linear.outputs),
+            bias: linear.bias,
+        }
+    }
+}
+
+struct Norm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+struct Layer {
+    /// Query, key and value side by side: `hidden × 3·hidden`.
+    qkv: Dense,
+    attention_out: Dense,
+    attention_norm: Norm,
+    up: Dense,
+    down: Dense,
+    output_norm: Norm,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    GeluErf,
+    GeluTanh,
+    Relu,
+}
+
+/// A loaded BERT encoder.
+pub struct Bert {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embedding_norm: Norm,
+    layers: Vec<Layer>,
+    hidden: usize,
+    heads: usize,
+    activation: Activation,
+    eps: f32,
+    vocab: usize,
+    positions: usize,
+    token_types: usize,
+    scratch: Mutex<Scratch>,
+}
+
+/// The tensors of a safetensors file, by name, with the prefix the checkpoint uses.
+struct Tensors {
+    map: HashMap<String, Tensor>,
+    prefix: String,
+}
+
+impl Tensors {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
+        let full = format!("{}{name}", self.prefix);
+        let tensor = self
+            .map
+            .get(&full)
+            .ok_or_else(|| LoadError::Tensor(format!("tensor {full} is missing")))?;
+        if tensor.dims() != shape {
+            return Err(LoadError::Tensor(format!(
+                "tensor {full} has shape {:?}, expected {shape:?}",
+                tensor.dims()
+            )));
+        }
+        tensor
+            .to_dtype(DType::F32)
+            .and_then(|tensor| tensor.flatten_all())
+            .and_then(|tensor| tensor.to_vec1::<f32>())
+            .map_err(|error| LoadError::Tensor(format!("tensor {full}: {error}")))
+    }
+
+    /// A torch `Linear` (`weight` outputs × inputs, `bias` outputs), stored input-major.
+    fn linear(&self, name: &str, inputs: usize, outputs: usize) -> Result<Linear, LoadError> {
+        let weight = self.get(&format!("{name}.weight"), &[outputs, inputs])?;
+        Ok(Linear {
+            weight: transpose(&weight, outputs, inputs),
+            bias: self.get(&format!("{name}.bias"), &[outputs])?,
+            outputs,
+        })
+    }
+
+    fn norm(&self, name: &str, width: usize) -> Result<Norm, LoadError> {
+        Ok(Norm {
+            weight: self.get(&format!("{name}.weight"), &[width])?,
+            bias: self.get(&format!("{name}.bias"), &[width])?,
+        })
+    }
+}
+
+/// `rows × cols` row-major into `cols × rows` row-major.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for (row, chunk) in values.chunks_exact(cols).enumerate() {
+        for (col, &value) in chunk.iter().enumerate() {
+            out[col * rows + row] = value;
+        }
+    }
+    out
+}
+
+impl Bert {
+    /// Loads the weights of a safetensors file for `config`.
+    pub fn load(safetensors: &[u8], config: &Config) -> Result<Bert, LoadError> {
+        if config.position_embedding_type != PositionEmbeddingType::Absolute {
+            return Err(LoadError::Unsupported(
+                "position_embedding_type other than absolute",
+            ));
+        }
+        let (hidden, heads, inner) = (
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+        );
+        if heads == 0 || hidden % heads != 0 {
+            return Err(LoadError::Unsupported(
+                "hidden_size not a multiple of the heads",
+            ));
+        }
+        let map = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
+            .map_err(|error| LoadError::Tensor(error.to_string()))?;
+        let mut prefixes = vec![String::new(), "bert.".to_owned()];
+        if let Some(model_type) = &config.model_type {
+            prefixes.push(format!("{model_type}."));
+        }
+        let prefix = prefixes
+            .into_iter()
+            .find(|prefix| map.contains_key(&format!("{prefix}embeddings.word_embeddings.weight")))
+            .ok_or_else(|| {
+                LoadError::Tensor("tensor embeddings.word_embeddings.weight is missing".into())
+            })?;
+        let tensors = Tensors { map, prefix };
+        let layers = (0..config.num_hidden_layers)
+            .map(|index| {
+                let p = format!("encoder.layer.{index}");
+                let query = tensors.linear(&format!("{p}.attention.self.query"), hidden, hidden)?;
+                let key = tensors.linear(&format!("{p}.attention.self.key"), hidden, hidden)?;
+                let value = tensors.linear(&format!("{p}.attention.self.value"), hidden, hidden)?;
+                Ok(Layer {
+                    qkv: concatenate_outputs(&[query, key, value], hidden).into(),
+                    attention_out: tensors
+                        .linear(&format!("{p}.attention.output.dense"), hidden, hidden)?
+                        .into(),
+                    attention_norm: tensors
+                        .norm(&format!("{p}.attention.output.LayerNorm"), hidden)?,
+                    up: tensors
+                        .linear(&format!("{p}.intermediate.dense"), hidden, inner)?
+                        .into(),
+                    down: tensors
+                        .linear(&format!("{p}.output.dense"), inner, hidden)?
+                        .into(),
+                    output_norm: tensors.norm(&format!("{p}.output.LayerNorm"), hidden)?,
+                })
+            })
+            .collect::<Result<Vec<Layer>, LoadError>>()?;
+        #[allow(clippy::cast_possible_truncation, reason = "an epsilon")]
+        let eps = config.layer_norm_eps as f32;
+        Ok(Bert {
+            word: tensors.get(
+                "embeddings.word_embeddings.weight",
+                &[config.vocab_size, hidden],
+            )?,
+            position: tensors.get(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, hidden],
+            )?,
+            token_type: tensors.get(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, hidden],
+            )?,
+            embedding_norm: tensors.norm("embeddings.LayerNorm", hidden)?,
+            layers,
+            hidden,
+            heads,
+            activation: match config.hidden_act {
+                HiddenAct::Gelu => Activation::GeluErf,
+                HiddenAct::GeluApproximate => Activation::GeluTanh,
+                HiddenAct::Relu => Activation::Relu,
+            },
+            eps,
+            vocab: config.vocab_size,
+            positions: config.max_position_embeddings,
+            token_types: config.type_vocab_size,
+            scratch: Mutex::new(Scratch::default()),
+        })
+    }
+
+    /// The attention-masked mean of the last hidden states of each text (`ids` and token
+    /// types per text), in order. An empty text gets zeros.
+    pub fn pooled(&self, texts: &[(&[u32], &[u32])]) -> Result<Vec<Vec<f32>>, String> {
+        let hidden = self.hidden;
+        let mut offsets = Vec::with_capacity(texts.len() + 1);
+        offsets.push(0);
+        for (ids, types) in texts {
+            if ids.len() != types.len() {
+                return Err("token ids and token types differ in length".into());
+            }
+            if ids.len() > self.positions {
+                return Err(format!(
+                    "{} tokens is more than the model's {} positions",
+                    ids.len(),
+                    self.positions
+                ));
+            }
+            offsets.push(offsets.last().copied().unwrap_or(0) + ids.len());
+        }
+        let total = offsets.last().copied().unwrap_or(0);
+        let inner = self
+            .layers
+            .first()
+            .map_or(0, |layer| layer.up.weight.outputs());
+        // One pass at a time uses the buffers (the batcher's thread); another caller gets
+        // fresh ones rather than waiting.
+        let mut reused = self.scratch.try_lock().ok();
+        let mut fresh = Scratch::default();
+        let scratch = reused.as_deref_mut().unwrap_or(&mut fresh);
+        scratch.fit(total, hidden, inner);
+        let Scratch {
+            states,
+            qkv,
+            context,
+            up,
+        } = scratch;
+        let states = &mut states[..total * hidden];
+        self.embed_tokens(texts, states)?;
+        for layer in &self.layers {
+            self.layer(layer, &offsets, states, qkv, context, up);
+        }
+        Ok(offsets
+            .windows(2)
+            .map(|window| {
+                let rows = &states[window[0] * hidden..window[1] * hidden];
+                let mut mean = vec![0.0_f32; hidden];
+                for row in rows.chunks_exact(hidden) {
+                    kernels::add(&mut mean, row);
+                }
+                #[allow(clippy::cast_precision_loss, reason = "token counts are small")]
+                let inverse = 1.0 / (window[1] - window[0]).max(1) as f32;
+                for value in &mut mean {
+                    *value *= inverse;
+                }
+                mean
+            })
+            .collect())
+    }
+
+    /// Word + position + token type embeddings, layer-normed, into `states`.
+    fn embed_tokens(&self, texts: &[(&[u32], &[u32])], states: &mut [f32]) -> Result<(), String> {
+        let hidden = self.hidden;
+        let mut rows = states.chunks_exact_mut(hidden);
+        for (ids, types) in texts {
+            for (position, (&id, &kind)) in ids.iter().zip(types.iter()).enumerate() {
+                let (id, kind) = (id as usize, kind as usize);
+                if id >= self.vocab || kind >= self.token_types {
+                    return Err(format!(
+                        "token {id} (type {kind}) is outside the model's vocabulary"
+                    ));
+                }
+                let Some(row) = rows.next() else {
+                    return Err("token count changed while embedding".into());
+                };
+                row.copy_from_slice(&self.word[id * hidden..(id + 1) * hidden]);
+                kernels::add(
+                    row,
+                    &self.position[position * hidden..(position + 1) * hidden],
+                );
+                kernels::add(row, &self.token_type[kind * hidden..(kind + 1) * hidden]);
+            }
+        }
+        let norm = &self.embedding_norm;
+        par_rows(states, hidden, |rows| {
+            kernels::layer_norm_rows(rows, &norm.weight, &norm.bias, self.eps);
+        });
+        Ok(())
+    }
+
+    /// One encoder layer over the packed `states` (texts at `offsets`), in place.
+    fn layer(
+        &self,
+        layer: &Layer,
+        offsets: &[usize],
+        states: &mut [f32],
+        qkv: &mut [f32],
+        context: &mut [f32],
+        up: &mut [f32],
+    ) {
+        let hidden = self.hidden;
+        let total = states.len() / hidden;
+        let threads = rayon::current_num_threads();
+        let qkv = &mut qkv[..total * 3 * hidden];
+        linear(
+            states,
+            hidden,
+            &layer.qkv,
+            qkv,
+            Accumulate::Overwrite,
+            threads,
+        );
+        let context = &mut context[..total * hidden];
+        self.attention(qkv, offsets, context);
+        // states = LayerNorm(states + context · W_o + b_o)
+        linear(
+            context,
+            hidden,
+            &layer.attention_out,
+            states,
+            Accumulate::Add,
+            threads,
+        );
+        let norm = &layer.attention_norm;
+        par_rows(states, hidden, |rows| {
+            kernels::layer_norm_rows(rows, &norm.weight, &norm.bias, self.eps);
+        });
+        let inner = layer.up.weight.outputs();
+        let up = &mut up[..total * inner];
+        linear(
+            states,
+            hidden,
+            &layer.up,
+            up,
+            Accumulate::Overwrite,
+            threads,
+        );
+        let activation = self.activation;
+        par_rows(up, inner, |rows| match activation {
+            Activation::GeluErf => kernels::gelu_erf(rows),
+            Activation::GeluTanh => kernels::gelu_tanh(rows),
+            Activation::Relu => kernels::relu(rows),
+        });
+        linear(up, inner, &layer.down, states, Accumulate::Add, threads);
+        let norm = &layer.output_norm;
+        par_rows(states, hidden, |rows| {
+            kernels::layer_norm_rows(rows, &norm.weight, &norm.bias, self.eps);
+        });
+    }
+
+    /// Scaled dot-product attention of each text with itself, every head, into `context`
+    /// (`total × hidden`, heads side by side as BERT concatenates them).
+    fn attention(&self, qkv: &[f32], offsets: &[usize], context: &mut [f32]) {
+        let (hidden, heads) = (self.hidden, self.heads);
+        let head = hidden / heads;
+        #[allow(clippy::cast_precision_loss, reason = "head sizes are small")]
+        let scale = 1.0 / (head as f32).sqrt();
+        let stride = 3 * hidden;
+        let tasks: Vec<(usize, usize)> = (0..offsets.len().saturating_sub(1))
+            .flat_map(|text| (0..heads).map(move |h| (text, h)))
+            .collect();
+        let outputs: Vec<(usize, usize, Vec<f32>)> = tasks
+            .into_par_iter()
+            .map_init(Vec::new, |scores, (text, h)| {
+                let (start, end) = (offsets[text], offsets[text + 1]);
+                let len = end - start;
+                let mut out = vec![0.0_f32; len * head];
+                if len == 0 {
+                    return (text, h, out);
+                }
+                scores.resize(len * len, 0.0);
+                let base = start * stride + h * head;
+                if len <= DIRECT_ATTENTION_TOKENS {
+                    kernels::attention_direct(
+                        &qkv[base..],
+                        &qkv[base + hidden..],
+                        &qkv[base + 2 * hidden..],
+                        stride,
+                        head,
+                        scale,
+                        scores,
+                        &mut out,
+                    );
+                    return (text, h, out);
+                }
+                let view = Shape {
+                    rows: len,
+                    cols: head,
+                    stride,
+                };
+                kernels::matmul(
+                    scores,
+                    Shape::dense(len, len),
+                    &qkv[base..],
+                    view,
+                    &qkv[base + hidden..],
+                    stride,
+                    Rhs::Transposed,
+                    scale,
+                    Accumulate::Overwrite,
+                    1,
+                );
+                kernels::softmax_rows(scores, len);
+                kernels::matmul(
+                    &mut out,
+                    Shape::dense(len, head),
+                    scores,
+                    Shape::dense(len, len),
+                    &qkv[base + 2 * hidden..],
+                    stride,
+                    Rhs::RowMajor,
+                    1.0,
+                    Accumulate::Overwrite,
+                    1,
+                );
+                (text, h, out)
+            })
+            .collect();
+        for (text, h, out) in outputs {
+            for (row, values) in out.chunks_exact(head).enumerate() {
+                let at = (offsets[text] + row) * hidden + h * head;
+                context[at..at + head].copy_from_slice(values);
+            }
+        }
+    }
+}
+
+/// `output [+]= input · W + b` over `rows × width` inputs. With [`Accumulate::Add`] the bias
+/// and the product are added to what `output` holds (the residual).
+fn linear(
+    input: &[f32],
+    width: usize,
+    layer: &Dense,
+    output: &mut [f32],
+    mode: Accumulate,
+    threads: usize,
+) {
+    let rows = input.len() / width.max(1);
+    match mode {
+        Accumulate::Overwrite => {
+            for row in output.chunks_exact_mut(layer.bias.len().max(1)) {
+                row.copy_from_slice(&layer.bias);
+            }
+        }
+        Accumulate::Add => kernels::add_row(output, &layer.bias),
+    }
+    kernels::matmul_packed(output, input, rows, &layer.weight, threads);
+}
+
+/// Runs `step` over `values` in blocks of whole rows (`width` values each), on every core
+/// when there is enough of them.
+fn par_rows(values: &mut [f32], width: usize, step: impl Fn(&mut [f32]) + Sync) {
+    let block = ROWS_PER_TASK * width.max(1);
+    if values.len() <= block {
+        step(values);
+    } else {
+        values.par_chunks_mut(block).for_each(&step);
+    }
+}
+
+/// The activations of a forward pass, kept between passes: fresh pages cost the kernel a
+/// clearing each (4% of a pass when they were allocated per call).
+#[derive(Default)]
+struct Scratch {
+    states: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl Scratch {
+    /// Grows the buffers to hold `tokens` tokens (never shrinks: the largest pass so far,
+    /// at most SUB_BATCH_TOKENS tokens or one text at the model's limit).
+    fn fit(&mut self, tokens: usize, hidden: usize, inner: usize) {
+        for (buffer, width) in [
+            (&mut self.states, hidden),
+            (&mut self.qkv, 3 * hidden),
+            (&mut self.context, hidden),
+            (&mut self.up, inner),
+        ] {
+            if buffer.len() < tokens * width {
+                buffer.resize(tokens * width, 0.0);
+            }
+        }
+    }
+}
+
+/// Query, key and value layers as one layer with their outputs side by side.
+fn concatenate_outputs(parts: &[Linear], inputs: usize) -> Linear {
+    let outputs: usize = parts.iter().map(|part| part.outputs).sum();
+    let mut weight = Vec::with_capacity(inputs * outputs);
+    for row in 0..inputs {
+        for part in parts {
+            weight.extend_from_slice(&part.weight[row * part.outputs..(row + 1) * part.outputs]);
+        }
+    }
+    Linear {
+        weight,
+        bias: parts
+            .iter()
+            .flat_map(|part| part.bias.iter().copied())
+            .collect(),
+        outputs,
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::float_cmp,
+    reason = "small test sizes; a text alone and in a batch must agree exactly"
+)]
+mod tests {
+    use super::*;
+    use candle_nn::VarBuilder;
+    use candle_transformers::models::bert::BertModel;
+
+    const VOCAB: usize = 20;
+
+    /// A random-weight BERT with sizes that are not multiples of the SIMD widths or of a
+    /// weight panel (hidden 40 in 4 heads of 10, feed-forward 100), saved as safetensors with
+    /// the names under `prefix`.
+    fn random_model(act: HiddenAct, prefix: &str) -> (Config, Vec<u8>) {
+        let config = Config {
+            vocab_size: VOCAB,
+            hidden_size: 40,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 100,
+            hidden_act: act,
+            max_position_embeddings: 64,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            ..Config::default()
+        };
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut tensors = HashMap::new();
+        let mut add = |name: String, shape: &[usize], offset: f32| {
+            let count = shape.iter().product();
+            let values: Vec<f32> = (0..count).map(|_| offset + rng.f32() - 0.5).collect();
+            let tensor = Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor");
+            tensors.insert(format!("{prefix}{name}"), tensor);
+        };
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        add("embeddings.word_embeddings.weight".into(), &[VOCAB, h], 0.0);
+        add(
+            "embeddings.position_embeddings.weight".into(),
+            &[64, h],
+            0.0,
+        );
+        add(
+            "embeddings.token_type_embeddings.weight".into(),
+            &[2, h],
+            0.0,
+        );
+        add("embeddings.LayerNorm.weight".into(), &[h], 1.0);
+        add("embeddings.LayerNorm.bias".into(), &[h], 0.0);
+        for layer in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{layer}");
+            for (name, outputs, inputs) in [
+                ("attention.self.query", h, h),
+                ("attention.self.key", h, h),
+                ("attention.self.value", h, h),
+                ("attention.output.dense", h, h),
+                ("intermediate.dense", i, h),
+                ("output.dense", h, i),
+            ] {
+                add(format!("{p}.{name}.weight"), &[outputs, inputs], 0.0);
+                add(format!("{p}.{name}.bias"), &[outputs], 0.0);
+            }
+            for name in ["attention.output.LayerNorm", "output.LayerNorm"] {
+                add(format!("{p}.{name}.weight"), &[h], 1.0);
+                add(format!("{p}.{name}.bias"), &[h], 0.0);
+            }
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("model.safetensors");
+        candle_core::safetensors::save(&tensors, &path).expect("saved");
+        (config, std::fs::read(&path).expect("read back"))
+    }
+
+    /// candle's BertModel over the padded batch with an attention mask, mean-pooled.
+    fn candle_pooled(
+        config: &Config,
+        weights: &[u8],
+        texts: &[(Vec<u32>, Vec<u32>)],
+    ) -> Vec<Vec<f32>> {
+        let builder =
+            VarBuilder::from_buffered_safetensors(weights.to_vec(), DType::F32, &Device::Cpu)
+                .expect("var builder");
+        let model = BertModel::load(builder, config).expect("candle loads it");
+        let width = texts.iter().map(|(ids, _)| ids.len()).max().unwrap_or(1);
+        let pad = |values: &[u32], fill: u32| {
+            let mut row = values.to_vec();
+            row.resize(width, fill);
+            row
+        };
+        let ids: Vec<u32> = texts.iter().flat_map(|(ids, _)| pad(ids, 0)).collect();
+        let types: Vec<u32> = texts.iter().flat_map(|(_, types)| pad(types, 0)).collect();
+        let mask: Vec<u32> = texts
+            .iter()
+            .flat_map(|(ids, _)| pad(&vec![1; ids.len()], 0))
+            .collect();
+        let tensor = |values: Vec<u32>| {
+            Tensor::from_vec(values, (texts.len(), width), &Device::Cpu).expect("tensor")
+        };
+        let states = model
+            .forward(&tensor(ids), &tensor(types), Some(&tensor(mask)))
+            .and_then(|states| states.to_vec3::<f32>())
+            .expect("candle runs");
+        states
+            .iter()
+            .zip(texts)
+            .map(|(rows, (ids, _))| {
+                let mut mean = vec![0.0_f32; config.hidden_size];
+                for row in &rows[..ids.len()] {
+                    for (m, v) in mean.iter_mut().zip(row) {
+                        *m += v / ids.len() as f32;
+                    }
+                }
+                mean
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packed_forward_matches_candles_padded_bert() {
+        let texts: Vec<(Vec<u32>, Vec<u32>)> = vec![
+            (vec![2, 5, 6, 7, 3], vec![0; 5]),
+            (
+                vec![2, 9, 3, 10, 11, 12, 13, 3],
+                vec![0, 0, 0, 1, 1, 1, 1, 1],
+            ),
+            (vec![2, 3], vec![0, 0]),
+            ((0..30).map(|i| i % VOCAB as u32).collect(), vec![1; 30]),
+            // Longer than DIRECT_ATTENTION_TOKENS: attention through gemm.
+            (
+                (0..50).map(|i| (i * 7) % VOCAB as u32).collect(),
+                vec![0; 50],
+            ),
+        ];
+        for (act, prefix) in [
+            (HiddenAct::Gelu, ""),
+            (HiddenAct::GeluApproximate, "bert."),
+            (HiddenAct::Relu, ""),
+        ] {
+            let (config, weights) = random_model(act, prefix);
+            let ours = Bert::load(&weights, &config).expect("our encoder loads it");
+            let refs: Vec<(&[u32], &[u32])> = texts
+                .iter()
+                .map(|(ids, types)| (ids.as_slice(), types.as_slice()))
+                .collect();
+            let pooled = ours.pooled(&refs).expect("runs");
+            let expected = candle_pooled(&config, &weights, &texts);
+            for (index, (a, b)) in pooled.iter().zip(&expected).enumerate() {
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0_f32, f32::max);
+                assert!(
+                    worst < 1e-4,
+                    "{act:?} text {index}: worst difference {worst}"
+                );
+            }
+            // Alone or in a batch, a text gets the same vector.
+            let alone = ours.pooled(&refs[1..2]).expect("runs");
+            assert_eq!(alone[0], pooled[1]);
+        }
+    }
+
+    #[test]
+    fn bad_tokens_and_lengths_are_errors_not_panics() {
+        let (config, weights) = random_model(HiddenAct::Gelu, "");
+        let model = Bert::load(&weights, &config).expect("loads");
+        let too_long: Vec<u32> = vec![1; 65];
+        assert!(model.pooled(&[(&too_long, &vec![0; 65])]).is_err());
+        assert!(model.pooled(&[(&[2, 99, 3], &[0, 0, 0])]).is_err());
+        assert!(model.pooled(&[(&[2, 5, 3], &[0, 2, 0])]).is_err());
+        assert!(model.pooled(&[(&[2, 5, 3], &[0, 0])]).is_err());
+        assert_eq!(model.pooled(&[]).expect("no texts"), Vec::<Vec<f32>>::new());
+        let mut missing = config.clone();
+        missing.num_hidden_layers = 3;
+        assert!(matches!(
+            Bert::load(&weights, &missing),
+            Err(LoadError::Tensor(_))
+        ));
+    }
+
+    #[test]
+    fn transpose_and_concatenation_keep_every_weight_in_place() {
+        let t = transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3);
+        assert_eq!(t, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let part = |base: f32| Linear {
+            weight: vec![base, base + 1.0, base + 2.0, base + 3.0],
+            bias: vec![base, base],
+            outputs: 2,
+        };
+        let joined = concatenate_outputs(&[part(0.0), part(10.0)], 2);
+        assert_eq!(
+            joined.weight,
+            vec![0.0, 1.0, 10.0, 11.0, 2.0, 3.0, 12.0, 13.0]
+        );
+        assert_eq!(joined.bias, vec![0.0, 0.0, 10.0, 10.0]);
+        assert_eq!(joined.outputs, 4);
+    }
+}
