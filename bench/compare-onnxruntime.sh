@@ -2,7 +2,7 @@
 # Side-by-side benchmark of the embedding pipeline against ONNX Runtime (what fastembed and most
 # CPU deployments of text-embeddings-inference run): sutra-embed-bench and bench/ort_bench.py on
 # the same model folder, texts, cases and thread count, in one run, alternating, medians of
-# ROUNDS. Prints embeddings/s of sutra (f32), ONNX Runtime f32 and ONNX Runtime dynamic INT8 for
+# ROUNDS. Prints embeddings/s of sutra (f32 and int8), ONNX Runtime f32 and dynamic INT8 for
 # batch sizes 1, 8, 32, 64 on short (~12 tokens) and medium (~129 tokens) texts, the ratios,
 # sutra's share of the machine's matmul peak, and how close ONNX Runtime's INT8 vectors stay to
 # its f32 ones on the golden texts.
@@ -41,9 +41,11 @@ cargo build --release --locked -p sutra-bench --bin sutra-embed-bench >&2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for round in $(seq "$rounds"); do
-  echo "round $round/$rounds: sutra f32" >&2
-  target/release/sutra-embed-bench --model-dir "$model" --threads "$threads" \
-    --seconds "$seconds" --json >>"$work/sutra.jsonl"
+  for precision in f32 int8; do
+    echo "round $round/$rounds: sutra $precision" >&2
+    target/release/sutra-embed-bench --model-dir "$model" --threads "$threads" \
+      --seconds "$seconds" --precision "$precision" --json >>"$work/sutra-$precision.jsonl"
+  done
   for variant in f32 int8; do
     file=$onnx/model.onnx
     [ "$variant" = int8 ] && file=$onnx/model-int8.onnx
@@ -64,16 +66,18 @@ def load(name):
         row = json.loads(line)
         cases.setdefault((row["length"], row["batch"]), []).append(row)
     return cases
-sutra, f32, int8 = load("sutra"), load("ort-f32"), load("ort-int8")
+sutra, sutra8 = load("sutra-f32"), load("sutra-int8")
+f32, int8 = load("ort-f32"), load("ort-int8")
 median = lambda rows, key="per_second": statistics.median(r[key] for r in rows)
 print(f"threads {threads}, medians of {rounds} rounds; embeddings/s")
-print("| text | batch | sutra f32 | ORT f32 | ORT INT8 | sutra / ORT f32 | sutra f32 / ORT INT8 | sutra GFLOP/s (% of matmul peak) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| text | batch | sutra f32 | ORT f32 | sutra / ORT f32 | sutra INT8 | ORT INT8 | sutra INT8 / ORT INT8 | sutra f32 GFLOP/s (% of matmul peak) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for key in sorted(sutra, key=lambda k: (k[0] != "short", k[1])):
-    ours, theirs, quantised = median(sutra[key]), median(f32[key]), median(int8[key])
+    ours, theirs = median(sutra[key]), median(f32[key])
+    ours8, theirs8 = median(sutra8[key]), median(int8[key])
     gflops, peak = median(sutra[key], "gflops"), median(sutra[key], "peak_gflops")
     print(f"| {key[0]} ({sutra[key][0]['tokens']} tokens) | {key[1]} | {ours:.1f} | {theirs:.1f} | "
-          f"{quantised:.1f} | {ours / theirs:.2f}x | {ours / quantised:.2f}x | "
+          f"{ours / theirs:.2f}x | {ours8:.1f} | {theirs8:.1f} | {ours8 / theirs8:.2f}x | "
           f"{gflops:.1f} ({100 * gflops / peak:.0f}% of {peak:.0f}) |")
 quality = json.load(open(f"{work}/quality.json"))
 print(f"\nONNX Runtime INT8 vs its f32, {quality['texts']} golden texts:")

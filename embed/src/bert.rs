@@ -14,7 +14,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType};
 use rayon::prelude::*;
 
-use crate::kernels::{self, Accumulate, Packed, Rhs, Shape};
+use crate::kernels::{self, Accumulate, Packed, PackedInt8, QuantizedRows, Rhs, Shape};
+use crate::pipeline::Precision;
 
 /// Rows per task of the element-wise steps: enough work to be worth a hand-off.
 const ROWS_PER_TASK: usize = 16;
@@ -42,15 +43,36 @@ struct Linear {
 
 /// A dense layer ready to run.
 struct Dense {
-    weight: Packed,
+    weight: Weights,
     bias: Vec<f32>,
 }
 
-impl From<Linear> for Dense {
-    fn from(linear: Linear) -> Dense {
+/// A dense layer's weights in the precision it runs in.
+enum Weights {
+    F32(Packed),
+    Int8(PackedInt8),
+}
+
+impl Weights {
+    fn outputs(&self) -> usize {
+        match self {
+            Weights::F32(packed) => packed.outputs(),
+            Weights::Int8(packed) => packed.outputs(),
+        }
+    }
+}
+
+impl Dense {
+    fn new(linear: Linear, precision: Precision) -> Dense {
         let inputs = linear.weight.len() / linear.outputs.max(1);
+        let weight = match precision {
+            Precision::F32 => Weights::F32(Packed::new(&linear.weight, inputs, linear.outputs)),
+            Precision::Int8 => {
+                Weights::Int8(PackedInt8::new(&linear.weight, inputs, linear.outputs))
+            }
+        };
         Dense {
-            weight: Packed::new(&linear.weight, inputs, linear.outputs),
+            weight,
             bias: linear.bias,
         }
     }
@@ -152,7 +174,11 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 impl Bert {
     /// Loads the weights of a safetensors file for `config`.
-    pub fn load(safetensors: &[u8], config: &Config) -> Result<Bert, LoadError> {
+    pub fn load(
+        safetensors: &[u8],
+        config: &Config,
+        precision: Precision,
+    ) -> Result<Bert, LoadError> {
         if config.position_embedding_type != PositionEmbeddingType::Absolute {
             return Err(LoadError::Unsupported(
                 "position_embedding_type other than absolute",
@@ -187,19 +213,18 @@ impl Bert {
                 let query = tensors.linear(&format!("{p}.attention.self.query"), hidden, hidden)?;
                 let key = tensors.linear(&format!("{p}.attention.self.key"), hidden, hidden)?;
                 let value = tensors.linear(&format!("{p}.attention.self.value"), hidden, hidden)?;
+                let dense = |linear| Dense::new(linear, precision);
                 Ok(Layer {
-                    qkv: concatenate_outputs(&[query, key, value], hidden).into(),
-                    attention_out: tensors
-                        .linear(&format!("{p}.attention.output.dense"), hidden, hidden)?
-                        .into(),
+                    qkv: dense(concatenate_outputs(&[query, key, value], hidden)),
+                    attention_out: dense(tensors.linear(
+                        &format!("{p}.attention.output.dense"),
+                        hidden,
+                        hidden,
+                    )?),
                     attention_norm: tensors
                         .norm(&format!("{p}.attention.output.LayerNorm"), hidden)?,
-                    up: tensors
-                        .linear(&format!("{p}.intermediate.dense"), hidden, inner)?
-                        .into(),
-                    down: tensors
-                        .linear(&format!("{p}.output.dense"), inner, hidden)?
-                        .into(),
+                    up: dense(tensors.linear(&format!("{p}.intermediate.dense"), hidden, inner)?),
+                    down: dense(tensors.linear(&format!("{p}.output.dense"), inner, hidden)?),
                     output_norm: tensors.norm(&format!("{p}.output.LayerNorm"), hidden)?,
                 })
             })
@@ -271,11 +296,18 @@ impl Bert {
             qkv,
             context,
             up,
+            quantized,
         } = scratch;
         let states = &mut states[..total * hidden];
         self.embed_tokens(texts, states)?;
+        let mut buffers = Buffers {
+            qkv,
+            context,
+            up,
+            quantized,
+        };
         for layer in &self.layers {
-            self.layer(layer, &offsets, states, qkv, context, up);
+            self.layer(layer, &offsets, states, &mut buffers);
         }
         Ok(offsets
             .windows(2)
@@ -326,19 +358,12 @@ impl Bert {
     }
 
     /// One encoder layer over the packed `states` (texts at `offsets`), in place.
-    fn layer(
-        &self,
-        layer: &Layer,
-        offsets: &[usize],
-        states: &mut [f32],
-        qkv: &mut [f32],
-        context: &mut [f32],
-        up: &mut [f32],
-    ) {
+    fn layer(&self, layer: &Layer, offsets: &[usize], states: &mut [f32], buffers: &mut Buffers) {
         let hidden = self.hidden;
         let total = states.len() / hidden;
         let threads = rayon::current_num_threads();
-        let qkv = &mut qkv[..total * 3 * hidden];
+        let quantized = &mut *buffers.quantized;
+        let qkv = &mut buffers.qkv[..total * 3 * hidden];
         linear(
             states,
             hidden,
@@ -346,8 +371,9 @@ impl Bert {
             qkv,
             Accumulate::Overwrite,
             threads,
+            quantized,
         );
-        let context = &mut context[..total * hidden];
+        let context = &mut buffers.context[..total * hidden];
         self.attention(qkv, offsets, context);
         // states = LayerNorm(states + context · W_o + b_o)
         linear(
@@ -357,13 +383,14 @@ impl Bert {
             states,
             Accumulate::Add,
             threads,
+            quantized,
         );
         let norm = &layer.attention_norm;
         par_rows(states, hidden, |rows| {
             kernels::layer_norm_rows(rows, &norm.weight, &norm.bias, self.eps);
         });
         let inner = layer.up.weight.outputs();
-        let up = &mut up[..total * inner];
+        let up = &mut buffers.up[..total * inner];
         linear(
             states,
             hidden,
@@ -371,6 +398,7 @@ impl Bert {
             up,
             Accumulate::Overwrite,
             threads,
+            quantized,
         );
         let activation = self.activation;
         par_rows(up, inner, |rows| match activation {
@@ -378,7 +406,15 @@ impl Bert {
             Activation::GeluTanh => kernels::gelu_tanh(rows),
             Activation::Relu => kernels::relu(rows),
         });
-        linear(up, inner, &layer.down, states, Accumulate::Add, threads);
+        linear(
+            up,
+            inner,
+            &layer.down,
+            states,
+            Accumulate::Add,
+            threads,
+            quantized,
+        );
         let norm = &layer.output_norm;
         par_rows(states, hidden, |rows| {
             kernels::layer_norm_rows(rows, &norm.weight, &norm.bias, self.eps);
@@ -471,6 +507,7 @@ fn linear(
     output: &mut [f32],
     mode: Accumulate,
     threads: usize,
+    quantized: &mut QuantizedRows,
 ) {
     let rows = input.len() / width.max(1);
     match mode {
@@ -481,7 +518,13 @@ fn linear(
         }
         Accumulate::Add => kernels::add_row(output, &layer.bias),
     }
-    kernels::matmul_packed(output, input, rows, &layer.weight, threads);
+    match &layer.weight {
+        Weights::F32(weight) => kernels::matmul_packed(output, input, rows, weight, threads),
+        Weights::Int8(weight) => {
+            quantized.quantize(input, rows, width);
+            kernels::matmul_int8(output, quantized, weight, threads);
+        }
+    }
 }
 
 /// Runs `step` over `values` in blocks of whole rows (`width` values each), on every core
@@ -503,6 +546,16 @@ struct Scratch {
     qkv: Vec<f32>,
     context: Vec<f32>,
     up: Vec<f32>,
+    /// The input of an INT8 product, quantised.
+    quantized: QuantizedRows,
+}
+
+/// The buffers a layer works in, borrowed from [`Scratch`].
+struct Buffers<'a> {
+    qkv: &'a mut [f32],
+    context: &'a mut [f32],
+    up: &'a mut [f32],
+    quantized: &'a mut QuantizedRows,
 }
 
 impl Scratch {
@@ -683,7 +736,7 @@ mod tests {
             (HiddenAct::Relu, ""),
         ] {
             let (config, weights) = random_model(act, prefix);
-            let ours = Bert::load(&weights, &config).expect("our encoder loads it");
+            let ours = Bert::load(&weights, &config, Precision::F32).expect("our encoder loads it");
             let refs: Vec<(&[u32], &[u32])> = texts
                 .iter()
                 .map(|(ids, types)| (ids.as_slice(), types.as_slice()))
@@ -710,7 +763,7 @@ mod tests {
     #[test]
     fn bad_tokens_and_lengths_are_errors_not_panics() {
         let (config, weights) = random_model(HiddenAct::Gelu, "");
-        let model = Bert::load(&weights, &config).expect("loads");
+        let model = Bert::load(&weights, &config, Precision::F32).expect("loads");
         let too_long: Vec<u32> = vec![1; 65];
         assert!(model.pooled(&[(&too_long, &vec![0; 65])]).is_err());
         assert!(model.pooled(&[(&[2, 99, 3], &[0, 0, 0])]).is_err());
@@ -720,7 +773,7 @@ mod tests {
         let mut missing = config.clone();
         missing.num_hidden_layers = 3;
         assert!(matches!(
-            Bert::load(&weights, &missing),
+            Bert::load(&weights, &missing, Precision::Int8),
             Err(LoadError::Tensor(_))
         ));
     }

@@ -21,7 +21,7 @@ mod pipeline;
 
 pub use batcher::{Batcher, BatcherConfig};
 pub use model::{Architecture, EmbedError, ModelDir, Prefixes, Task, MAX_TOKENS};
-pub use pipeline::{Embedded, Output, Pipeline, Pooled, SUB_BATCH, SUB_BATCH_TOKENS};
+pub use pipeline::{Embedded, Output, Pipeline, Pooled, Precision, SUB_BATCH, SUB_BATCH_TOKENS};
 
 /// The default model folder, relative to the working directory (`scripts/fetch-model`).
 pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";

@@ -43,6 +43,14 @@ pub enum EmbedError {
         /// The model's.
         hidden: usize,
     },
+    /// The architecture has no path in the requested precision.
+    #[error("model folder {dir}: EMBED_PRECISION={precision} is implemented for BERT models only (this folder's model runs in f32; unset EMBED_PRECISION or set it to f32)")]
+    Precision {
+        /// The folder.
+        dir: PathBuf,
+        /// Asked for.
+        precision: crate::Precision,
+    },
     /// Tokenisation failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

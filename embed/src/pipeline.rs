@@ -25,6 +25,38 @@ pub const SUB_BATCH_TOKENS: usize = 2048;
 /// `layer_norm` epsilon of the Matryoshka recipe.
 const LAYER_NORM_EPS: f32 = 1e-5;
 
+/// The arithmetic of the model's dense layers (`EMBED_PRECISION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 throughout: the model's own function (cosine ≥ 0.999 to sentence-transformers).
+    #[default]
+    F32,
+    /// Dense layers in INT8 (weights per output column, activations per token, exact integer
+    /// sums); attention, softmax, layer norms and GELU in f32. BERT models only.
+    Int8,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Precision, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "int8" | "i8" => Ok(Precision::Int8),
+            other => Err(format!("unknown precision {other:?} (f32 or int8)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
 /// Which vector to return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
@@ -115,6 +147,7 @@ pub struct Pipeline {
     info: ModelDir,
     device: Device,
     pad_id: u32,
+    precision: Precision,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -128,6 +161,12 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// Loads the model folder (see [`ModelDir::open`]) in f32 on the CPU.
     pub fn load(dir: &Path) -> Result<Pipeline, EmbedError> {
+        Pipeline::load_with(dir, Precision::F32)
+    }
+
+    /// Loads the model folder to run in `precision`. INT8 is refused, with the reason, for an
+    /// architecture that has no INT8 path (NomicBert, BERT variants the own pass lacks).
+    pub fn load_with(dir: &Path, precision: Precision) -> Result<Pipeline, EmbedError> {
         let info = ModelDir::open(dir)?;
         let bad = |file: &'static str, reason: String| EmbedError::BadFile {
             dir: dir.to_path_buf(),
@@ -150,7 +189,7 @@ impl Pipeline {
             .map_err(|error| bad("model.safetensors", error.to_string()))?;
         let device = Device::Cpu;
         if let Architecture::Bert(config) = &info.architecture {
-            match Bert::load(&weights, config) {
+            match Bert::load(&weights, config, precision) {
                 Ok(model) => {
                     return Ok(Pipeline {
                         model: Encoder::Bert(model),
@@ -158,13 +197,20 @@ impl Pipeline {
                         info,
                         device,
                         pad_id,
+                        precision,
                     })
                 }
-                Err(BertLoadError::Unsupported(what)) => {
+                Err(BertLoadError::Unsupported(what)) if precision == Precision::F32 => {
                     tracing::info!("model {}: {what}; running it through candle", info.name);
                 }
                 Err(error) => return Err(bad("model.safetensors", error.to_string())),
             }
+        }
+        if precision != Precision::F32 {
+            return Err(EmbedError::Precision {
+                dir: dir.to_path_buf(),
+                precision,
+            });
         }
         // f32: candle's BERT gives NaN in f16/bf16 with an attention mask, and f32 is also
         // the fastest on these CPUs.
@@ -183,7 +229,13 @@ impl Pipeline {
             info,
             device,
             pad_id,
+            precision,
         })
+    }
+
+    /// The precision the model runs in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The model folder's facts.

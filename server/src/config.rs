@@ -12,7 +12,7 @@ use sutra_wal::{FsyncPolicy, WalConfig};
 use crate::engine::{Capacity, CheckpointConfig, EvictionPolicy};
 use crate::events::EventsConfig;
 use crate::reaper::ReaperConfig;
-use sutra_embed::BatcherConfig;
+use sutra_embed::{BatcherConfig, Precision};
 
 /// The embedding model the server loads for LearnConcept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub struct ModelConfig {
     pub batcher: BatcherConfig,
     /// `EMBED_THREADS`: threads for the model's CPU kernels; 0 = every physical core.
     pub threads: usize,
+    /// `EMBED_PRECISION`: f32 (exact) or int8.
+    pub precision: Precision,
     /// `EMBED_DOCUMENT_PREFIX`: replaces the model's document prefix for learned texts.
     pub document_prefix: Option<String>,
 }
@@ -37,6 +39,7 @@ impl ModelConfig {
             matryoshka_dim: Limits::DEFAULT_VECTOR_DIMENSION,
             batcher: BatcherConfig::default(),
             threads: 0,
+            precision: Precision::F32,
             document_prefix: None,
         }
     }
@@ -212,6 +215,11 @@ pub struct Cli {
     /// Threads for the model's CPU kernels; 0 = every physical core.
     #[arg(long, env = "EMBED_THREADS", default_value_t = 0)]
     pub embed_threads: usize,
+
+    /// Arithmetic of the model's dense layers: f32 (exact) or int8 (faster; BERT models;
+    /// cosine ≥ 0.99 to f32 on the golden texts).
+    #[arg(long, env = "EMBED_PRECISION", default_value = "f32")]
+    pub embed_precision: Precision,
 
     /// Text put before every learned text when it is embedded (not stored) [default: the
     /// model's document prefix: `search_document: ` for nomic_bert models, none for BERT].
@@ -546,6 +554,7 @@ impl TryFrom<Cli> for ServerConfig {
                         batch_timeout: Duration::from_millis(cli.ml_base_batch_timeout_ms),
                     },
                     threads: cli.embed_threads,
+                    precision: cli.embed_precision,
                     document_prefix: cli.embed_document_prefix.clone(),
                 }),
             limits: Limits {
@@ -696,6 +705,7 @@ mod tests {
             "EMBED_QUEUE_LEN",
             "ML_BASE_BATCH_TIMEOUT_MS",
             "EMBED_THREADS",
+            "EMBED_PRECISION",
             "EMBED_DOCUMENT_PREFIX",
             "SUTRA_AUTH_TOKEN",
             "SUTRA_AUTH_TOKEN_FILE",

@@ -79,11 +79,12 @@ async fn load_model(
             model.matryoshka_dim
         )));
     }
-    let dir = model.dir.clone();
-    let mut pipeline = tokio::task::spawn_blocking(move || sutra_embed::Pipeline::load(&dir))
-        .await
-        .map_err(|error| ServerError::Model(error.to_string()))?
-        .map_err(|error| ServerError::Model(error.to_string()))?;
+    let (dir, precision) = (model.dir.clone(), model.precision);
+    let mut pipeline =
+        tokio::task::spawn_blocking(move || sutra_embed::Pipeline::load_with(&dir, precision))
+            .await
+            .map_err(|error| ServerError::Model(error.to_string()))?
+            .map_err(|error| ServerError::Model(error.to_string()))?;
     if let Some(document) = &model.document_prefix {
         let mut prefixes = pipeline.info().prefixes.clone();
         prefixes.document.clone_from(document);
@@ -102,6 +103,7 @@ async fn load_model(
         hidden,
         dimension = model.matryoshka_dim,
         threads = sutra_embed::threads(),
+        precision = %pipeline.precision(),
         document_prefix = %pipeline.info().prefixes.document,
         "embedding model loaded"
     );

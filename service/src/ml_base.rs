@@ -20,15 +20,17 @@ use crate::HttpError;
 
 /// Loads `model` off the async workers and starts its batcher.
 pub async fn load(model: &LocalModel) -> anyhow::Result<Batcher> {
-    let dir = model.dir.clone();
-    let pipeline = tokio::task::spawn_blocking(move || sutra_embed::Pipeline::load(&dir)).await??;
+    let (dir, precision) = (model.dir.clone(), model.precision);
+    let pipeline =
+        tokio::task::spawn_blocking(move || sutra_embed::Pipeline::load_with(&dir, precision))
+            .await??;
     let hidden = pipeline.info().hidden_size;
     anyhow::ensure!(
         model.dimension > 0 && model.dimension <= hidden,
         "MATRYOSHKA_DIM ({}) must be between 1 and the model's hidden size ({hidden})",
         model.dimension
     );
-    tracing::info!(model = %pipeline.info().name, dir = %model.dir.display(), hidden, dimension = model.dimension, "embedding model loaded");
+    tracing::info!(model = %pipeline.info().name, dir = %model.dir.display(), hidden, dimension = model.dimension, precision = %precision, "embedding model loaded");
     Ok(Batcher::spawn(pipeline, model.batcher)?)
 }
 

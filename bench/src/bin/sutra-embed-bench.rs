@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use sutra_embed::{Output, Pipeline, DEFAULT_MODEL_DIR};
+use sutra_embed::{Output, Pipeline, Precision, DEFAULT_MODEL_DIR};
 
 /// The server's allocator, so the pipeline is measured as the server runs it.
 #[global_allocator]
@@ -57,6 +57,9 @@ struct Args {
     /// Threads for the model's CPU kernels; 0 = every physical core.
     #[arg(long, env = "EMBED_THREADS", default_value_t = 0)]
     threads: usize,
+    /// Arithmetic of the dense layers: f32 or int8.
+    #[arg(long, env = "EMBED_PRECISION", default_value = "f32")]
+    precision: Precision,
     /// Batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
     batch_sizes: Vec<usize>,
@@ -105,13 +108,13 @@ fn matmul_peak(hidden: usize, seconds: f64) -> anyhow::Result<f64> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let threads = sutra_embed::set_threads(args.threads);
-    let pipeline = Pipeline::load(&args.model_dir)?;
+    let pipeline = Pipeline::load_with(&args.model_dir, args.precision)?;
     let info = pipeline.info().clone();
     let peak = matmul_peak(info.hidden_size, args.seconds.min(2.0))?;
     if !args.json {
         println!(
-            "model {} ({} dims), {threads} threads, matmul peak {peak:.1} GFLOP/s",
-            info.name, info.hidden_size
+            "model {} ({} dims, {}), {threads} threads, matmul peak {peak:.1} GFLOP/s",
+            info.name, info.hidden_size, args.precision
         );
     }
     for length in &args.lengths {
@@ -143,12 +146,18 @@ fn main() -> anyhow::Result<()> {
                         "length": length, "batch": batch, "tokens": width,
                         "per_second": per_second, "gflops": gflops,
                         "peak_gflops": peak, "threads": threads,
+                        "precision": args.precision.to_string(),
                     })
                 );
             } else {
+                // The peak is an f32 product's: an INT8 pass's rate is only comparable to it
+                // as the f32 work it replaces.
+                let share = match args.precision {
+                    Precision::F32 => format!("{:>3.0}% of peak", 100.0 * gflops / peak),
+                    Precision::Int8 => "f32-equivalent".to_owned(),
+                };
                 println!(
-                    "{length:>6} ({width:>3} tokens) batch {batch:>2}: {per_second:>7.1} embeddings/s, {gflops:>5.1} GFLOP/s ({:>3.0}% of peak)",
-                    100.0 * gflops / peak
+                    "{length:>6} ({width:>3} tokens) batch {batch:>2}: {per_second:>7.1} embeddings/s, {gflops:>5.1} GFLOP/s ({share})"
                 );
             }
         }

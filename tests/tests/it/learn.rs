@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use sutra_client::Client;
-use sutra_embed::{Output, Pipeline};
+use sutra_embed::{Output, Pipeline, Precision};
 use sutra_protocol::{ConceptId, ErrorCode, LearnConcept};
 use sutra_server::{ModelConfig, ServerConfig};
 use sutra_tests::{http_get, http_post, TestServer, TextConnection};
@@ -59,6 +59,32 @@ async fn learn_stores_the_pipelines_vector_under_a_stable_id() -> anyhow::Result
     let (status, body) = http_get(server.addr, "/health").await?;
     assert_eq!(status, 200);
     assert!(body.contains("\"model\":\"all-MiniLM-L6-v2\""), "{body}");
+    server.stop().await
+}
+
+/// `EMBED_PRECISION=int8`: the server learns with the INT8 pipeline: the stored vector is the
+/// INT8 pipeline's, close to (not equal to) the f32 one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn int8_precision_learns_with_the_int8_pipeline() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|config| {
+        with_model(config);
+        if let Some(model) = &mut config.model {
+            model.precision = Precision::Int8;
+        }
+    })
+    .await?;
+    let client = Client::connect(server.addr_string()).await?;
+    let text = "Quantised weights keep the neighbours of every text.";
+    let learned = client.learn_concept(LearnConcept::new(text)).await?;
+    let stored = client.get_concept_by_id(&learned.id).await?;
+    let stored_vector = stored.embedding.as_ref().expect("a vector");
+    let int8 = Pipeline::load_with(&model_dir(), Precision::Int8)?;
+    let exact = Pipeline::load(&model_dir())?;
+    let quantised = int8.embed(&[text], Output::Matryoshka(256))?;
+    let reference = exact.embed(&[text], Output::Matryoshka(256))?;
+    assert!(cosine(stored_vector.as_slice(), &quantised[0].vector) > 0.99999);
+    let close = cosine(stored_vector.as_slice(), &reference[0].vector);
+    assert!((0.99..0.99999).contains(&close), "cosine to f32 {close}");
     server.stop().await
 }
 

@@ -3,7 +3,8 @@
 //! slices they come from) and element-wise loops compiled a second time for AVX2 + FMA and
 //! chosen at run time when the CPU has them.
 //!
-//! Everything else in the encoder calls the safe functions of this module.
+//! Everything else in the encoder calls the safe functions of this module. The INT8 products
+//! (`int8.rs`) are part of it.
 
 #![allow(
     unsafe_code,
@@ -216,11 +217,13 @@ impl Packed {
     }
 }
 
-/// A pointer that may cross threads; [`matmul_packed`] hands each thread other columns.
+/// A pointer that may cross threads; [`matmul_packed`] and [`matmul_int8`] hand each thread
+/// other columns.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
-// SAFETY: used only by `matmul_packed`, whose tasks write disjoint columns of one buffer that
-// outlives them (the parallel loop returns before the borrow ends).
+// SAFETY: used only by `matmul_packed` and `matmul_int8`, whose tasks write disjoint columns
+// (their own panels) of one buffer that outlives them (the parallel loop returns before the
+// borrow ends).
 unsafe impl Send for SharedMut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedMut {}
@@ -254,10 +257,9 @@ pub fn matmul_packed(
         return;
     }
     let panels = outputs.div_ceil(PANEL);
-    let groups = threads.clamp(1, panels);
     let target = SharedMut(dst.as_mut_ptr());
-    let run = |group: usize| {
-        for panel in panels * group / groups..panels * (group + 1) / groups {
+    for_panel_ranges(panels, threads, |range| {
+        for panel in range {
             let first = panel * PANEL;
             let width = PANEL.min(outputs - first);
             let block = &weights.values[panel * inputs * PANEL..(panel + 1) * inputs * PANEL];
@@ -292,12 +294,20 @@ pub fn matmul_packed(
                 );
             }
         }
-    };
+    });
+}
+
+/// Runs `run` over the panels `0..panels` of a product split into `threads` contiguous ranges,
+/// one per thread of the rayon pool (on the calling thread when there is one range).
+fn for_panel_ranges(panels: usize, threads: usize, run: impl Fn(std::ops::Range<usize>) + Sync) {
+    let groups = threads.clamp(1, panels.max(1));
     if groups == 1 {
-        run(0);
+        run(0..panels);
     } else {
         use rayon::prelude::*;
-        (0..groups).into_par_iter().for_each(run);
+        (0..groups)
+            .into_par_iter()
+            .for_each(|group| run(panels * group / groups..panels * (group + 1) / groups));
     }
 }
 
@@ -344,6 +354,11 @@ macro_rules! dispatched {
         }
     };
 }
+
+// After `dispatched!`, which it uses.
+mod int8;
+
+pub use int8::{matmul_int8, PackedInt8, QuantizedRows};
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split in two so that `n · ln 2` subtracts exactly for |n| < 2^9.
@@ -584,6 +599,59 @@ dispatched! {
                     *o += weight * x;
                 }
             }
+        }
+    }
+}
+
+dispatched! {
+    /// The smallest and largest of `values` into `range` (±∞ when empty).
+    fn min_max(values: &[f32], range: &mut [f32; 2]) {
+        let mut low = [f32::INFINITY; LANES];
+        let mut high = [f32::NEG_INFINITY; LANES];
+        let mut chunks = values.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for ((l, h), &v) in low.iter_mut().zip(high.iter_mut()).zip(chunk) {
+                *l = if v < *l { v } else { *l };
+                *h = if v > *h { v } else { *h };
+            }
+        }
+        let tail = chunks.remainder();
+        range[0] = low.iter().chain(tail).copied().fold(f32::INFINITY, f32::min);
+        range[1] = high.iter().chain(tail).copied().fold(f32::NEG_INFINITY, f32::max);
+    }
+}
+
+dispatched! {
+    /// `out = clamp(round(value · inverse + zero), 0, 255)` for each value: one row of
+    /// activations quantised to `u8` (out may be longer; the rest is left as it is).
+    fn quantize_u8(values: &[f32], inverse: f32, zero: f32, out: &mut [u8]) {
+        // Adding 2^23 to a value in 0..=255 leaves it, rounded to the nearest integer (ties
+        // to even), in the low bits of the sum's mantissa: a rounding and conversion made of
+        // one add and a mask, which vectorise where `round` is a libm call and `as` a
+        // saturating scalar conversion.
+        const ROUNDER: f32 = 8_388_608.0;
+        for (q, &value) in out.iter_mut().zip(values) {
+            let level = (value * inverse + zero).clamp(0.0, 255.0) + ROUNDER;
+            *q = (level.to_bits() & 0xff) as u8;
+        }
+    }
+}
+
+dispatched! {
+    /// `out[c] += scale · scales[c] · (sums[c] − zero · column_sums[c])`: integer sums of an
+    /// INT8 product back to f32.
+    fn dequantize_add(
+        out: &mut [f32],
+        sums: &[i32],
+        scales: &[f32],
+        column_sums: &[i32],
+        scale: f32,
+        zero: i32
+    ) {
+        for (((value, &sum), &column_scale), &column_sum) in
+            out.iter_mut().zip(sums).zip(scales).zip(column_sums)
+        {
+            *value += scale * column_scale * (sum - zero * column_sum) as f32;
         }
     }
 }
