@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType};
+use candle_transformers::models::nomic_bert::Config as NomicConfig;
 use rayon::prelude::*;
 
 use crate::kernels::{self, Accumulate, Packed, PackedInt8, QuantizedRows, Rhs, Shape};
@@ -88,9 +89,71 @@ struct Layer {
     qkv: Dense,
     attention_out: Dense,
     attention_norm: Norm,
-    up: Dense,
-    down: Dense,
+    mlp: Mlp,
     output_norm: Norm,
+}
+
+/// The feed-forward block.
+enum Mlp {
+    /// BERT: `down(act(up(x)))`.
+    Plain { up: Dense, down: Dense },
+    /// NomicBert's SwiGLU: `down(value(x) · silu(gate(x)))`, value and gate as one product
+    /// with their outputs side by side.
+    SwiGlu { value_gate: Dense, down: Dense },
+}
+
+impl Mlp {
+    /// Width of the hidden activation.
+    fn inner(&self) -> usize {
+        match self {
+            Mlp::Plain { up, .. } => up.weight.outputs(),
+            Mlp::SwiGlu { value_gate, .. } => value_gate.weight.outputs(),
+        }
+    }
+}
+
+/// Where the layer norms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// After each residual sum (BERT, nomic-embed-text).
+    Post,
+    /// Before each block, on its input (`prenorm: true`).
+    Pre,
+}
+
+/// Rotary position tables (GPT-NeoX layout: each head's halves rotate as pairs).
+struct Rotary {
+    /// Pairs per head (head size / 2).
+    half: usize,
+    /// cos and sin of position · frequency, `positions × half` each.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Rotary {
+    /// Tables for heads of `head` values, `positions` positions, frequencies
+    /// `base^(-2i / head)`; computed in f32 as candle's `nomic_bert` does.
+    fn new(head: usize, positions: usize, base: f32) -> Rotary {
+        let half = head / 2;
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "head sizes and positions are small"
+        )]
+        let frequencies: Vec<f32> = (0..half)
+            .map(|i| 1.0 / base.powf(2.0 * i as f32 / head as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for position in 0..positions {
+            for frequency in &frequencies {
+                #[allow(clippy::cast_precision_loss, reason = "positions are small")]
+                let angle = position as f32 * frequency;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Rotary { half, cos, sin }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,10 +163,14 @@ enum Activation {
     Relu,
 }
 
-/// A loaded BERT encoder.
+/// A loaded BERT-family encoder: BERT, or NomicBert (rotary positions, SwiGLU, optional
+/// biases).
 pub struct Bert {
     word: Vec<f32>,
-    position: Vec<f32>,
+    /// Absolute position embeddings (BERT); NomicBert rotates instead.
+    position: Option<Vec<f32>>,
+    rotary: Option<Rotary>,
+    placement: Placement,
     token_type: Vec<f32>,
     embedding_norm: Norm,
     layers: Vec<Layer>,
@@ -149,6 +216,25 @@ impl Tensors {
         Ok(Linear {
             weight: transpose(&weight, outputs, inputs),
             bias: self.get(&format!("{name}.bias"), &[outputs])?,
+            outputs,
+        })
+    }
+
+    /// A `Linear` whose bias the configuration may leave out (zeros then).
+    fn linear_with(
+        &self,
+        name: &str,
+        inputs: usize,
+        outputs: usize,
+        bias: bool,
+    ) -> Result<Linear, LoadError> {
+        if bias {
+            return self.linear(name, inputs, outputs);
+        }
+        let weight = self.get(&format!("{name}.weight"), &[outputs, inputs])?;
+        Ok(Linear {
+            weight: transpose(&weight, outputs, inputs),
+            bias: vec![0.0; outputs],
             outputs,
         })
     }
@@ -223,8 +309,14 @@ impl Bert {
                     )?),
                     attention_norm: tensors
                         .norm(&format!("{p}.attention.output.LayerNorm"), hidden)?,
-                    up: dense(tensors.linear(&format!("{p}.intermediate.dense"), hidden, inner)?),
-                    down: dense(tensors.linear(&format!("{p}.output.dense"), inner, hidden)?),
+                    mlp: Mlp::Plain {
+                        up: dense(tensors.linear(
+                            &format!("{p}.intermediate.dense"),
+                            hidden,
+                            inner,
+                        )?),
+                        down: dense(tensors.linear(&format!("{p}.output.dense"), inner, hidden)?),
+                    },
                     output_norm: tensors.norm(&format!("{p}.output.LayerNorm"), hidden)?,
                 })
             })
@@ -236,10 +328,12 @@ impl Bert {
                 "embeddings.word_embeddings.weight",
                 &[config.vocab_size, hidden],
             )?,
-            position: tensors.get(
+            position: Some(tensors.get(
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, hidden],
-            )?,
+            )?),
+            rotary: None,
+            placement: Placement::Post,
             token_type: tensors.get(
                 "embeddings.token_type_embeddings.weight",
                 &[config.type_vocab_size, hidden],
@@ -257,6 +351,88 @@ impl Bert {
             vocab: config.vocab_size,
             positions: config.max_position_embeddings,
             token_types: config.type_vocab_size,
+            scratch: Mutex::new(Scratch::default()),
+        })
+    }
+
+    /// Loads NomicBert weights (nomic-embed-text: rotary positions, fused QKV, SwiGLU, biases
+    /// as the configuration says) for `config`.
+    pub fn load_nomic(
+        safetensors: &[u8],
+        config: &NomicConfig,
+        precision: Precision,
+    ) -> Result<Bert, LoadError> {
+        if config.activation_function != "swiglu" {
+            return Err(LoadError::Unsupported(
+                "activation_function other than swiglu",
+            ));
+        }
+        if config.rotary_emb_interleaved {
+            return Err(LoadError::Unsupported("interleaved rotary embeddings"));
+        }
+        if (config.rotary_emb_fraction - 1.0).abs() > f64::EPSILON {
+            return Err(LoadError::Unsupported("rotary_emb_fraction other than 1"));
+        }
+        let (hidden, heads) = (config.n_embd, config.n_head);
+        if heads == 0 || hidden % heads != 0 || (hidden / heads) % 2 != 0 {
+            return Err(LoadError::Unsupported(
+                "hidden size not an even head size times the heads",
+            ));
+        }
+        let map = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
+            .map_err(|error| LoadError::Tensor(error.to_string()))?;
+        let mut prefixes = vec![String::new()];
+        if let Some(model_type) = &config.model_type {
+            prefixes.push(format!("{model_type}."));
+        }
+        let prefix = prefixes
+            .into_iter()
+            .find(|prefix| map.contains_key(&format!("{prefix}embeddings.word_embeddings.weight")))
+            .ok_or_else(|| {
+                LoadError::Tensor("tensor embeddings.word_embeddings.weight is missing".into())
+            })?;
+        let tensors = Tensors { map, prefix };
+        let layers = (0..config.n_layer)
+            .map(|index| nomic_layer(&tensors, index, config, precision))
+            .collect::<Result<Vec<Layer>, LoadError>>()?;
+        let (token_type, token_types) = if config.type_vocab_size > 0 {
+            (
+                tensors.get(
+                    "embeddings.token_type_embeddings.weight",
+                    &[config.type_vocab_size, hidden],
+                )?,
+                config.type_vocab_size,
+            )
+        } else {
+            (vec![0.0; hidden], 1)
+        };
+        #[allow(clippy::cast_possible_truncation, reason = "an epsilon and a base")]
+        let (eps, base) = (
+            config.layer_norm_epsilon as f32,
+            config.rotary_emb_base as f32,
+        );
+        Ok(Bert {
+            word: tensors.get(
+                "embeddings.word_embeddings.weight",
+                &[config.vocab_size, hidden],
+            )?,
+            position: None,
+            rotary: Some(Rotary::new(hidden / heads, config.n_positions, base)),
+            placement: if config.prenorm {
+                Placement::Pre
+            } else {
+                Placement::Post
+            },
+            token_type,
+            embedding_norm: tensors.norm("emb_ln", hidden)?,
+            layers,
+            hidden,
+            heads,
+            activation: Activation::GeluErf,
+            eps,
+            vocab: config.vocab_size,
+            positions: config.n_positions,
+            token_types,
             scratch: Mutex::new(Scratch::default()),
         })
     }
@@ -281,10 +457,7 @@ impl Bert {
             offsets.push(offsets.last().copied().unwrap_or(0) + ids.len());
         }
         let total = offsets.last().copied().unwrap_or(0);
-        let inner = self
-            .layers
-            .first()
-            .map_or(0, |layer| layer.up.weight.outputs());
+        let inner = self.layers.first().map_or(0, |layer| layer.mlp.inner());
         // One pass at a time uses the buffers (the batcher's thread); another caller gets
         // fresh ones rather than waiting.
         let mut reused = self.scratch.try_lock().ok();
@@ -296,6 +469,8 @@ impl Bert {
             qkv,
             context,
             up,
+            normed,
+            gated,
             quantized,
         } = scratch;
         let states = &mut states[..total * hidden];
@@ -304,6 +479,8 @@ impl Bert {
             qkv,
             context,
             up,
+            normed,
+            gated,
             quantized,
         };
         for layer in &self.layers {
@@ -343,10 +520,9 @@ impl Bert {
                     return Err("token count changed while embedding".into());
                 };
                 row.copy_from_slice(&self.word[id * hidden..(id + 1) * hidden]);
-                kernels::add(
-                    row,
-                    &self.position[position * hidden..(position + 1) * hidden],
-                );
+                if let Some(table) = &self.position {
+                    kernels::add(row, &table[position * hidden..(position + 1) * hidden]);
+                }
                 kernels::add(row, &self.token_type[kind * hidden..(kind + 1) * hidden]);
             }
         }
@@ -362,10 +538,25 @@ impl Bert {
         let hidden = self.hidden;
         let total = states.len() / hidden;
         let threads = rayon::current_num_threads();
+        let pre = self.placement == Placement::Pre;
         let quantized = &mut *buffers.quantized;
+        let normed = &mut buffers.normed[..total * hidden];
+        let norm_rows = |rows: &mut [f32], norm: &Norm| {
+            par_rows(rows, hidden, |block| {
+                kernels::layer_norm_rows(block, &norm.weight, &norm.bias, self.eps);
+            });
+        };
+
+        // Attention: post-norm states = LN(states + attend(states)); pre-norm states =
+        // states + attend(LN(states)).
+        if pre {
+            normed.copy_from_slice(states);
+            norm_rows(normed, &layer.attention_norm);
+        }
         let qkv = &mut buffers.qkv[..total * 3 * hidden];
+        let input: &[f32] = if pre { normed } else { states };
         linear(
-            states,
+            input,
             hidden,
             &layer.qkv,
             qkv,
@@ -373,9 +564,11 @@ impl Bert {
             threads,
             quantized,
         );
+        if let Some(rotary) = &self.rotary {
+            self.rotate(qkv, offsets, rotary);
+        }
         let context = &mut buffers.context[..total * hidden];
         self.attention(qkv, offsets, context);
-        // states = LayerNorm(states + context · W_o + b_o)
         linear(
             context,
             hidden,
@@ -385,40 +578,108 @@ impl Bert {
             threads,
             quantized,
         );
-        let norm = &layer.attention_norm;
-        par_rows(states, hidden, |rows| {
-            kernels::layer_norm_rows(rows, &norm.weight, &norm.bias, self.eps);
-        });
-        let inner = layer.up.weight.outputs();
+        if !pre {
+            norm_rows(states, &layer.attention_norm);
+        }
+
+        // Feed-forward, the same way round.
+        if pre {
+            normed.copy_from_slice(states);
+            norm_rows(normed, &layer.output_norm);
+        }
+        self.feed_forward(&layer.mlp, states, pre, buffers, threads);
+        if !pre {
+            norm_rows(states, &layer.output_norm);
+        }
+    }
+
+    /// `states += mlp(input)`, the input being `states` (post-norm) or `buffers.normed`
+    /// (pre-norm, already normed).
+    fn feed_forward(
+        &self,
+        mlp: &Mlp,
+        states: &mut [f32],
+        pre: bool,
+        buffers: &mut Buffers,
+        threads: usize,
+    ) {
+        let hidden = self.hidden;
+        let total = states.len() / hidden;
+        let quantized = &mut *buffers.quantized;
+        let normed = &buffers.normed[..total * hidden];
+        let inner = mlp.inner();
         let up = &mut buffers.up[..total * inner];
-        linear(
-            states,
-            hidden,
-            &layer.up,
-            up,
-            Accumulate::Overwrite,
-            threads,
-            quantized,
-        );
-        let activation = self.activation;
-        par_rows(up, inner, |rows| match activation {
-            Activation::GeluErf => kernels::gelu_erf(rows),
-            Activation::GeluTanh => kernels::gelu_tanh(rows),
-            Activation::Relu => kernels::relu(rows),
-        });
-        linear(
-            up,
-            inner,
-            &layer.down,
-            states,
-            Accumulate::Add,
-            threads,
-            quantized,
-        );
-        let norm = &layer.output_norm;
-        par_rows(states, hidden, |rows| {
-            kernels::layer_norm_rows(rows, &norm.weight, &norm.bias, self.eps);
-        });
+        let input: &[f32] = if pre { normed } else { states };
+        match mlp {
+            Mlp::Plain { up: weights, down } => {
+                linear(
+                    input,
+                    hidden,
+                    weights,
+                    up,
+                    Accumulate::Overwrite,
+                    threads,
+                    quantized,
+                );
+                let activation = self.activation;
+                par_rows(up, inner, |rows| match activation {
+                    Activation::GeluErf => kernels::gelu_erf(rows),
+                    Activation::GeluTanh => kernels::gelu_tanh(rows),
+                    Activation::Relu => kernels::relu(rows),
+                });
+                linear(up, inner, down, states, Accumulate::Add, threads, quantized);
+            }
+            Mlp::SwiGlu { value_gate, down } => {
+                linear(
+                    input,
+                    hidden,
+                    value_gate,
+                    up,
+                    Accumulate::Overwrite,
+                    threads,
+                    quantized,
+                );
+                let half = inner / 2;
+                let gated = &mut buffers.gated[..total * half];
+                up.par_chunks(inner * ROWS_PER_TASK)
+                    .zip(gated.par_chunks_mut(half * ROWS_PER_TASK))
+                    .for_each(|(rows, out)| {
+                        for (row, out) in rows.chunks_exact(inner).zip(out.chunks_exact_mut(half)) {
+                            let (value, gate) = row.split_at(half);
+                            out.copy_from_slice(value);
+                            kernels::silu_mul(gate, out);
+                        }
+                    });
+                linear(
+                    gated,
+                    half,
+                    down,
+                    states,
+                    Accumulate::Add,
+                    threads,
+                    quantized,
+                );
+            }
+        }
+    }
+
+    /// Rotates the query and key of every head of every token by its position in its text.
+    fn rotate(&self, qkv: &mut [f32], offsets: &[usize], rotary: &Rotary) {
+        let hidden = self.hidden;
+        let head = hidden / self.heads;
+        let positions: Vec<usize> = offsets
+            .windows(2)
+            .flat_map(|window| 0..window[1] - window[0])
+            .collect();
+        let half = rotary.half;
+        qkv.par_chunks_mut(3 * hidden)
+            .zip(positions.par_iter())
+            .for_each(|(row, &position)| {
+                let cos = &rotary.cos[position * half..(position + 1) * half];
+                let sin = &rotary.sin[position * half..(position + 1) * half];
+                // Query and key: the first two thirds of the row, head after head.
+                kernels::rotate_halves(&mut row[..2 * hidden], head, cos, sin);
+            });
     }
 
     /// Scaled dot-product attention of each text with itself, every head, into `context`
@@ -498,6 +759,46 @@ impl Bert {
     }
 }
 
+/// Layer `index` of a NomicBert checkpoint.
+fn nomic_layer(
+    tensors: &Tensors,
+    index: usize,
+    config: &NomicConfig,
+    precision: Precision,
+) -> Result<Layer, LoadError> {
+    let (hidden, inner) = (config.n_embd, config.n_inner);
+    let p = format!("encoder.layers.{index}");
+    let dense = |linear| Dense::new(linear, precision);
+    let (attention_bias, up_bias) = (config.qkv_proj_bias, config.mlp_fc1_bias);
+    let value = tensors.linear_with(&format!("{p}.mlp.fc11"), hidden, inner, up_bias)?;
+    let gate = tensors.linear_with(&format!("{p}.mlp.fc12"), hidden, inner, up_bias)?;
+    Ok(Layer {
+        qkv: dense(tensors.linear_with(
+            &format!("{p}.attn.Wqkv"),
+            hidden,
+            3 * hidden,
+            attention_bias,
+        )?),
+        attention_out: dense(tensors.linear_with(
+            &format!("{p}.attn.out_proj"),
+            hidden,
+            hidden,
+            attention_bias,
+        )?),
+        attention_norm: tensors.norm(&format!("{p}.norm1"), hidden)?,
+        mlp: Mlp::SwiGlu {
+            value_gate: dense(concatenate_outputs(&[value, gate], hidden)),
+            down: dense(tensors.linear_with(
+                &format!("{p}.mlp.fc2"),
+                inner,
+                hidden,
+                config.mlp_fc2_bias,
+            )?),
+        },
+        output_norm: tensors.norm(&format!("{p}.norm2"), hidden)?,
+    })
+}
+
 /// `output [+]= input · W + b` over `rows × width` inputs. With [`Accumulate::Add`] the bias
 /// and the product are added to what `output` holds (the residual).
 fn linear(
@@ -546,6 +847,10 @@ struct Scratch {
     qkv: Vec<f32>,
     context: Vec<f32>,
     up: Vec<f32>,
+    /// Layer-normed block inputs (pre-norm models).
+    normed: Vec<f32>,
+    /// SwiGLU's product of value and gate.
+    gated: Vec<f32>,
     /// The input of an INT8 product, quantised.
     quantized: QuantizedRows,
 }
@@ -555,6 +860,8 @@ struct Buffers<'a> {
     qkv: &'a mut [f32],
     context: &'a mut [f32],
     up: &'a mut [f32],
+    normed: &'a mut [f32],
+    gated: &'a mut [f32],
     quantized: &'a mut QuantizedRows,
 }
 
@@ -567,6 +874,8 @@ impl Scratch {
             (&mut self.qkv, 3 * hidden),
             (&mut self.context, hidden),
             (&mut self.up, inner),
+            (&mut self.normed, hidden),
+            (&mut self.gated, inner),
         ] {
             if buffer.len() < tokens * width {
                 buffer.resize(tokens * width, 0.0);
@@ -758,6 +1067,129 @@ mod tests {
             let alone = ours.pooled(&refs[1..2]).expect("runs");
             assert_eq!(alone[0], pooled[1]);
         }
+    }
+
+    /// A random-weight NomicBert (hidden 24 in 2 heads of 12, SwiGLU inner 40) saved as
+    /// safetensors, biases and norm placement as given.
+    fn random_nomic(prenorm: bool, biases: bool) -> (NomicConfig, Vec<u8>) {
+        let config = NomicConfig {
+            vocab_size: VOCAB,
+            n_embd: 24,
+            n_head: 2,
+            n_layer: 2,
+            n_inner: 40,
+            n_positions: 64,
+            qkv_proj_bias: biases,
+            mlp_fc1_bias: biases,
+            mlp_fc2_bias: biases,
+            prenorm,
+            ..NomicConfig::default()
+        };
+        let mut rng = fastrand::Rng::with_seed(13);
+        let mut tensors = HashMap::new();
+        let mut add = |name: String, shape: &[usize], offset: f32| {
+            let count = shape.iter().product();
+            let values: Vec<f32> = (0..count).map(|_| offset + rng.f32() - 0.5).collect();
+            let tensor = Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor");
+            tensors.insert(name, tensor);
+        };
+        let (h, i) = (config.n_embd, config.n_inner);
+        add("embeddings.word_embeddings.weight".into(), &[VOCAB, h], 0.0);
+        add(
+            "embeddings.token_type_embeddings.weight".into(),
+            &[2, h],
+            0.0,
+        );
+        add("emb_ln.weight".into(), &[h], 1.0);
+        add("emb_ln.bias".into(), &[h], 0.0);
+        for layer in 0..config.n_layer {
+            let p = format!("encoder.layers.{layer}");
+            for (name, outputs, inputs) in [
+                ("attn.Wqkv", 3 * h, h),
+                ("attn.out_proj", h, h),
+                ("mlp.fc11", i, h),
+                ("mlp.fc12", i, h),
+                ("mlp.fc2", h, i),
+            ] {
+                add(format!("{p}.{name}.weight"), &[outputs, inputs], 0.0);
+                if biases {
+                    add(format!("{p}.{name}.bias"), &[outputs], 0.0);
+                }
+            }
+            for name in ["norm1", "norm2"] {
+                add(format!("{p}.{name}.weight"), &[h], 1.0);
+                add(format!("{p}.{name}.bias"), &[h], 0.0);
+            }
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("model.safetensors");
+        candle_core::safetensors::save(&tensors, &path).expect("saved");
+        (config, std::fs::read(&path).expect("read back"))
+    }
+
+    #[test]
+    fn own_nomic_pass_matches_candles_nomic_bert() {
+        use candle_transformers::models::nomic_bert::NomicBertModel;
+        let texts: Vec<(Vec<u32>, Vec<u32>)> = vec![
+            (vec![2, 5, 6, 7, 3], vec![0; 5]),
+            (vec![2, 9, 3], vec![0; 3]),
+            (
+                (0..40).map(|i| (i * 3) % VOCAB as u32).collect(),
+                vec![0; 40],
+            ),
+        ];
+        for (prenorm, biases) in [(false, false), (true, true), (false, true)] {
+            let (config, weights) = random_nomic(prenorm, biases);
+            let ours = Bert::load_nomic(&weights, &config, Precision::F32).expect("loads");
+            let refs: Vec<(&[u32], &[u32])> = texts
+                .iter()
+                .map(|(ids, types)| (ids.as_slice(), types.as_slice()))
+                .collect();
+            let pooled = ours.pooled(&refs).expect("runs");
+            let builder =
+                VarBuilder::from_buffered_safetensors(weights.clone(), DType::F32, &Device::Cpu)
+                    .expect("var builder");
+            let model = NomicBertModel::load(builder, &config).expect("candle loads it");
+            for (index, (ids, types)) in texts.iter().enumerate() {
+                let tensor = |values: &[u32]| {
+                    Tensor::from_vec(values.to_vec(), (1, values.len()), &Device::Cpu)
+                        .expect("tensor")
+                };
+                let states = model
+                    .forward(&tensor(ids), Some(&tensor(types)), None)
+                    .and_then(|states| states.to_vec3::<f32>())
+                    .expect("candle runs");
+                let mut mean = vec![0.0_f32; config.n_embd];
+                for row in &states[0] {
+                    for (m, v) in mean.iter_mut().zip(row) {
+                        *m += v / ids.len() as f32;
+                    }
+                }
+                let worst = mean
+                    .iter()
+                    .zip(&pooled[index])
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0_f32, f32::max);
+                assert!(
+                    worst < 1e-4,
+                    "prenorm {prenorm}, biases {biases}, text {index}: worst difference {worst}"
+                );
+            }
+            // INT8 loads too, and stays near f32.
+            let int8 = Bert::load_nomic(&weights, &config, Precision::Int8).expect("loads");
+            let quantised = int8.pooled(&refs).expect("runs");
+            for (a, b) in quantised.iter().zip(&pooled) {
+                let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                assert!(dot / (norm(a) * norm(b)) > 0.99);
+            }
+        }
+        let (mut config, weights) = random_nomic(false, false);
+        config.rotary_emb_interleaved = true;
+        assert!(matches!(
+            Bert::load_nomic(&weights, &config, Precision::F32),
+            Err(LoadError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -52,8 +52,8 @@ struct Args {
     #[arg(long, env = "EMBED_THREADS", default_value_t = 0)]
     threads: usize,
 
-    /// Arithmetic of the dense layers: f32 (exact) or int8 (faster; BERT models; cosine ≥ 0.99
-    /// to f32 on the golden texts).
+    /// Arithmetic of the dense layers: f32 (exact) or int8 (faster; cosine ≥ 0.99 to f32 on
+    /// the golden texts).
     #[arg(long, env = "EMBED_PRECISION", default_value = "f32")]
     precision: Precision,
 

@@ -44,12 +44,14 @@ pub enum EmbedError {
         hidden: usize,
     },
     /// The architecture has no path in the requested precision.
-    #[error("model folder {dir}: EMBED_PRECISION={precision} is implemented for BERT models only (this folder's model runs in f32; unset EMBED_PRECISION or set it to f32)")]
+    #[error("model folder {dir}: EMBED_PRECISION={precision} needs the crate's own forward pass, which does not cover this model ({reason}); it runs in f32 only: unset EMBED_PRECISION or set it to f32")]
     Precision {
         /// The folder.
         dir: PathBuf,
         /// Asked for.
         precision: crate::Precision,
+        /// What the own pass lacks.
+        reason: &'static str,
     },
     /// Tokenisation failed.
     #[error("tokenizer: {0}")]

@@ -32,7 +32,7 @@ pub enum Precision {
     #[default]
     F32,
     /// Dense layers in INT8 (weights per output column, activations per token, exact integer
-    /// sums); attention, softmax, layer norms and GELU in f32. BERT models only.
+    /// sums); attention, softmax, layer norms and activations in f32.
     Int8,
 }
 
@@ -115,9 +115,9 @@ impl Pooled {
 
 /// The network, by architecture.
 enum Encoder {
-    /// BERT on this crate's own CPU forward pass (packed texts, fused steps).
-    Bert(Bert),
-    /// A BERT configuration the fast pass does not compute, through candle.
+    /// BERT or NomicBert on this crate's own CPU forward pass (packed texts, fused steps).
+    Bert(Box<Bert>),
+    /// A configuration the own pass does not compute, through candle.
     CandleBert(BertModel),
     NomicBert(NomicBertModel),
 }
@@ -188,29 +188,32 @@ impl Pipeline {
         let weights = std::fs::read(dir.join("model.safetensors"))
             .map_err(|error| bad("model.safetensors", error.to_string()))?;
         let device = Device::Cpu;
-        if let Architecture::Bert(config) = &info.architecture {
-            match Bert::load(&weights, config, precision) {
-                Ok(model) => {
-                    return Ok(Pipeline {
-                        model: Encoder::Bert(model),
-                        tokenizer,
-                        info,
-                        device,
-                        pad_id,
-                        precision,
-                    })
-                }
-                Err(BertLoadError::Unsupported(what)) if precision == Precision::F32 => {
-                    tracing::info!("model {}: {what}; running it through candle", info.name);
-                }
-                Err(error) => return Err(bad("model.safetensors", error.to_string())),
+        let own = match &info.architecture {
+            Architecture::Bert(config) => Bert::load(&weights, config, precision),
+            Architecture::NomicBert(config) => Bert::load_nomic(&weights, config, precision),
+        };
+        match own {
+            Ok(model) => {
+                return Ok(Pipeline {
+                    model: Encoder::Bert(Box::new(model)),
+                    tokenizer,
+                    info,
+                    device,
+                    pad_id,
+                    precision,
+                })
             }
-        }
-        if precision != Precision::F32 {
-            return Err(EmbedError::Precision {
-                dir: dir.to_path_buf(),
-                precision,
-            });
+            Err(BertLoadError::Unsupported(what)) => {
+                if precision != Precision::F32 {
+                    return Err(EmbedError::Precision {
+                        dir: dir.to_path_buf(),
+                        precision,
+                        reason: what,
+                    });
+                }
+                tracing::info!("model {}: {what}; running it through candle", info.name);
+            }
+            Err(error) => return Err(bad("model.safetensors", error.to_string())),
         }
         // f32: candle's BERT gives NaN in f16/bf16 with an attention mask, and f32 is also
         // the fastest on these CPUs.

@@ -216,8 +216,8 @@ pub struct Cli {
     #[arg(long, env = "EMBED_THREADS", default_value_t = 0)]
     pub embed_threads: usize,
 
-    /// Arithmetic of the model's dense layers: f32 (exact) or int8 (faster; BERT models;
-    /// cosine ≥ 0.99 to f32 on the golden texts).
+    /// Arithmetic of the model's dense layers: f32 (exact) or int8 (faster; cosine ≥ 0.99 to f32 on
+    /// the golden texts).
     #[arg(long, env = "EMBED_PRECISION", default_value = "f32")]
     pub embed_precision: Precision,
 

@@ -604,6 +604,32 @@ dispatched! {
 }
 
 dispatched! {
+    /// `up[i] *= silu(gate[i])`: SwiGLU's gating, `silu(g) = g / (1 + e^-g)`.
+    fn silu_mul(gate: &[f32], up: &mut [f32]) {
+        for (u, &g) in up.iter_mut().zip(gate) {
+            *u *= g / (1.0 + exp(-g));
+        }
+    }
+}
+
+dispatched! {
+    /// Rotary positions on consecutive heads of `head` values (GPT-NeoX layout): value `i`
+    /// of a head's first half and value `i` of its second half rotate by the angle whose
+    /// cosine and sine are `cos[i]` and `sin[i]`.
+    fn rotate_halves(values: &mut [f32], head: usize, cos: &[f32], sin: &[f32]) {
+        let half = head / 2;
+        for block in values.chunks_exact_mut(head.max(1)) {
+            let (first, second) = block.split_at_mut(half);
+            for (((a, b), &c), &s) in first.iter_mut().zip(second.iter_mut()).zip(cos).zip(sin) {
+                let (x, y) = (*a, *b);
+                *a = x * c - y * s;
+                *b = y * c + x * s;
+            }
+        }
+    }
+}
+
+dispatched! {
     /// The smallest and largest of `values` into `range` (±∞ when empty).
     fn min_max(values: &[f32], range: &mut [f32; 2]) {
         let mut low = [f32::INFINITY; LANES];
