@@ -191,6 +191,29 @@ struct Tensors {
 }
 
 impl Tensors {
+    /// The tensors of `safetensors` under the first of `prefixes` (then `<model_type>.`) that
+    /// holds the word embeddings: checkpoints name the same tensors with or without their
+    /// model's name in front.
+    fn open(
+        safetensors: &[u8],
+        prefixes: &[&str],
+        model_type: Option<&str>,
+    ) -> Result<Tensors, LoadError> {
+        let map = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
+            .map_err(|error| LoadError::Tensor(error.to_string()))?;
+        let mut candidates: Vec<String> = prefixes.iter().map(|&p| p.to_owned()).collect();
+        if let Some(model_type) = model_type {
+            candidates.push(format!("{model_type}."));
+        }
+        let prefix = candidates
+            .into_iter()
+            .find(|prefix| map.contains_key(&format!("{prefix}embeddings.word_embeddings.weight")))
+            .ok_or_else(|| {
+                LoadError::Tensor("tensor embeddings.word_embeddings.weight is missing".into())
+            })?;
+        Ok(Tensors { map, prefix })
+    }
+
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
         let full = format!("{}{name}", self.prefix);
         let tensor = self
@@ -280,19 +303,7 @@ impl Bert {
                 "hidden_size not a multiple of the heads",
             ));
         }
-        let map = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
-            .map_err(|error| LoadError::Tensor(error.to_string()))?;
-        let mut prefixes = vec![String::new(), "bert.".to_owned()];
-        if let Some(model_type) = &config.model_type {
-            prefixes.push(format!("{model_type}."));
-        }
-        let prefix = prefixes
-            .into_iter()
-            .find(|prefix| map.contains_key(&format!("{prefix}embeddings.word_embeddings.weight")))
-            .ok_or_else(|| {
-                LoadError::Tensor("tensor embeddings.word_embeddings.weight is missing".into())
-            })?;
-        let tensors = Tensors { map, prefix };
+        let tensors = Tensors::open(safetensors, &["", "bert."], config.model_type.as_deref())?;
         let layers = (0..config.num_hidden_layers)
             .map(|index| {
                 let p = format!("encoder.layer.{index}");
@@ -379,19 +390,7 @@ impl Bert {
                 "hidden size not an even head size times the heads",
             ));
         }
-        let map = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
-            .map_err(|error| LoadError::Tensor(error.to_string()))?;
-        let mut prefixes = vec![String::new()];
-        if let Some(model_type) = &config.model_type {
-            prefixes.push(format!("{model_type}."));
-        }
-        let prefix = prefixes
-            .into_iter()
-            .find(|prefix| map.contains_key(&format!("{prefix}embeddings.word_embeddings.weight")))
-            .ok_or_else(|| {
-                LoadError::Tensor("tensor embeddings.word_embeddings.weight is missing".into())
-            })?;
-        let tensors = Tensors { map, prefix };
+        let tensors = Tensors::open(safetensors, &[""], config.model_type.as_deref())?;
         let layers = (0..config.n_layer)
             .map(|index| nomic_layer(&tensors, index, config, precision))
             .collect::<Result<Vec<Layer>, LoadError>>()?;
