@@ -113,17 +113,22 @@ impl Pooled {
     }
 }
 
-/// The network, by architecture.
+/// The network: this crate's own pass, or candle's for a configuration it does not cover.
 enum Encoder {
     /// BERT or NomicBert on this crate's own CPU forward pass (packed texts, fused steps).
-    Bert(Box<Bert>),
-    /// A configuration the own pass does not compute, through candle.
-    CandleBert(BertModel),
+    Own(Box<Bert>),
+    /// Through candle, over padded batches.
+    Candle(Box<CandleModel>),
+}
+
+/// A candle model, by architecture.
+enum CandleModel {
+    Bert(BertModel),
     NomicBert(NomicBertModel),
 }
 
-impl Encoder {
-    /// Last hidden states, `(rows, width, hidden)`, of the candle models.
+impl CandleModel {
+    /// Last hidden states, `(rows, width, hidden)`.
     fn forward(
         &self,
         ids: &Tensor,
@@ -131,11 +136,8 @@ impl Encoder {
         mask: &Tensor,
     ) -> Result<Tensor, candle_core::Error> {
         match self {
-            Encoder::CandleBert(model) => model.forward(ids, types, Some(mask)),
-            Encoder::NomicBert(model) => model.forward(ids, Some(types), Some(mask)),
-            Encoder::Bert(_) => Err(candle_core::Error::Msg(
-                "the packed BERT encoder has no padded forward".into(),
-            )),
+            CandleModel::Bert(model) => model.forward(ids, types, Some(mask)),
+            CandleModel::NomicBert(model) => model.forward(ids, Some(types), Some(mask)),
         }
     }
 }
@@ -195,7 +197,7 @@ impl Pipeline {
         match own {
             Ok(model) => {
                 return Ok(Pipeline {
-                    model: Encoder::Bert(Box::new(model)),
+                    model: Encoder::Own(Box::new(model)),
                     tokenizer,
                     info,
                     device,
@@ -220,14 +222,14 @@ impl Pipeline {
         let builder = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(|error| bad("model.safetensors", error.to_string()))?;
         let model = match &info.architecture {
-            Architecture::Bert(config) => BertModel::load(builder, config).map(Encoder::CandleBert),
+            Architecture::Bert(config) => BertModel::load(builder, config).map(CandleModel::Bert),
             Architecture::NomicBert(config) => {
-                NomicBertModel::load(builder, config).map(Encoder::NomicBert)
+                NomicBertModel::load(builder, config).map(CandleModel::NomicBert)
             }
         }
         .map_err(|error| bad("model.safetensors", error.to_string()))?;
         Ok(Pipeline {
-            model,
+            model: Encoder::Candle(Box::new(model)),
             tokenizer,
             info,
             device,
@@ -288,22 +290,32 @@ impl Pipeline {
     }
 
     fn forward(&self, batch: &[&Encoding]) -> Result<Vec<Pooled>, EmbedError> {
-        if let Encoder::Bert(model) = &self.model {
-            let texts: Vec<(&[u32], &[u32])> = batch
-                .iter()
-                .map(|encoding| (encoding.get_ids(), encoding.get_type_ids()))
-                .collect();
-            let means = model.pooled(&texts).map_err(EmbedError::Run)?;
-            return Ok(batch
-                .iter()
-                .zip(means)
-                .map(|(encoding, mean)| Pooled {
-                    mean,
-                    tokens: encoding.len(),
-                    truncated: !encoding.get_overflowing().is_empty(),
-                })
-                .collect());
-        }
+        let model = match &self.model {
+            Encoder::Own(model) => model,
+            Encoder::Candle(model) => return self.forward_padded(model, batch),
+        };
+        let texts: Vec<(&[u32], &[u32])> = batch
+            .iter()
+            .map(|encoding| (encoding.get_ids(), encoding.get_type_ids()))
+            .collect();
+        let means = model.pooled(&texts).map_err(EmbedError::Run)?;
+        Ok(batch
+            .iter()
+            .zip(means)
+            .map(|(encoding, mean)| Pooled {
+                mean,
+                tokens: encoding.len(),
+                truncated: !encoding.get_overflowing().is_empty(),
+            })
+            .collect())
+    }
+
+    /// A candle model over the batch padded to its longest text, mean-pooled over the mask.
+    fn forward_padded(
+        &self,
+        model: &CandleModel,
+        batch: &[&Encoding],
+    ) -> Result<Vec<Pooled>, EmbedError> {
         let rows = batch.len();
         let width = batch
             .iter()
@@ -323,8 +335,7 @@ impl Pipeline {
         }
         let tensor = |values: Vec<u32>| Tensor::from_vec(values, (rows, width), &self.device);
         let mask_tensor = tensor(mask.clone())?;
-        let hidden = self
-            .model
+        let hidden = model
             .forward(&tensor(ids)?, &tensor(types)?, &mask_tensor)?
             .to_vec3::<f32>()?;
         Ok(batch
