@@ -44,6 +44,12 @@ pub use persist::CheckpointConfig;
 use record::Record;
 use store::ConceptStore;
 
+/// The concept type of the server's own events (`SUTRA_EVENTS`). The engine treats them as
+/// bookkeeping, not data: they are stored and logged like any concept, but never counted
+/// under `MAX_CONCEPTS` nor chosen for eviction, and their log bytes never make a timed
+/// checkpoint due. Clients cannot store concepts of this type.
+pub const EVENT_TYPE: &str = "sutra_event";
+
 /// What start-up recovered from the data directory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecoverySummary {
@@ -247,6 +253,17 @@ pub struct EngineCounters {
     pub expirations: u64,
 }
 
+/// Refuses a client's store of the events' type: only [`Engine::record_event`] writes it, so
+/// nothing a client stores escapes `MAX_CONCEPTS`.
+fn refuse_event_type(request: &StoreConcept) -> Result<(), EngineError> {
+    if request.concept_type == EVENT_TYPE {
+        return Err(EngineError::Invalid(format!(
+            "type {EVENT_TYPE:?} is reserved for the server's own events (SUTRA_EVENTS)"
+        )));
+    }
+    Ok(())
+}
+
 /// Applies one stored concept and describes the result.
 fn outcome(store: &ConceptStore, concept: &Arc<Concept>, now_ms: u64) -> StoreOutcome {
     let created = store.upsert(concept, now_ms);
@@ -354,7 +371,7 @@ impl Engine {
             (a.created_at_ms, a.id.as_str()).cmp(&(b.created_at_ms, b.id.as_str()))
         });
         let mut index = bounded.lock();
-        for concept in &concepts {
+        for concept in concepts.iter().filter(|c| c.concept_type != EVENT_TYPE) {
             index.put(Arc::clone(concept.id.as_arc()), concept.expires_at_ms);
         }
         let max = usize::try_from(bounded.capacity().max_concepts).unwrap_or(usize::MAX);
@@ -425,6 +442,16 @@ impl Engine {
         record: Result<Vec<u8>, sutra_protocol::EncodeError>,
         apply: impl FnOnce(&ConceptStore) -> T + Send + 'static,
     ) -> PendingWrite<T> {
+        self.commit_as(record, false, apply)
+    }
+
+    /// [`Engine::commit`], marking the server's own events for the checkpointer.
+    fn commit_as<T: Send + 'static>(
+        &self,
+        record: Result<Vec<u8>, sutra_protocol::EncodeError>,
+        event: bool,
+        apply: impl FnOnce(&ConceptStore) -> T + Send + 'static,
+    ) -> PendingWrite<T> {
         let Some(persistence) = &self.persistence else {
             return PendingWrite::ready(Ok(apply(&self.store)));
         };
@@ -446,6 +473,7 @@ impl Engine {
                     .map_err(EngineError::from_append);
                 let _ = sender.send(outcome);
             }),
+            event,
         );
         PendingWrite(PendingInner::Waiting(receiver))
     }
@@ -454,6 +482,7 @@ impl Engine {
     /// so replay never extends it).
     pub fn store(&self, request: StoreConcept) -> Result<PendingWrite<StoreOutcome>, EngineError> {
         self.check_open()?;
+        refuse_event_type(&request)?;
         let now_ms = self.clock.now_ms();
         let concept = self.build_concept(request, now_ms)?;
         let record = record::encode_put(&concept);
@@ -472,6 +501,24 @@ impl Engine {
         }
     }
 
+    /// Stores one of the server's own events (type [`EVENT_TYPE`]): logged and durable like a
+    /// store, but outside `MAX_CONCEPTS` (it neither takes room nor evicts a user's concept)
+    /// and not a reason for a timed checkpoint. Events are few (at most one per
+    /// `SUTRA_EVENTS_INTERVAL_SECS` and kind) and expire by their TTL.
+    pub fn record_event(
+        &self,
+        mut request: StoreConcept,
+    ) -> Result<PendingWrite<StoreOutcome>, EngineError> {
+        self.check_open()?;
+        request.concept_type = EVENT_TYPE.to_owned();
+        let now_ms = self.clock.now_ms();
+        let concept = self.build_concept(request, now_ms)?;
+        let record = record::encode_put(&concept);
+        Ok(self.commit_as(record, true, move |store| {
+            outcome(store, &concept, now_ms)
+        }))
+    }
+
     /// Stores several concepts as one log record: after a crash all of them are there or
     /// none. Later items win over earlier ones with the same id.
     pub fn store_many(
@@ -479,6 +526,9 @@ impl Engine {
         requests: Vec<StoreConcept>,
     ) -> Result<PendingWrite<Vec<StoreOutcome>>, EngineError> {
         self.check_open()?;
+        for request in &requests {
+            refuse_event_type(request)?;
+        }
         let now_ms = self.clock.now_ms();
         let concepts = requests
             .into_iter()
@@ -651,28 +701,34 @@ impl Engine {
         }
         let mut index = self.bounded.as_ref().map(Bounded::lock);
         let mut logged = 0;
-        for (_, id) in due {
-            if let Some(index) = index.as_mut() {
+        for (_, key) in due {
+            let Ok(id) = ConceptId::parse(&key) else {
+                continue;
+            };
+            // Events are outside the recency index and outside the `expirations` count (an
+            // event about expired events would be a loop).
+            let event = self
+                .store
+                .get(&id, 0)
+                .is_some_and(|concept| concept.concept_type == EVENT_TYPE);
+            if let Some(index) = index.as_mut().filter(|_| !event) {
                 // Only if the newest store decided for the id is the expired one; a newer one
                 // in the log queue keeps it (its own entry is indexed when it is applied).
-                match index.peek(&*id) {
+                match index.peek(&*key) {
                     Some(Some(expires_at_ms)) if *expires_at_ms <= now_ms => {
-                        index.pop(&*id);
+                        index.pop(&*key);
                     }
                     _ => continue,
                 }
             }
-            let Ok(id) = ConceptId::parse(&id) else {
-                continue;
-            };
             let counter = Arc::clone(&self.expirations);
             let record = Record::Expire {
                 id: id.clone(),
                 at_ms: now_ms,
             }
             .encode();
-            let _ = self.commit(record, move |store| {
-                if store.expire(&id, now_ms) {
+            let _ = self.commit_as(record, event, move |store| {
+                if store.expire(&id, now_ms) && !event {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             });

@@ -61,6 +61,9 @@ pub(crate) struct Persistence {
     /// Serialises checkpoints (timer, shutdown and explicit calls).
     checkpointing: Mutex<()>,
     wal_bytes_since_checkpoint: AtomicU64,
+    /// Of those, bytes of the server's own events: they count towards the size trigger only,
+    /// so an event written about a checkpoint never causes the next one.
+    event_bytes_since_checkpoint: AtomicU64,
     checkpoints: AtomicU64,
     checkpoint_lsn: AtomicU64,
     checkpoint_duration: Latency,
@@ -186,6 +189,7 @@ impl Persistence {
             checkpoint,
             checkpointing: Mutex::new(()),
             wal_bytes_since_checkpoint: AtomicU64::new(0),
+            event_bytes_since_checkpoint: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
             checkpoint_duration: Latency::default(),
@@ -209,7 +213,10 @@ impl Persistence {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_POLL) {
                     let Some(persistence) = weak.upgrade() else { return };
                     let written = persistence.wal_bytes_since_checkpoint.load(Ordering::Relaxed);
-                    let due = written > 0 && (last.elapsed() >= persistence.checkpoint.interval || written >= persistence.checkpoint.wal_bytes);
+                    let events = persistence.event_bytes_since_checkpoint.load(Ordering::Relaxed);
+                    // Events alone never make the interval due (each checkpoint writes one);
+                    // they count towards the size bound like any bytes.
+                    let due = (written > events && last.elapsed() >= persistence.checkpoint.interval) || (written > 0 && written >= persistence.checkpoint.wal_bytes);
                     // A poisoned log cannot be checkpointed (that was logged when it failed),
                     // and a failed checkpoint waits before it is tried again.
                     if !due || Instant::now() < retry_at || persistence.is_poisoned() {
@@ -230,7 +237,13 @@ impl Persistence {
         Ok(())
     }
 
-    pub(crate) fn append(&self, payload: Vec<u8>, ack: Ack) {
+    /// Appends one record; `event` marks the server's own events (see
+    /// `event_bytes_since_checkpoint`).
+    pub(crate) fn append(&self, payload: Vec<u8>, ack: Ack, event: bool) {
+        if event {
+            self.event_bytes_since_checkpoint
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        }
         self.wal_bytes_since_checkpoint
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         match &*self.wal.read().unwrap_or_else(PoisonError::into_inner) {
@@ -298,6 +311,7 @@ impl Persistence {
         }
         let (lsn, mut concepts) = cut.recv().map_err(|_| EngineError::ShuttingDown)?;
         let written_before = self.wal_bytes_since_checkpoint.load(Ordering::Relaxed);
+        let events_before = self.event_bytes_since_checkpoint.load(Ordering::Relaxed);
         if lsn == self.checkpoint_lsn.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -312,6 +326,8 @@ impl Persistence {
         // Only checkpoints subtract, one at a time, so this cannot underflow.
         self.wal_bytes_since_checkpoint
             .fetch_sub(written_before, Ordering::Relaxed);
+        self.event_bytes_since_checkpoint
+            .fetch_sub(events_before, Ordering::Relaxed);
         if let Some(wal) = &*self.wal.read().unwrap_or_else(PoisonError::into_inner) {
             wal.truncate(lsn).map_err(EngineError::Wal)?;
         }

@@ -390,6 +390,49 @@ fn lru_evicts_the_least_recently_used_and_counts_it() {
     assert_eq!(engine.counters().concepts, 3);
 }
 
+fn event_now(engine: &Engine, key: &str, ttl_seconds: u64) {
+    let mut request = store_request(key, "ignored", Some(ttl_seconds));
+    request.embedding = None;
+    engine.record_event(request).unwrap().wait_blocking().unwrap();
+}
+
+#[test]
+fn events_take_no_room_evict_nothing_and_expire_uncounted() {
+    let (engine, clock) = bounded(3, EvictionPolicy::Lru);
+    for key in ["a", "b", "c"] {
+        store_now(&engine, store_request(key, "t", None)).unwrap();
+    }
+    for n in 0..5 {
+        event_now(&engine, &format!("evt-{n}"), 10);
+    }
+    assert_eq!(held(&engine, &["a", "b", "c"]), [true, true, true]);
+    let counters = engine.counters();
+    assert_eq!((counters.concepts, counters.evictions), (8, 0));
+    assert_eq!(engine.get(&id("evt-0")).unwrap().concept_type, EVENT_TYPE);
+    // A user's store still finds the bound at three user concepts: one eviction, of `a`.
+    store_now(&engine, store_request("d", "t", None)).unwrap();
+    assert_eq!(held(&engine, &["a", "b", "c", "d"]), [false, true, true, true]);
+    assert_eq!(engine.counters().evictions, 1);
+    // Events expire by their TTL in a bounded store too, without counting as expirations.
+    clock.advance_ms(11_000);
+    assert_eq!(engine.reap_expired(100), 5);
+    let counters = engine.counters();
+    assert_eq!((counters.concepts, counters.expirations), (3, 0));
+}
+
+#[test]
+fn clients_cannot_store_the_event_type() {
+    let (engine, _) = bounded(3, EvictionPolicy::Lru);
+    let refused = store_now(&engine, store_request("x", EVENT_TYPE, None)).unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::InvalidArgument, "{refused}");
+    let batch = engine.store_many(vec![
+        store_request("y", "t", None),
+        store_request("z", EVENT_TYPE, None),
+    ]);
+    assert!(batch.is_err());
+    assert_eq!(engine.counters().concepts, 0);
+}
+
 #[test]
 fn policy_none_refuses_new_ids_at_the_bound_and_stores_nothing() {
     let (engine, _) = bounded(2, EvictionPolicy::None);
@@ -748,6 +791,63 @@ mod persistent {
         drop(engine);
         let other = Engine::open(config(dir.path(), 8), clock).err().unwrap();
         assert!(other.to_string().contains("VECTOR_DIMENSION"), "{other}");
+    }
+
+    /// Each checkpoint writes an event when `SUTRA_EVENTS` is on: if events made the timed
+    /// checkpoint due, an idle server would checkpoint every interval forever.
+    #[test]
+    fn events_never_make_a_timed_checkpoint_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000));
+        let mut config = config(dir.path(), 4);
+        if let Durability::Persistent { checkpoint, .. } = &mut config.durability {
+            checkpoint.interval = std::time::Duration::from_millis(100);
+        }
+        let engine = Engine::open(config, Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+        let settle = || std::thread::sleep(std::time::Duration::from_millis(600));
+        super::event_now(&engine, "evt-1", 60);
+        settle();
+        assert_eq!(engine.counters().checkpoints, 0, "an event alone checkpointed");
+        store_now(&engine, store_request("user", "t", None)).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while engine.counters().checkpoints == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(engine.counters().checkpoints, 1, "a user write is checkpointed");
+        super::event_now(&engine, "evt-2", 60);
+        settle();
+        assert_eq!(engine.counters().checkpoints, 1, "the event after it checkpointed");
+        engine.shutdown().unwrap();
+    }
+
+    /// Events recovered from the log stay outside the recency index.
+    #[test]
+    fn recovered_events_take_no_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000));
+        let bounded_config = || {
+            let mut config = config(dir.path(), 4);
+            config.capacity = Some(Capacity {
+                max_concepts: 2,
+                policy: EvictionPolicy::Lru,
+            });
+            config
+        };
+        let engine = Engine::open(bounded_config(), Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+        store_now(&engine, store_request("a", "t", None)).unwrap();
+        for n in 0..3 {
+            super::event_now(&engine, &format!("evt-{n}"), 60);
+        }
+        drop(engine);
+        let engine = Engine::open(bounded_config(), Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+        assert_eq!(engine.counters().evictions, 0);
+        store_now(&engine, store_request("b", "t", None)).unwrap();
+        let held: Vec<bool> = ["a", "b", "evt-0", "evt-2"]
+            .iter()
+            .map(|key| engine.get(&id(key)).is_ok())
+            .collect();
+        assert_eq!(held, [true, true, true, true]);
+        assert_eq!(engine.counters().evictions, 0);
     }
 
     #[test]

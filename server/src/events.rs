@@ -3,8 +3,9 @@
 //! nothing but the protocol can ask `TYPE sutra_event` (binary: QueryByType) what happened.
 //! `/metrics` stays the place for dashboards; events are the log a person reads afterwards.
 //!
-//! Each event is written through the engine like any store (durable, in the log, counted
-//! under `MAX_CONCEPTS` in a bounded store), with the TTL `SUTRA_EVENTS_TTL_SECS`, no vector,
+//! Each event is written through the engine's `record_event`: durable and in the log like any
+//! store, but outside `MAX_CONCEPTS` (an event never takes a user's room nor evicts a user's
+//! concept) and never the reason for a timed checkpoint. It has the TTL `SUTRA_EVENTS_TTL_SECS`, no vector,
 //! and an id `evt-<unix ms, 13 digits>-<sequence>`, so a type query lists events in time
 //! order. The content is one sentence; attributes carry `kind` and the numbers.
 //!
@@ -20,9 +21,9 @@
 //!
 //! Interval events are summaries, written at most once per `SUTRA_EVENTS_INTERVAL_SECS` and
 //! only when something happened, so an idle server writes nothing. Events about events are
-//! not a loop: writing them changes none of the counters above (an event store that evicts a
-//! concept is counted in the next interval's `evictions` once, and that summary is one more
-//! store).
+//! not a loop: writing one changes none of the counters above (it evicts nothing, makes no
+//! checkpoint due, and its expiry is not counted under `expirations`). Clients cannot store
+//! concepts of type `sutra_event`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,8 +36,8 @@ use tracing::{debug, warn};
 
 use crate::service::{Service, VERSION};
 
-/// The concept type of events.
-pub const EVENT_TYPE: &str = "sutra_event";
+/// The concept type of events (the engine keeps them outside `MAX_CONCEPTS`).
+pub use sutra_engine::EVENT_TYPE;
 
 /// `SUTRA_EVENTS_*` settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,11 +98,10 @@ impl Events {
             attributes.insert((*key).to_owned(), value.clone());
         }
         let mut request = StoreConcept::new(id, message);
-        request.concept_type = EVENT_TYPE.to_owned();
         request.model = "sutra".to_owned();
         request.attributes = attributes;
         request.ttl_seconds = Some(self.config.ttl.as_secs().max(1));
-        let written = match self.service.engine().store(request) {
+        let written = match self.service.engine().record_event(request) {
             Ok(pending) => pending.wait().await.map(|_| ()),
             Err(error) => Err(error),
         };

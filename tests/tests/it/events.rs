@@ -127,8 +127,52 @@ async fn evictions_are_summarised() -> anyhow::Result<()> {
         .iter()
         .find(|(kind, _)| kind == "evictions")
         .expect("an evictions event");
-    // 15 stores and the start event into 10 places.
+    // 15 stores into 10 places; events take none.
     let count: u64 = attribute(evictions, "count").parse()?;
-    assert!(count >= 5, "{evictions:?}");
+    assert_eq!(count, 5, "{evictions:?}");
+    server.stop().await
+}
+
+/// Events are bookkeeping: in a full cache shard they evict no user concept, and the event a
+/// checkpoint causes never causes the next checkpoint (an idle server goes idle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_neither_evict_user_data_nor_feed_checkpoints() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|config| {
+        with_events(config);
+        config.checkpoint.interval = Duration::from_millis(200);
+        config.capacity = Some(Capacity {
+            max_concepts: 3,
+            policy: EvictionPolicy::Lru,
+        });
+    })
+    .await?;
+    let client = Client::connect(server.addr_string()).await?;
+    for index in 0..3 {
+        client
+            .store_concept(StoreConcept::new(
+                ConceptId::parse(&format!("doc-{index}"))?,
+                "text",
+            ))
+            .await?;
+    }
+    // The user writes are checkpointed, and that checkpoint is recorded as an event.
+    wait_for(&client, &["start", "checkpoint"]).await?;
+    let settled = client.stats().await?;
+    // Ten more event intervals and checkpoint intervals with no client writes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = client.stats().await?;
+    assert_eq!(idle.get("evictions"), Some(0), "an event evicted user data");
+    assert_eq!(
+        idle.get("checkpoints"),
+        settled.get("checkpoints"),
+        "events fed checkpoints while idle"
+    );
+    for index in 0..3 {
+        client.get_concept_by_id(&format!("doc-{index}")).await?;
+    }
+    // Clients cannot write the events' type (it would escape MAX_CONCEPTS).
+    let mut forged = StoreConcept::new(ConceptId::parse("forged")?, "text");
+    forged.concept_type = EVENT_TYPE.to_owned();
+    assert!(client.store_concept(forged).await.is_err());
     server.stop().await
 }
