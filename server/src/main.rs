@@ -1,6 +1,6 @@
 //! `sutra-storage`: parses the configuration, starts the server, stops it on SIGINT/SIGTERM.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 
 use anyhow::Context;
 use clap::Parser;
@@ -23,12 +23,18 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log nobody reads (stderr a closed pipe: `... 2>&1 | head`) must not stop the
+        // server: by default a failed write is reported with `eprintln!`, which panics on
+        // the same broken pipe, inside whatever task was logging (the signal handler, or
+        // start-up itself). Lost log lines are the only cost.
+        .log_internal_errors(false)
         .init();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
-            eprintln!("sutra-storage: {error:#}");
+            // Not eprintln!: it panics when stderr is closed.
+            let _ = writeln!(std::io::stderr(), "sutra-storage: {error:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -85,9 +91,11 @@ async fn cancel_on_signal(token: CancellationToken) {
             }
         }
     };
-    tokio::select! {
-        () = ctrl_c => info!("SIGINT received; shutting down"),
-        () = terminate => info!("SIGTERM received; shutting down"),
-    }
+    let signal = tokio::select! {
+        () = ctrl_c => "SIGINT",
+        () = terminate => "SIGTERM",
+    };
+    // Cancel first: nothing (not even a failing log) may stand between a signal and shutdown.
     token.cancel();
+    info!("{signal} received; shutting down");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{spawn, wait_for_address, BINARY};
+use common::{spawn, wait_for_address, wait_for_address_then_close_log, wait_for_exit, BINARY};
 
 #[test]
 fn help_documents_the_environment_variables() {
@@ -89,6 +89,76 @@ fn serves_text_and_http_then_exits_zero_on_sigterm() {
         assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    assert!(Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .expect("kill runs")
+        .success());
+}
+
+fn health(addr: &str) -> Option<String> {
+    let mut http = TcpStream::connect(addr).ok()?;
+    http.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    http.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// `sutra-storage 2>&1 | head -4`: once `head` exits, every log write fails with EPIPE. The
+/// server must still serve, and stop on SIGTERM and SIGINT (it used to panic inside the signal
+/// handler while logging, and ignore both signals).
+#[test]
+fn a_closed_log_pipe_stops_neither_serving_nor_signals() {
+    for name in ["-TERM", "-INT"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = spawn(&[
+            ("STORAGE_PORT", "0"),
+            ("STORAGE_PATH", dir.path().to_str().expect("utf-8")),
+        ]);
+        let addr = wait_for_address_then_close_log(&mut child);
+        for _ in 0..3 {
+            let response = health(&addr).expect("/health answers");
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        }
+        signal(&child, name);
+        assert_eq!(wait_for_exit(&mut child).code(), Some(0), "{name}");
+    }
+}
+
+/// `sutra-storage 2>&1 | head -1`: the log pipe closes during start-up; start-up goes on.
+#[test]
+fn a_log_pipe_closed_at_start_up_does_not_stop_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
+    let mut child = spawn(&[
+        ("STORAGE_PORT", &port),
+        ("STORAGE_HOST", "127.0.0.1"),
+        ("STORAGE_PATH", dir.path().to_str().expect("utf-8")),
+    ]);
+    drop(child.stderr.take());
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let response = loop {
+        if let Some(response) = health(&addr) {
+            break response;
+        }
+        if let Some(status) = child.try_wait().expect("waits") {
+            panic!("exited during start-up with {status}");
+        }
+        assert!(Instant::now() < deadline, "never served");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    signal(&child, "-TERM");
+    assert_eq!(wait_for_exit(&mut child).code(), Some(0));
 }
 
 /// fsync failure, end to end: the server runs under `fiu-run` (Debian package `fiu-utils`);

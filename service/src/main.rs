@@ -1,7 +1,7 @@
 //! `sutra-embedding-service`: `serve` (the embedding service with L1/L2 caching) or `ml-base`
 //! (a model replica). Stops on SIGINT/SIGTERM.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 
 use anyhow::Context;
 use clap::Parser;
@@ -22,6 +22,11 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log nobody reads (stderr a closed pipe: `... 2>&1 | head`) must not stop the
+        // server: by default a failed write is reported with `eprintln!`, which panics on
+        // the same broken pipe, inside whatever task was logging (the signal handler, or
+        // start-up itself). Lost log lines are the only cost.
+        .log_internal_errors(false)
         .init();
     // Before the runtime's threads start: candle reads its thread count from the environment.
     let threads = match &cli.role {
@@ -38,7 +43,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
-            eprintln!("sutra-embedding-service: {error:#}");
+            // Not eprintln!: it panics when stderr is closed.
+            let _ = writeln!(std::io::stderr(), "sutra-embedding-service: {error:#}");
             std::process::ExitCode::FAILURE
         }
     }

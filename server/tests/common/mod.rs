@@ -22,8 +22,33 @@ pub fn spawn(envs: &[(&str, &str)]) -> Child {
     command.spawn().expect("the binary starts")
 }
 
-/// Reads the log until the "listening" line and returns the bound address.
+/// Reads the log until the "listening" line and returns the bound address; the log is
+/// drained from then on.
 pub fn wait_for_address(child: &mut Child) -> String {
+    read_address(child, true)
+}
+
+/// [`wait_for_address`], then closes the log pipe: every later log write fails (`EPIPE`).
+pub fn wait_for_address_then_close_log(child: &mut Child) -> String {
+    read_address(child, false)
+}
+
+/// Waits up to 20 s for the process to exit after a signal; its status.
+pub fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("no exit within 20 s of the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_address(child: &mut Child, keep_draining: bool) -> String {
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -37,8 +62,10 @@ pub fn wait_for_address(child: &mut Child) -> String {
                 .split_whitespace()
                 .find_map(|word| word.strip_prefix("addr="))
                 .expect("addr field");
-            // Keep draining the log so the server never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
+            if keep_draining {
+                // Keep draining the log so the server never blocks on a full pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+            }
             return addr.to_owned();
         }
     }
