@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -135,19 +136,31 @@ fn learn_request(body: LearnBody) -> Result<LearnConcept, String> {
     Ok(learn)
 }
 
-/// `POST /api/learn`: LearnConcept over HTTP; 201 with the concept id. The request is checked
+/// `POST /api/learn`: LearnConcept over HTTP; 201 with the concept id. The body is read as
+/// JSON whatever its Content-Type. The request is checked
 /// by the binary protocol's own decoder under the server's limits, so HTTP accepts exactly
 /// what a frame would.
 async fn learn(
     State(service): State<Arc<Service>>,
-    body: Result<Json<LearnBody>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let invalid = |message: &str| {
         error_response(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
     };
-    let body = match body {
-        Ok(Json(body)) => body,
-        Err(rejection) => return invalid(&rejection.body_text()),
+    // The body is JSON whatever Content-Type says: `curl -d '{...}'`, as the seed writes it,
+    // sends application/x-www-form-urlencoded.
+    let body: LearnBody = match body {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(body) => body,
+            Err(error) => return invalid(&format!("the body is not the learn JSON: {error}")),
+        },
+        Err(rejection) => {
+            return error_response(
+                rejection.status(),
+                ErrorCode::InvalidArgument,
+                &rejection.body_text(),
+            )
+        }
     };
     let learn = match learn_request(body) {
         Ok(learn) => learn,

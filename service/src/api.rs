@@ -228,8 +228,13 @@ impl Service {
         l2["write_backs_skipped"] = self.write_backs_skipped.load(Ordering::Relaxed).into();
         let mut l1 = self.l1.counters.json();
         l1["size"] = self.l1.size().into();
+        // Every field of `total` counts texts, as the seed's does (`requests` = hits +
+        // misses = texts looked up); HTTP requests are `http_requests`.
         let mut total = self.texts.json();
-        total["requests"] = self.requests.load(Ordering::Relaxed).into();
+        total["requests"] = (total["hits"].as_u64().unwrap_or(0)
+            + total["misses"].as_u64().unwrap_or(0))
+        .into();
+        total["http_requests"] = self.requests.load(Ordering::Relaxed).into();
         serde_json::json!({"l1": l1, "l2": l2, "total": total})
     }
 }
@@ -343,9 +348,19 @@ async fn cache_stats(State(service): State<Arc<Service>>) -> Json<serde_json::Va
     Json(service.stats())
 }
 
+/// Empties both tiers and, as the seed does, starts the counters of `/cache/stats` again from
+/// zero (the Prometheus counters of `/metrics` never go back).
 async fn cache_clear(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
     let l1 = service.l1.size();
     service.l1.clear();
+    service.l1.counters.reset();
+    service.texts.reset();
+    service.requests.store(0, Ordering::Relaxed);
+    service.write_backs_skipped.store(0, Ordering::Relaxed);
+    if let Some(shard) = &service.l2 {
+        shard.counters.reset();
+        shard.write_errors.store(0, Ordering::Relaxed);
+    }
     let l2 = match &service.l2 {
         Some(shard) => match shard.clear().await {
             Ok(removed) => serde_json::json!({"cleared": removed}),

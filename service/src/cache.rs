@@ -60,6 +60,12 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Back to zero (`/cache/clear`).
+    pub fn reset(&self) {
+        self.hits.store(0, Ordering::Relaxed);
+        self.misses.store(0, Ordering::Relaxed);
+    }
+
     /// `{hits, misses, hit_rate}`.
     pub fn json(&self) -> serde_json::Value {
         let hits = self.hits.load(Ordering::Relaxed);

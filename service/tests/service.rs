@@ -137,8 +137,10 @@ async fn order_duplicates_and_both_cache_tiers() -> anyhow::Result<()> {
     // each (the duplicate gamma is looked up once).
     assert_eq!(stats["l1"]["hits"], 2, "{stats}");
     assert_eq!(stats["l1"]["misses"], 4, "{stats}");
-    assert_eq!(stats["total"]["requests"], 2);
+    // `total` counts texts (2 + 5), as the seed does; HTTP requests apart.
+    assert_eq!(stats["total"]["requests"], 7, "{stats}");
     assert_eq!(stats["total"]["hits"], 2);
+    assert_eq!(stats["total"]["http_requests"], 2, "{stats}");
     assert_eq!(stats["l2"]["enabled"], true);
     let metrics = reqwest::get(service.url("/metrics")).await?.text().await?;
     for line in [
@@ -170,9 +172,21 @@ async fn order_duplicates_and_both_cache_tiers() -> anyhow::Result<()> {
     let (code, cleared) = second.post("/cache/clear", &json!({})).await?;
     assert_eq!(code, 200);
     assert_eq!(cleared["l2"]["cleared"], 5, "{cleared}");
-    assert_eq!(second.stats().await?["l1"]["size"], 0);
+    // ... and starts the counters again, as the seed's clear does.
+    let stats = second.stats().await?;
+    assert_eq!(stats["l1"]["size"], 0);
+    for tier in ["l1", "l2", "total"] {
+        assert_eq!(stats[tier]["hits"], 0, "{stats}");
+        assert_eq!(stats[tier]["misses"], 0, "{stats}");
+    }
+    assert_eq!(stats["total"]["http_requests"], 0, "{stats}");
     let fresh = Running::start(with_l2(shard.addr)).await?;
     assert_eq!(fresh.embed(&["alpha text"]).await?["cached_count"], 0);
+    // `total` counts texts in every field: 3 texts in one request.
+    second.embed(&["one text", "two texts", "three texts"]).await?;
+    let stats = second.stats().await?;
+    assert_eq!(stats["total"]["requests"], 3, "{stats}");
+    assert_eq!(stats["total"]["http_requests"], 1, "{stats}");
     shard.stop().await
 }
 
@@ -238,7 +252,21 @@ async fn bad_input_gets_a_json_4xx_and_never_reaches_the_model() -> anyhow::Resu
         assert_eq!(got, status, "{body} → {answer}");
         assert!(answer["error"]["message"].is_string(), "{answer}");
     }
-    assert_eq!(service.stats().await?["total"]["requests"], 0);
+    assert_eq!(service.stats().await?["total"]["http_requests"], 0);
+
+    // `curl -d` sends a form content type; JSON endpoints read JSON whatever it says.
+    for (path, body) in [
+        ("/embed", r#"{"texts": ["sent by curl -d"]}"#),
+        ("/v1/embeddings", r#"{"input": "sent by curl -d"}"#),
+    ] {
+        let raw = reqwest::Client::new()
+            .post(service.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await?;
+        assert_eq!(raw.status().as_u16(), 200, "{path}");
+    }
 
     // OpenAI-style: one string or a list, `dimensions` up to 256.
     let (status, answer) = service

@@ -302,10 +302,21 @@ pub async fn http_get_bearer(
 
 /// `POST path` with a JSON `body` on a fresh connection; the status and body.
 pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    http_post_as(addr, path, Some("application/json"), body).await
+}
+
+/// `http_post` with another `Content-Type` header, or none.
+pub async fn http_post_as(
+    addr: SocketAddr,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let content_type = content_type.map_or(String::new(), |value| format!("Content-Type: {value}\r\n"));
     http_request(
         addr,
         &format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
             body.len()
         ),
     )

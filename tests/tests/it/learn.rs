@@ -8,7 +8,7 @@ use sutra_client::Client;
 use sutra_embed::{Output, Pipeline, Precision};
 use sutra_protocol::{ConceptId, ErrorCode, LearnConcept};
 use sutra_server::{ModelConfig, ServerConfig};
-use sutra_tests::{http_get, http_post, TestServer, TextConnection};
+use sutra_tests::{http_get, http_post, http_post_as, TestServer, TextConnection};
 
 fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2")
@@ -200,6 +200,13 @@ async fn http_api_learn_stores_and_answers_201() -> anyhow::Result<()> {
         let (status, answer) = http_post(server.addr, "/api/learn", bad).await?;
         assert!((400..500).contains(&status), "{bad} → {status} {answer}");
         assert!(answer.contains("\"error\""), "{answer}");
+    }
+    // The seed's `curl -X POST .../api/learn -d '{...}'` sends a form content type; the body is
+    // JSON all the same (and so without any Content-Type).
+    for content_type in [Some("application/x-www-form-urlencoded"), Some("text/plain"), None] {
+        let body = r#"{"content": "Learned with curl -d."}"#;
+        let (status, answer) = http_post_as(server.addr, "/api/learn", content_type, body).await?;
+        assert_eq!(status, 201, "{content_type:?}: {answer}");
     }
     let (status, health) = http_get(server.addr, "/api/health").await?;
     assert_eq!(status, 200);
