@@ -237,3 +237,19 @@ async fn a_token_authenticates_every_connection_and_a_wrong_one_is_a_clear_failu
     assert!(stderr.contains("authentication failed"), "{stderr}");
     server.stop().await.expect("stop");
 }
+
+#[test]
+fn help_speaks_of_no_future_work() {
+    for binary in [
+        env!("CARGO_BIN_EXE_sutra-bench"),
+        env!("CARGO_BIN_EXE_sutra-embed-bench"),
+    ] {
+        let output = Command::new(binary)
+            .arg("--help")
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{binary} --help");
+        let stale = sutra_tests::stale_help(&String::from_utf8_lossy(&output.stdout));
+        assert!(stale.is_empty(), "{binary}: stale --help lines: {stale:#?}");
+    }
+}

@@ -90,8 +90,8 @@ pub enum Role {
     /// Keeps every concept until it is deleted or its TTL passes.
     #[value(name = "normal")]
     Normal,
-    /// The embedding service's persistent L2 cache: default port 50052 and a default TTL of
-    /// one day. (Eviction at MAX_CONCEPTS arrives with the cache-shard issue.)
+    /// The embedding service's persistent L2 cache: default port 50052, a default TTL of one
+    /// day, and at most 100000 concepts (MAX_CONCEPTS), the least recently used evicted first.
     #[value(name = "cache_shard")]
     CacheShard,
 }
@@ -114,8 +114,8 @@ impl Role {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sutra-storage", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Address to listen on. Keep the default unless a firewall or private network protects
-    /// the port: there is no authentication yet.
+    /// Address to listen on. Before listening beyond loopback, protect the port: set
+    /// SUTRA_AUTH_TOKEN, or keep it behind a firewall or on a private network.
     #[arg(long, env = "STORAGE_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
 
@@ -309,8 +309,9 @@ pub struct Cli {
 
     /// Record operational events (start with the recovery summary, stop, checkpoints,
     /// evictions, expirations, errors, read-only) as concepts of type sutra_event in this
-    /// store, listed in time order by `TYPE sutra_event` (on/off).
-    #[arg(long, env = "SUTRA_EVENTS", default_value = "off", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    /// store, listed in time order by `TYPE sutra_event`: on or off (true/false, yes/no and 1/0
+    /// too).
+    #[arg(long, env = "SUTRA_EVENTS", default_value = "off", value_parser = clap::builder::BoolishValueParser::new(), hide_possible_values = true, action = clap::ArgAction::Set)]
     pub events: bool,
 
     /// Lifetime of each sutra_event, in seconds.

@@ -65,3 +65,23 @@ async fn a_closed_log_pipe_stops_neither_start_up_nor_sigterm() -> anyhow::Resul
     anyhow::ensure!(status.code() == Some(0), "exit status {status}");
     Ok(())
 }
+
+#[test]
+fn help_speaks_of_no_future_work() {
+    let service = env!("CARGO_BIN_EXE_sutra-embedding-service");
+    let validate = env!("CARGO_BIN_EXE_sutra-validate");
+    for (binary, args) in [
+        (service, &["--help"][..]),
+        (service, &["serve", "--help"]),
+        (service, &["ml-base", "--help"]),
+        (validate, &["--help"]),
+    ] {
+        let output = Command::new(binary)
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{binary} {args:?}");
+        let stale = sutra_tests::stale_help(&String::from_utf8_lossy(&output.stdout));
+        assert!(stale.is_empty(), "{binary} {args:?}: stale lines: {stale:#?}");
+    }
+}

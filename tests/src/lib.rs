@@ -342,3 +342,19 @@ async fn http_request(addr: SocketAddr, request: &str) -> anyhow::Result<(u16, S
         .context("bad status code")?;
     Ok((status, body.to_owned()))
 }
+
+/// Lines of a `--help` text that speak of the project's own plans instead of what the binary
+/// does now ("... arrives with the cache-shard issue", "there is no authentication yet"): such
+/// text goes stale the day the plan lands. Every binary's help is checked with this.
+pub fn stale_help(help: &str) -> Vec<String> {
+    const WORDS: [&str; 9] = [
+        "issue", "issues", "yet", "future", "todo", "soon", "planned", "arrives", "will",
+    ];
+    help.lines()
+        .filter(|line| {
+            line.split(|c: char| !c.is_alphanumeric())
+                .any(|word| WORDS.contains(&word.to_lowercase().as_str()))
+        })
+        .map(str::to_owned)
+        .collect()
+}

@@ -17,6 +17,7 @@ mod cache_shard;
 mod client_ops;
 mod durability;
 mod events;
+mod help;
 mod http;
 mod learn;
 mod limits;
