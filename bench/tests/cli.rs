@@ -244,10 +244,7 @@ fn help_speaks_of_no_future_work() {
         env!("CARGO_BIN_EXE_sutra-bench"),
         env!("CARGO_BIN_EXE_sutra-embed-bench"),
     ] {
-        let output = Command::new(binary)
-            .arg("--help")
-            .output()
-            .expect("runs");
+        let output = Command::new(binary).arg("--help").output().expect("runs");
         assert!(output.status.success(), "{binary} --help");
         let stale = sutra_tests::stale_help(&String::from_utf8_lossy(&output.stdout));
         assert!(stale.is_empty(), "{binary}: stale --help lines: {stale:#?}");

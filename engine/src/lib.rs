@@ -514,9 +514,7 @@ impl Engine {
         let now_ms = self.clock.now_ms();
         let concept = self.build_concept(request, now_ms)?;
         let record = record::encode_put(&concept);
-        Ok(self.commit_as(record, true, move |store| {
-            outcome(store, &concept, now_ms)
-        }))
+        Ok(self.commit_as(record, true, move |store| outcome(store, &concept, now_ms)))
     }
 
     /// Stores several concepts as one log record: after a crash all of them are there or

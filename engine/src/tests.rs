@@ -393,7 +393,11 @@ fn lru_evicts_the_least_recently_used_and_counts_it() {
 fn event_now(engine: &Engine, key: &str, ttl_seconds: u64) {
     let mut request = store_request(key, "ignored", Some(ttl_seconds));
     request.embedding = None;
-    engine.record_event(request).unwrap().wait_blocking().unwrap();
+    engine
+        .record_event(request)
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
 }
 
 #[test]
@@ -411,7 +415,10 @@ fn events_take_no_room_evict_nothing_and_expire_uncounted() {
     assert_eq!(engine.get(&id("evt-0")).unwrap().concept_type, EVENT_TYPE);
     // A user's store still finds the bound at three user concepts: one eviction, of `a`.
     store_now(&engine, store_request("d", "t", None)).unwrap();
-    assert_eq!(held(&engine, &["a", "b", "c", "d"]), [false, true, true, true]);
+    assert_eq!(
+        held(&engine, &["a", "b", "c", "d"]),
+        [false, true, true, true]
+    );
     assert_eq!(engine.counters().evictions, 1);
     // Events expire by their TTL in a bounded store too, without counting as expirations.
     clock.advance_ms(11_000);
@@ -807,16 +814,28 @@ mod persistent {
         let settle = || std::thread::sleep(std::time::Duration::from_millis(600));
         super::event_now(&engine, "evt-1", 60);
         settle();
-        assert_eq!(engine.counters().checkpoints, 0, "an event alone checkpointed");
+        assert_eq!(
+            engine.counters().checkpoints,
+            0,
+            "an event alone checkpointed"
+        );
         store_now(&engine, store_request("user", "t", None)).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while engine.counters().checkpoints == 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        assert_eq!(engine.counters().checkpoints, 1, "a user write is checkpointed");
+        assert_eq!(
+            engine.counters().checkpoints,
+            1,
+            "a user write is checkpointed"
+        );
         super::event_now(&engine, "evt-2", 60);
         settle();
-        assert_eq!(engine.counters().checkpoints, 1, "the event after it checkpointed");
+        assert_eq!(
+            engine.counters().checkpoints,
+            1,
+            "the event after it checkpointed"
+        );
         engine.shutdown().unwrap();
     }
 
@@ -938,6 +957,46 @@ mod persistent {
             .unwrap()
             .as_slice()
             .to_vec()
+    }
+
+    /// On a filesystem whose `fallocate` fails with EOPNOTSUPP (FUSE, some network
+    /// filesystems), vector segments are allocated by writing zeros: stores with vectors
+    /// succeed, and read back after a restart (they used to fail with "allocate ...
+    /// Operation not supported").
+    #[test]
+    fn vector_segments_are_allocated_without_fallocate() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000));
+        sutra_wal::faults::set_fallocate_unsupported(true);
+        let _ = sutra_wal::faults::take_fallback_lengths();
+        let stored = (|| {
+            let engine = open(dir.path(), &clock);
+            for index in 0..3 {
+                #[allow(clippy::cast_precision_loss, reason = "small")]
+                store_now(&engine, with_vector(&format!("v{index}"), index as f32))?;
+            }
+            engine.shutdown()
+        })();
+        sutra_wal::faults::set_fallocate_unsupported(false);
+        stored.unwrap();
+        let engine = open(dir.path(), &clock);
+        assert_eq!(vector_of(&engine, "v2"), [2.0, 3.0, -2.0, 0.5]);
+        let segments: Vec<_> = std::fs::read_dir(dir.path().join("vectors"))
+            .unwrap()
+            .map(|entry| entry.unwrap().metadata().unwrap())
+            .collect();
+        assert!(!segments.is_empty());
+        let fallbacks = sutra_wal::faults::take_fallback_lengths();
+        for segment in segments {
+            // Allocated by the fallback, not sparse: every byte has a block.
+            assert!(
+                fallbacks.contains(&segment.len()),
+                "{fallbacks:?} {segment:?}"
+            );
+            assert!(segment.blocks() * 512 >= segment.len(), "{segment:?}");
+        }
+        engine.shutdown().unwrap();
     }
 
     /// Vectors live in mapped slots; deleted slots are reused; after a checkpoint, more writes

@@ -3,7 +3,7 @@
 //! `STORAGE_PATH/vectors/vectors-<n, 6 digits>.seg` holds slots `n * SLOTS..(n + 1) * SLOTS`;
 //! slot `s` is `VECTOR_DIMENSION` f32 little-endian values at byte
 //! `(s % SLOTS) * VECTOR_DIMENSION * 4`, with `SLOTS` = [`slots_per_segment`]. Segments are
-//! created preallocated (`fallocate`: a full disk fails the creation, never a later write
+//! created preallocated (`fallocate`, or zeros written where the filesystem has none: a full disk fails the creation, never a later write
 //! through the mapping), synced, renamed into place, and the directory synced.
 //!
 //! Durability: the log record of a write carries the whole vector and stays the source of
@@ -247,14 +247,13 @@ impl VectorStore {
             .truncate(true)
             .open(&temp)
             .map_err(|error| io_error("create", &temp, error))?;
-        if let Err(errno) =
-            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes)
-        {
+        // fallocate, or zeros written where the filesystem has none (FUSE, NFS...).
+        if let Err(error) = sutra_wal::allocate(&file, bytes) {
             let _ = fs::remove_file(&temp);
             return Err(EngineError::Storage(sutra_wal::WalError::Io {
                 op: "allocate",
                 file: temp.display().to_string(),
-                source: Arc::new(std::io::Error::from(errno)),
+                source: Arc::new(error),
             }));
         }
         file.sync_all()

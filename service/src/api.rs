@@ -231,9 +231,8 @@ impl Service {
         // Every field of `total` counts texts, as the seed's does (`requests` = hits +
         // misses = texts looked up); HTTP requests are `http_requests`.
         let mut total = self.texts.json();
-        total["requests"] = (total["hits"].as_u64().unwrap_or(0)
-            + total["misses"].as_u64().unwrap_or(0))
-        .into();
+        total["requests"] =
+            (total["hits"].as_u64().unwrap_or(0) + total["misses"].as_u64().unwrap_or(0)).into();
         total["http_requests"] = self.requests.load(Ordering::Relaxed).into();
         serde_json::json!({"l1": l1, "l2": l2, "total": total})
     }

@@ -76,12 +76,12 @@ fn help_speaks_of_no_future_work() {
         (service, &["ml-base", "--help"]),
         (validate, &["--help"]),
     ] {
-        let output = Command::new(binary)
-            .args(args)
-            .output()
-            .expect("runs");
+        let output = Command::new(binary).args(args).output().expect("runs");
         assert!(output.status.success(), "{binary} {args:?}");
         let stale = sutra_tests::stale_help(&String::from_utf8_lossy(&output.stdout));
-        assert!(stale.is_empty(), "{binary} {args:?}: stale lines: {stale:#?}");
+        assert!(
+            stale.is_empty(),
+            "{binary} {args:?}: stale lines: {stale:#?}"
+        );
     }
 }

@@ -183,7 +183,9 @@ async fn order_duplicates_and_both_cache_tiers() -> anyhow::Result<()> {
     let fresh = Running::start(with_l2(shard.addr)).await?;
     assert_eq!(fresh.embed(&["alpha text"]).await?["cached_count"], 0);
     // `total` counts texts in every field: 3 texts in one request.
-    second.embed(&["one text", "two texts", "three texts"]).await?;
+    second
+        .embed(&["one text", "two texts", "three texts"])
+        .await?;
     let stats = second.stats().await?;
     assert_eq!(stats["total"]["requests"], 3, "{stats}");
     assert_eq!(stats["total"]["http_requests"], 1, "{stats}");

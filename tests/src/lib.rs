@@ -312,7 +312,8 @@ pub async fn http_post_as(
     content_type: Option<&str>,
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let content_type = content_type.map_or(String::new(), |value| format!("Content-Type: {value}\r\n"));
+    let content_type =
+        content_type.map_or(String::new(), |value| format!("Content-Type: {value}\r\n"));
     http_request(
         addr,
         &format!(

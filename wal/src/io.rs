@@ -123,22 +123,93 @@ impl StorageFile for DirFile {
     }
 
     fn allocate(&mut self, len: u64) -> io::Result<()> {
-        match rustix::fs::fallocate(&self.0, rustix::fs::FallocateFlags::empty(), 0, len) {
-            Ok(()) => Ok(()),
-            // Filesystems without fallocate: write zeros, which allocates just the same.
-            Err(rustix::io::Errno::OPNOTSUPP) => {
-                let zeros = vec![0_u8; 1 << 20];
-                let mut offset = 0;
-                while offset < len {
-                    let chunk = usize::try_from((len - offset).min(zeros.len() as u64))
-                        .unwrap_or(zeros.len());
-                    self.0
-                        .write_all_at(zeros.get(..chunk).unwrap_or(&zeros), offset)?;
-                    offset += chunk as u64;
-                }
-                Ok(())
-            }
-            Err(errno) => Err(errno.into()),
-        }
+        allocate(&self.0, len)
+    }
+}
+
+/// Reserves the first `len` bytes of `file` on disk (not a sparse file), so that a full disk
+/// fails here and not in a later write or a page fault of a mapping. `fallocate`, or on
+/// filesystems without it (`EOPNOTSUPP`: FUSE, some network filesystems) zeros written, which
+/// allocate just the same, only slower. Used for log segments and vector segments alike.
+///
+/// # Errors
+/// The I/O error, a full disk (`ENOSPC`) included.
+pub fn allocate(file: &File, len: u64) -> io::Result<()> {
+    // (Under `test-util`, `faults` can make it take the fallback, as EOPNOTSUPP would.)
+    #[cfg(feature = "test-util")]
+    if faults::fallocate_unsupported() {
+        faults::record_fallback(len);
+        return write_zeros(file, len);
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) => write_zeros(file, len),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+fn write_zeros(file: &File, len: u64) -> io::Result<()> {
+    let zeros = vec![0_u8; 1 << 20];
+    let mut offset = 0;
+    while offset < len {
+        let chunk = usize::try_from((len - offset).min(zeros.len() as u64)).unwrap_or(zeros.len());
+        file.write_all_at(zeros.get(..chunk).unwrap_or(&zeros), offset)?;
+        offset += chunk as u64;
+    }
+    Ok(())
+}
+
+/// Fault injection for tests of the layers above (feature `test-util`).
+#[cfg(feature = "test-util")]
+pub mod faults {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, PoisonError};
+
+    static FALLOCATE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+    /// Makes [`allocate`](super::allocate) behave as on a filesystem whose `fallocate` fails
+    /// with `EOPNOTSUPP` (process-wide; the fallback allocates the same bytes, so other
+    /// tests running meanwhile only get slower).
+    pub fn set_fallocate_unsupported(unsupported: bool) {
+        FALLOCATE_UNSUPPORTED.store(unsupported, Ordering::Relaxed);
+    }
+
+    /// Whether [`set_fallocate_unsupported`] is on.
+    pub fn fallocate_unsupported() -> bool {
+        FALLOCATE_UNSUPPORTED.load(Ordering::Relaxed)
+    }
+
+    static FALLBACKS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+    pub(super) fn record_fallback(len: u64) {
+        FALLBACKS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(len);
+    }
+
+    /// The lengths allocated by the zero fallback since the last call (so a test can tell
+    /// that a given kind of file went through [`allocate`](super::allocate)).
+    pub fn take_fallback_lengths() -> Vec<u64> {
+        std::mem::take(&mut *FALLBACKS.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn the_zero_fallback_allocates_every_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("f")).unwrap();
+        let len = 3 * (1 << 20) + 5;
+        write_zeros(&file, len).unwrap();
+        let metadata = file.metadata().unwrap();
+        assert_eq!(metadata.len(), len);
+        assert!(metadata.blocks() * 512 >= len);
+        allocate(&file, len).unwrap();
     }
 }

@@ -45,7 +45,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use io::{DirStorage, Storage, StorageFile};
+#[cfg(feature = "test-util")]
+pub use io::faults;
+pub use io::{allocate, DirStorage, Storage, StorageFile};
 pub use latency::{Latency, LatencySnapshot};
 
 /// A log sequence number: the first record is 1, each record one more.

@@ -203,7 +203,11 @@ async fn http_api_learn_stores_and_answers_201() -> anyhow::Result<()> {
     }
     // The seed's `curl -X POST .../api/learn -d '{...}'` sends a form content type; the body is
     // JSON all the same (and so without any Content-Type).
-    for content_type in [Some("application/x-www-form-urlencoded"), Some("text/plain"), None] {
+    for content_type in [
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+        None,
+    ] {
         let body = r#"{"content": "Learned with curl -d."}"#;
         let (status, answer) = http_post_as(server.addr, "/api/learn", content_type, body).await?;
         assert_eq!(status, 201, "{content_type:?}: {answer}");
