@@ -4,7 +4,7 @@
 //! A request's texts are deduplicated, looked up in L1, the L1 misses in L2 with one GetMany,
 //! and only what is still missing goes to the model, in one call. Answers keep the request's
 //! order whatever mix of hits and misses it had. New vectors go into L1 at once and are
-//! written back to L2 after the answer, by at most [`MAX_PENDING_WRITE_BACKS`] tasks.
+//! queued to be written back to L2 after the answer (bounded; see [`crate::cache`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{key, Counters, Key, L1, L2};
@@ -26,10 +25,6 @@ use crate::metrics::{self, Metrics, UpstreamLabels};
 use crate::model::{Computed, ModelError, ModelSource, Replicas};
 use crate::{request, HttpError};
 
-/// Most L2 write-backs in flight; beyond it a write-back is skipped (and counted), so a slow
-/// shard cannot pile up tasks.
-pub const MAX_PENDING_WRITE_BACKS: usize = 64;
-
 /// The service's state.
 pub struct Service {
     model: ModelSource,
@@ -37,8 +32,6 @@ pub struct Service {
     l1: L1,
     l2: Option<Arc<L2>>,
     limits: Limits,
-    write_backs: Arc<Semaphore>,
-    write_backs_skipped: AtomicU64,
     requests: AtomicU64,
     texts: Counters,
     metrics: Arc<Metrics>,
@@ -65,10 +58,8 @@ impl Service {
             model,
             dimension: config.local.dimension,
             l1: L1::new(config.l1_capacity, config.l1_ttl),
-            l2: config.l2.clone().map(|l2| Arc::new(L2::new(l2))),
+            l2: config.l2.clone().map(L2::start),
             limits: config.limits,
-            write_backs: Arc::new(Semaphore::new(MAX_PENDING_WRITE_BACKS)),
-            write_backs_skipped: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             texts: Counters::default(),
             metrics: Arc::new(Metrics::default()),
@@ -143,7 +134,7 @@ impl Service {
                 write_back.push((distinct[index].to_owned(), Arc::clone(&computed)));
                 found[index] = Some(computed);
             }
-            self.write_back(model, write_back, ttl_seconds);
+            self.write_back(&model, write_back, ttl_seconds);
         }
         let hits = slots.iter().filter(|&&slot| cached[slot]).count();
         self.texts.hits.fetch_add(hits as u64, Ordering::Relaxed);
@@ -192,22 +183,15 @@ impl Service {
 
     fn write_back(
         &self,
-        model: String,
+        model: &str,
         entries: Vec<(String, Arc<Computed>)>,
         ttl_seconds: Option<u64>,
     ) {
-        let Some(l2) = self.l2.clone() else { return };
-        if !l2.is_up() {
-            return;
+        // Queued even while lookups skip the shard: a stalled shard that comes back gets
+        // what was computed meanwhile.
+        if let Some(l2) = &self.l2 {
+            l2.write_back(model, entries, ttl_seconds);
         }
-        let Ok(permit) = Arc::clone(&self.write_backs).try_acquire_owned() else {
-            self.write_backs_skipped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        tokio::spawn(async move {
-            l2.store_many(&model, entries, ttl_seconds).await;
-            drop(permit);
-        });
     }
 
     fn stats(&self) -> serde_json::Value {
@@ -223,9 +207,8 @@ impl Service {
         l2["enabled"] = l2_enabled.into();
         l2["backend"] = backend.into();
         if let Some(shard) = &self.l2 {
-            l2["write_errors"] = shard.write_errors.load(Ordering::Relaxed).into();
+            l2["write_backs"] = shard.writes.json();
         }
-        l2["write_backs_skipped"] = self.write_backs_skipped.load(Ordering::Relaxed).into();
         let mut l1 = self.l1.counters.json();
         l1["size"] = self.l1.size().into();
         // Every field of `total` counts texts, as the seed's does (`requests` = hits +
@@ -355,10 +338,9 @@ async fn cache_clear(State(service): State<Arc<Service>>) -> Json<serde_json::Va
     service.l1.counters.reset();
     service.texts.reset();
     service.requests.store(0, Ordering::Relaxed);
-    service.write_backs_skipped.store(0, Ordering::Relaxed);
     if let Some(shard) = &service.l2 {
         shard.counters.reset();
-        shard.write_errors.store(0, Ordering::Relaxed);
+        shard.writes.reset();
     }
     let l2 = match &service.l2 {
         Some(shard) => match shard.clear().await {

@@ -7,18 +7,26 @@
 //!   as content and the vector as its embedding. A 64-bit key prefix collides about once in
 //!   2^32 texts; since the text is stored beside the vector, a hit whose content differs from
 //!   the asked text is treated as a miss (and overwritten), so a collision costs a model run,
-//!   never a wrong vector. One GetMany per request; write-backs are StoreMany calls spawned
-//!   after the answer. When the shard is unreachable the service goes on without it, reports
-//!   `l2.enabled = false`, and tries it again at most once per [`L2_RETRY`].
+//!   never a wrong vector. One GetMany per request, under the read deadline
+//!   (`SUTRA_CACHE_TIMEOUT_MS`): a slow or unreachable shard costs a request at most that,
+//!   and the service goes on without it (`l2.enabled = false`), trying it again at most once
+//!   per [`L2_RETRY`] and at once after any successful write-back.
+//!
+//!   Write-backs never wait on the answer and never switch L2 off: they join a queue bounded
+//!   by entries (`SUTRA_CACHE_WRITE_QUEUE`) that one task drains as StoreMany calls of up to
+//!   [`WRITE_BATCH`] entries over their own connection, each under its own deadline
+//!   (`SUTRA_CACHE_WRITE_TIMEOUT_MS`) and retried [`WRITE_RETRIES`] times. An entry is dropped
+//!   only when the queue is full or its retries are spent, and counted
+//!   (`l2.write_backs.dropped`): a shard that stalls for a second loses nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use sutra_client::sutra_protocol::{ConceptId, StoreConcept, Vector};
 use sutra_client::{Client, ClientConfig};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 
 use crate::config::L2Config;
 use crate::model::Computed;
@@ -28,6 +36,15 @@ pub const L2_TYPE: &str = "embedding_cache";
 
 /// Least time between attempts to reach a shard that was down.
 pub const L2_RETRY: Duration = Duration::from_secs(1);
+
+/// Most entries in one write-back StoreMany (the shard's default `MAX_BATCH_ITEMS`).
+pub const WRITE_BATCH: usize = 256;
+
+/// Retries of a failed write-back StoreMany before its entries are dropped.
+pub const WRITE_RETRIES: u32 = 3;
+
+/// Wait before retry `n` (1-based): `n` times this.
+const WRITE_BACKOFF: Duration = Duration::from_millis(200);
 
 /// A cache key: sha256 over the model name, a zero byte and the text.
 pub type Key = [u8; 32];
@@ -142,37 +159,84 @@ impl L1 {
 
 /// The cache-shard tier.
 pub struct L2 {
-    client: Client,
+    /// Lookups, under the read deadline.
+    reader: Client,
+    /// Write-backs, on a connection of their own under the write deadline: a slow write never
+    /// delays a lookup queued behind it.
+    writer: Client,
     config: L2Config,
     up: AtomicBool,
     /// When the shard was last found down (for [`L2_RETRY`]).
     down_since: Mutex<Option<Instant>>,
-    /// Its counters.
+    /// Its lookup counters.
     pub counters: Counters,
-    /// Write-backs that failed (the shard was down or refused them).
-    pub write_errors: AtomicU64,
+    /// Write-backs waiting for the writer task.
+    queue: mpsc::UnboundedSender<Vec<StoreConcept>>,
+    /// Its write-back counters.
+    pub writes: WriteCounters,
+}
+
+/// What became of write-backs (entries, not calls).
+#[derive(Debug, Default)]
+pub struct WriteCounters {
+    /// Entries in the queue now (bounded by `SUTRA_CACHE_WRITE_QUEUE`).
+    pub queued: AtomicU64,
+    /// Entries the shard acknowledged.
+    pub written: AtomicU64,
+    /// StoreMany calls that failed and were tried again.
+    pub retries: AtomicU64,
+    /// Entries given up: the queue was full, or every retry failed.
+    pub dropped: AtomicU64,
+}
+
+impl WriteCounters {
+    /// `{queued, written, retries, dropped}`.
+    pub fn json(&self) -> serde_json::Value {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        serde_json::json!({
+            "queued": load(&self.queued),
+            "written": load(&self.written),
+            "retries": load(&self.retries),
+            "dropped": load(&self.dropped),
+        })
+    }
+
+    /// Back to zero, but for `queued` (`/cache/clear`).
+    pub fn reset(&self) {
+        self.written.store(0, Ordering::Relaxed);
+        self.retries.store(0, Ordering::Relaxed);
+        self.dropped.store(0, Ordering::Relaxed);
+    }
 }
 
 impl L2 {
-    /// A client for the shard at `config.addr`; it connects on first use.
-    pub fn new(config: L2Config) -> L2 {
-        let client = Client::lazy(
-            config.addr.clone(),
-            ClientConfig {
-                connect_timeout: config.timeout,
-                request_timeout: config.timeout,
-                auth_token: config.auth_token.clone(),
-                ..ClientConfig::default()
-            },
-        );
-        L2 {
-            client,
+    /// Clients for the shard at `config.addr` (they connect on first use) and the
+    /// write-back task, which ends when the returned `L2` is dropped. Call within a runtime.
+    pub fn start(config: L2Config) -> Arc<L2> {
+        let client = |timeout| {
+            Client::lazy(
+                config.addr.clone(),
+                ClientConfig {
+                    connect_timeout: timeout,
+                    request_timeout: timeout,
+                    auth_token: config.auth_token.clone(),
+                    ..ClientConfig::default()
+                },
+            )
+        };
+        let (queue, pending) = mpsc::unbounded_channel();
+        let l2 = Arc::new(L2 {
+            reader: client(config.timeout),
+            writer: client(config.write_timeout),
             config,
             up: AtomicBool::new(true),
             down_since: Mutex::new(None),
             counters: Counters::default(),
-            write_errors: AtomicU64::new(0),
-        }
+            queue,
+            writes: WriteCounters::default(),
+        });
+        tokio::spawn(write_backs(Arc::downgrade(&l2), pending));
+        l2
     }
 
     /// Whether the last round trip reached the shard.
@@ -225,7 +289,7 @@ impl L2 {
         }
         let ids: Vec<String> = texts.iter().map(|text| l2_id(model, text)).collect();
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        match self.client.get_many(&refs).await {
+        match self.reader.get_many(&refs).await {
             Ok(found) => {
                 self.mark(true, None).await;
                 let answers: Vec<Option<Computed>> = found
@@ -261,26 +325,24 @@ impl L2 {
         }
     }
 
-    /// Writes `entries` (text, computed) back in one StoreMany, living `ttl_seconds` (or
-    /// `SUTRA_CACHE_TTL`). Callers spawn it.
-    pub async fn store_many(
+    /// Queues `entries` (text, computed) to be written back, living `ttl_seconds` (or
+    /// `SUTRA_CACHE_TTL`); returns at once. Counted as dropped when the queue is full.
+    pub fn write_back(
         &self,
         model: &str,
         entries: Vec<(String, Arc<Computed>)>,
         ttl_seconds: Option<u64>,
     ) {
-        if entries.is_empty() || !self.is_up() {
+        if entries.is_empty() {
             return;
         }
         let ttl = ttl_seconds.unwrap_or(self.config.ttl.as_secs());
-        let stores: Result<Vec<StoreConcept>, String> = entries
+        let stores: Vec<StoreConcept> = entries
             .into_iter()
-            .map(|(text, computed)| {
-                let id = ConceptId::parse(&l2_id(model, &text)).map_err(|e| e.to_string())?;
-                let dimension =
-                    u32::try_from(computed.vector.len()).map_err(|error| error.to_string())?;
-                let vector = Vector::new(computed.vector.clone(), dimension)
-                    .map_err(|error| error.to_string())?;
+            .filter_map(|(text, computed)| {
+                let id = ConceptId::parse(&l2_id(model, &text)).ok()?;
+                let dimension = u32::try_from(computed.vector.len()).ok()?;
+                let vector = Vector::new(computed.vector.clone(), dimension).ok()?;
                 let mut store = StoreConcept::new(id, text);
                 store.concept_type = L2_TYPE.to_owned();
                 store.model = model.to_owned();
@@ -294,30 +356,73 @@ impl L2 {
                         .attributes
                         .insert("truncated".to_owned(), "true".to_owned());
                 }
-                Ok(store)
+                Some(store)
             })
             .collect();
-        let result = match stores {
-            Ok(stores) => self
-                .client
-                .store_many(stores)
-                .await
-                .map(|_| ())
-                .map_err(|error| error.to_string()),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = result {
-            self.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%error, "L2 write-back failed");
+        let count = stores.len() as u64;
+        let queued = self.writes.queued.fetch_add(count, Ordering::AcqRel) + count;
+        if queued > self.config.write_queue || self.queue.send(stores).is_err() {
+            self.writes.queued.fetch_sub(count, Ordering::AcqRel);
+            self.writes.dropped.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// One StoreMany of a write-back batch, retried; whether the shard took it.
+    async fn write(&self, stores: Vec<StoreConcept>) -> bool {
+        let count = stores.len() as u64;
+        let mut attempt = 0;
+        loop {
+            match self.writer.store_many(stores.clone()).await {
+                Ok(_) => {
+                    self.writes.written.fetch_add(count, Ordering::Relaxed);
+                    // The shard answers: lookups need not wait for the next probe.
+                    self.mark(true, None).await;
+                    return true;
+                }
+                Err(error) if attempt < WRITE_RETRIES => {
+                    attempt += 1;
+                    self.writes.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%error, attempt, "L2 write-back failed; retrying");
+                    tokio::time::sleep(WRITE_BACKOFF * attempt).await;
+                }
+                Err(error) => {
+                    self.writes.dropped.fetch_add(count, Ordering::Relaxed);
+                    tracing::warn!(%error, entries = count, "L2 write-back failed after {WRITE_RETRIES} retries; entries dropped");
+                    return false;
+                }
+            }
         }
     }
 
     /// Removes every L2 entry (ClearType `embedding_cache`); the number removed.
     pub async fn clear(&self) -> Result<u64, String> {
-        self.client
+        self.reader
             .clear_type(L2_TYPE)
             .await
             .map_err(|error| error.to_string())
+    }
+}
+
+/// The write-back task: takes what is queued, up to [`WRITE_BATCH`] entries per StoreMany,
+/// until the `L2` is dropped.
+async fn write_backs(l2: Weak<L2>, mut pending: mpsc::UnboundedReceiver<Vec<StoreConcept>>) {
+    let mut batch: Vec<StoreConcept> = Vec::new();
+    while let Some(first) = pending.recv().await {
+        batch.extend(first);
+        while batch.len() < WRITE_BATCH {
+            match pending.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let Some(l2) = l2.upgrade() else { return };
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(WRITE_BATCH));
+            let stores = std::mem::replace(&mut batch, rest);
+            let count = stores.len() as u64;
+            l2.write(stores).await;
+            l2.writes.queued.fetch_sub(count, Ordering::AcqRel);
+        }
     }
 }
 

@@ -126,9 +126,18 @@ pub struct ServeArgs {
     /// Seconds an L2 entry lives (the shard reaps it after).
     #[arg(long, env = "SUTRA_CACHE_TTL", default_value_t = 86_400)]
     pub sutra_cache_ttl: u64,
-    /// Timeout of one L2 round trip, in milliseconds; a slower shard counts as down.
+    /// Deadline of one L2 lookup, in milliseconds: a slower shard is skipped (counted as down)
+    /// and probed again after a second, or at once after a successful write-back.
     #[arg(long, env = "SUTRA_CACHE_TIMEOUT_MS", default_value_t = 500)]
     pub sutra_cache_timeout_ms: u64,
+    /// Deadline of one L2 write-back StoreMany, in milliseconds (retried 3 times before its
+    /// entries are dropped). Write-backs are off the request path, so this can be generous.
+    #[arg(long, env = "SUTRA_CACHE_WRITE_TIMEOUT_MS", default_value_t = 5000)]
+    pub sutra_cache_write_timeout_ms: u64,
+    /// Most entries waiting to be written back to L2; beyond it new ones are dropped (and
+    /// counted in /cache/stats as l2.write_backs.dropped).
+    #[arg(long, env = "SUTRA_CACHE_WRITE_QUEUE", default_value_t = L2Config::DEFAULT_WRITE_QUEUE)]
+    pub sutra_cache_write_queue: u64,
     /// The cache shard's SUTRA_AUTH_TOKEN, when it requires one.
     #[arg(long, env = "SUTRA_CACHE_AUTH_TOKEN", hide_env_values = true)]
     pub sutra_cache_auth_token: Option<String>,
@@ -194,10 +203,19 @@ pub struct L2Config {
     pub addr: String,
     /// Entry lifetime.
     pub ttl: Duration,
-    /// One round trip's timeout.
+    /// One lookup's deadline.
     pub timeout: Duration,
+    /// One write-back's deadline.
+    pub write_timeout: Duration,
+    /// Most entries queued for write-back.
+    pub write_queue: u64,
     /// The shard's token, if it requires one.
     pub auth_token: Option<String>,
+}
+
+impl L2Config {
+    /// Default `SUTRA_CACHE_WRITE_QUEUE`: about 20 MB of 256-dim vectors and their texts.
+    pub const DEFAULT_WRITE_QUEUE: u64 = 10_000;
 }
 
 /// Everything `serve` needs.
@@ -260,6 +278,8 @@ impl From<&ServeArgs> for ServiceConfig {
                 addr: format!("{}:{}", args.sutra_cache_host, args.sutra_cache_port),
                 ttl: Duration::from_secs(args.sutra_cache_ttl),
                 timeout: Duration::from_millis(args.sutra_cache_timeout_ms.max(1)),
+                write_timeout: Duration::from_millis(args.sutra_cache_write_timeout_ms.max(1)),
+                write_queue: args.sutra_cache_write_queue,
                 auth_token: args.sutra_cache_auth_token.clone(),
             }),
             limits: args.model.limits(),
@@ -330,6 +350,8 @@ mod tests {
                     "SUTRA_CACHE_HOST",
                     "SUTRA_CACHE_PORT",
                     "SUTRA_CACHE_TTL",
+                    "SUTRA_CACHE_WRITE_TIMEOUT_MS",
+                    "SUTRA_CACHE_WRITE_QUEUE",
                     "EMBED_MAX_TEXTS",
                     "EMBED_PRECISION",
                 ]

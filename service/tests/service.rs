@@ -88,9 +88,60 @@ fn with_l2(shard: SocketAddr) -> ServiceConfig {
         addr: shard.to_string(),
         ttl: Duration::from_secs(3600),
         timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_secs(5),
+        write_queue: L2Config::DEFAULT_WRITE_QUEUE,
         auth_token: None,
     });
     config
+}
+
+/// A TCP relay in front of the shard that can stall both directions at once, as SIGSTOP of
+/// the shard's process would: while stalled it neither reads nor forwards a byte.
+async fn stalling_relay(
+    target: SocketAddr,
+) -> anyhow::Result<(SocketAddr, tokio::sync::watch::Sender<bool>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stall, stalled) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            for (mut from, mut to) in [
+                (
+                    Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                    Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                ),
+                (Box::new(server_read), Box::new(client_write)),
+            ] {
+                let mut stalled = stalled.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0_u8; 64 * 1024];
+                    loop {
+                        if stalled.wait_for(|on| !*on).await.is_err() {
+                            return;
+                        }
+                        let read = match from.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => read,
+                        };
+                        // Bytes read just before a stall wait for its end too.
+                        if stalled.wait_for(|on| !*on).await.is_err() {
+                            return;
+                        }
+                        if to.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    Ok((addr, stall))
 }
 
 /// Waits until the shard holds `count` concepts (write-backs are asynchronous).
@@ -223,6 +274,84 @@ async fn the_service_keeps_serving_while_the_shard_is_down_and_reconnects() -> a
     // The entries written before the outage are still there (the shard is durable).
     let fresh = Running::start(with_l2(shard_addr)).await?;
     assert_eq!(fresh.embed(&["before 3"]).await?["cached_count"], 1);
+    shard.stop().await
+}
+
+/// A shard that stalls for 1.5 s under load (8 clients) is not an outage: lookups skip it
+/// after their deadline, no request fails, the write-backs of the stalled window are kept
+/// and land once it answers again, and lookups use it again right away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_shard_loses_no_write_back_and_is_used_again_at_once() -> anyhow::Result<()> {
+    let shard = TestServer::start().await?;
+    let (relay, stall) = stalling_relay(shard.addr).await?;
+    let service = Arc::new(Running::start(with_l2(relay)).await?);
+    let started = Instant::now();
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let service = Arc::clone(&service);
+            tokio::spawn(async move {
+                let mut texts = Vec::new();
+                while started.elapsed() < Duration::from_secs(4) {
+                    let text = format!("client {client} text {}", texts.len());
+                    service.embed(&[&text]).await?;
+                    texts.push(text);
+                }
+                anyhow::Ok(texts)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stall.send(true)?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The stall is felt: lookups passed their deadline and skip the shard.
+    let during = service.stats().await?;
+    assert_eq!(during["l2"]["enabled"], false, "{during}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stall.send(false)?;
+    let resumed = Instant::now();
+    let mut texts = Vec::new();
+    for client in clients {
+        texts.extend(client.await??);
+    }
+    // Used again within a second or two of the stall's end (the load kept running).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while service.stats().await?["l2"]["enabled"] != true {
+        anyhow::ensure!(Instant::now() < deadline, "L2 stayed off after the stall");
+        service.embed(&["probe"]).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stats = loop {
+        let stats = service.stats().await?;
+        if stats["l2"]["write_backs"]["queued"] == 0 {
+            break stats;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "write-backs never drained: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(stats["l2"]["write_backs"]["dropped"], 0, "{stats}");
+    assert!(resumed.elapsed() < Duration::from_secs(30));
+    // Every vector computed, the stalled window's included, is in the shard.
+    let client = sutra_client::Client::connect(shard.addr.to_string()).await?;
+    let ids: Vec<String> = texts
+        .iter()
+        .map(|text| sutra_service::cache::l2_id("all-MiniLM-L6-v2", text))
+        .collect();
+    for chunk in ids.chunks(200) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let found = client.get_many(&refs).await?;
+        let missing = found.iter().filter(|concept| concept.is_none()).count();
+        assert_eq!(
+            missing,
+            0,
+            "{missing} of {} texts never written back",
+            chunk.len()
+        );
+    }
+    assert!(texts.len() >= 8, "{} texts", texts.len());
     shard.stop().await
 }
 
