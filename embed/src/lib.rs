@@ -16,6 +16,7 @@
 mod batcher;
 mod bert;
 mod kernels;
+mod locate;
 mod model;
 mod pipeline;
 
@@ -23,8 +24,7 @@ pub use batcher::{Batcher, BatcherConfig};
 pub use model::{Architecture, EmbedError, ModelDir, Prefixes, Task, MAX_TOKENS};
 pub use pipeline::{Embedded, Output, Pipeline, Pooled, Precision, SUB_BATCH, SUB_BATCH_TOKENS};
 
-/// The default model folder, relative to the working directory (`scripts/fetch-model`).
-pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
+pub use locate::{model_roots, resolve_model_dir, user_models_dir, DEFAULT_MODEL};
 
 /// Sets the threads candle's CPU kernels use (`EMBED_THREADS`) and returns the number in
 /// effect; 0 keeps candle's default (`RAYON_NUM_THREADS` if set, else every physical core).

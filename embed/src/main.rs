@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use sutra_embed::{Output, Pipeline, Precision, Task, DEFAULT_MODEL_DIR};
+use sutra_embed::{resolve_model_dir, Output, Pipeline, Precision, Task};
 
 /// What the texts are for: decides the model's task prefix.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -26,9 +26,16 @@ enum TaskArg {
 #[derive(Debug, Parser)]
 #[command(name = "sutra-embed", version, max_term_width = 100)]
 struct Args {
-    /// The model folder (config.json, tokenizer.json, model.safetensors).
-    #[arg(long, env = "SUTRA_MODEL_DIR", default_value = DEFAULT_MODEL_DIR)]
-    model_dir: PathBuf,
+    /// The model folder (config.json, tokenizer.json, model.safetensors) [default: the
+    /// folder of MODEL_NAME under ./models, else under $XDG_DATA_HOME/sutra/models
+    /// (~/.local/share/sutra/models), where scripts/fetch-model installs].
+    #[arg(long, env = "SUTRA_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+
+    /// The model's name, looked up as a folder under the model roots above [default:
+    /// all-MiniLM-L6-v2]. Ignored when SUTRA_MODEL_DIR is set.
+    #[arg(long, env = "MODEL_NAME")]
+    model_name: Option<String>,
 
     /// Output dimension: Matryoshka truncation (layer_norm, first DIM values, L2); 0 gives
     /// the model's full, L2-normalised vector as sentence-transformers returns it.
@@ -65,7 +72,9 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     sutra_embed::set_threads(args.threads);
-    let pipeline = Pipeline::load_with(&args.model_dir, args.precision)?;
+    let dir = resolve_model_dir(args.model_dir.as_deref(), args.model_name.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let pipeline = Pipeline::load_with(&dir, args.precision)?;
     let task = match args.task {
         TaskArg::Document => Task::Document,
         TaskArg::Query => Task::Query,

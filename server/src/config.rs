@@ -189,10 +189,19 @@ pub struct Cli {
     pub reaper_batch: usize,
 
     /// Embedding model folder (config.json, tokenizer.json, model.safetensors) for
-    /// LearnConcept [default: models/all-MiniLM-L6-v2 if it exists, else no model]. A
-    /// folder given here must load, or the server does not start.
+    /// LearnConcept [default: the folder of MODEL_NAME under ./models, else under
+    /// $XDG_DATA_HOME/sutra/models (~/.local/share/sutra/models), where scripts/fetch-model
+    /// installs; with neither, the server runs without a model]. A folder given here must
+    /// load, or the server does not start.
     #[arg(long, env = "SUTRA_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
+
+    /// The model's name, looked up as a folder under the model roots above
+    /// (`nomic-ai/nomic-embed-text-v1.5` as given, then by its last part) [default:
+    /// all-MiniLM-L6-v2]. A name given here must be found, or the server does not start.
+    /// Ignored when SUTRA_MODEL_DIR is set.
+    #[arg(long, env = "MODEL_NAME")]
+    pub model_name: Option<String>,
 
     /// Dimension of learned vectors: the model's output after Matryoshka truncation
     /// (layer_norm, first MATRYOSHKA_DIM values, L2). Must equal VECTOR_DIMENSION.
@@ -494,6 +503,16 @@ impl TryFrom<Cli> for ServerConfig {
 
     fn try_from(cli: Cli) -> Result<ServerConfig, ConfigError> {
         let auth = auth_config(&cli)?;
+        // A folder or a name the user gave must be there; the default model is optional (the
+        // server then runs without LearnConcept).
+        let model_dir = match (&cli.model_dir, &cli.model_name) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, Some(name)) => Some(
+                sutra_embed::resolve_model_dir(None, Some(name))
+                    .map_err(ConfigError::ModelNotFound)?,
+            ),
+            (None, None) => sutra_embed::resolve_model_dir(None, None).ok(),
+        };
         let port = cli.port.unwrap_or(match cli.role {
             Role::Normal => DEFAULT_PORT,
             Role::CacheShard => DEFAULT_CACHE_SHARD_PORT,
@@ -539,25 +558,18 @@ impl TryFrom<Cli> for ServerConfig {
                 interval: Duration::from_millis(cli.reaper_interval_ms),
                 batch: cli.reaper_batch,
             },
-            model: cli
-                .model_dir
-                .clone()
-                .or_else(|| {
-                    let default = PathBuf::from(sutra_embed::DEFAULT_MODEL_DIR);
-                    default.is_dir().then_some(default)
-                })
-                .map(|dir| ModelConfig {
-                    dir,
-                    matryoshka_dim: cli.matryoshka_dim,
-                    batcher: BatcherConfig {
-                        max_batch: cli.ml_base_max_batch_size,
-                        queue_len: cli.embed_queue_len,
-                        batch_timeout: Duration::from_millis(cli.ml_base_batch_timeout_ms),
-                    },
-                    threads: cli.embed_threads,
-                    precision: cli.embed_precision,
-                    document_prefix: cli.embed_document_prefix.clone(),
-                }),
+            model: model_dir.map(|dir| ModelConfig {
+                dir,
+                matryoshka_dim: cli.matryoshka_dim,
+                batcher: BatcherConfig {
+                    max_batch: cli.ml_base_max_batch_size,
+                    queue_len: cli.embed_queue_len,
+                    batch_timeout: Duration::from_millis(cli.ml_base_batch_timeout_ms),
+                },
+                threads: cli.embed_threads,
+                precision: cli.embed_precision,
+                document_prefix: cli.embed_document_prefix.clone(),
+            }),
             limits: Limits {
                 max_frame_bytes: cli.max_frame_bytes,
                 max_id_bytes: cli.max_id_bytes,
@@ -610,6 +622,9 @@ pub enum ConfigError {
     /// The token is empty or its file unreadable.
     #[error("authentication token: {0}")]
     AuthToken(String),
+    /// `MODEL_NAME` names a model that is in none of the model roots.
+    #[error("MODEL_NAME: {0}")]
+    ModelNotFound(String),
 }
 
 fn auth_config(cli: &Cli) -> Result<Option<AuthConfig>, ConfigError> {

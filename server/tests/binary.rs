@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{spawn, wait_for_address, wait_for_address_then_close_log, wait_for_exit, BINARY};
+use common::{
+    spawn, spawn_in, wait_for_address, wait_for_address_then_close_log, wait_for_exit, BINARY,
+};
 
 #[test]
 fn help_documents_the_environment_variables() {
@@ -89,6 +91,38 @@ fn serves_text_and_http_then_exits_zero_on_sigterm() {
         assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Started from any directory, without SUTRA_MODEL_DIR, the server finds the default model
+/// where scripts/fetch-model installs it: `$XDG_DATA_HOME/sutra/models/all-MiniLM-L6-v2`.
+#[test]
+fn the_default_model_is_found_from_any_directory() {
+    let checkout_model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/all-MiniLM-L6-v2")
+        .canonicalize()
+        .expect("the default model (./scripts/fetch-model)");
+    let data = tempfile::tempdir().expect("temp dir");
+    let models = data.path().join("sutra/models");
+    std::fs::create_dir_all(&models).expect("creates");
+    std::os::unix::fs::symlink(&checkout_model, models.join("all-MiniLM-L6-v2")).expect("links");
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let storage = elsewhere.path().join("data");
+    let mut child = spawn_in(
+        Some(elsewhere.path()),
+        &[
+            ("STORAGE_PORT", "0"),
+            ("STORAGE_PATH", storage.to_str().expect("utf-8")),
+            ("XDG_DATA_HOME", data.path().to_str().expect("utf-8")),
+        ],
+    );
+    let addr = wait_for_address(&mut child);
+    let response = health(&addr).expect("/health answers");
+    assert!(
+        response.contains("\"model\":\"all-MiniLM-L6-v2\""),
+        "{response}"
+    );
+    signal(&child, "-TERM");
+    assert_eq!(wait_for_exit(&mut child).code(), Some(0));
 }
 
 fn signal(child: &std::process::Child, name: &str) {

@@ -32,9 +32,16 @@ pub enum Role {
 /// The model run in-process (by `ml-base`, and by `serve` without ML_BASE_URL).
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// The model folder (config.json, tokenizer.json, model.safetensors).
-    #[arg(long, env = "SUTRA_MODEL_DIR", default_value = sutra_embed::DEFAULT_MODEL_DIR)]
-    pub model_dir: PathBuf,
+    /// The model folder (config.json, tokenizer.json, model.safetensors) [default: the
+    /// folder of MODEL_NAME under ./models, else under $XDG_DATA_HOME/sutra/models
+    /// (~/.local/share/sutra/models), where scripts/fetch-model installs].
+    #[arg(long, env = "SUTRA_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// The model's name, looked up as a folder under the model roots above
+    /// (`nomic-ai/nomic-embed-text-v1.5` as given, then by its last part) [default:
+    /// all-MiniLM-L6-v2]. Ignored when SUTRA_MODEL_DIR is set.
+    #[arg(long, env = "MODEL_NAME")]
+    pub model_name: Option<String>,
     /// Dimension of the vectors served: Matryoshka truncation (layer_norm, first
     /// MATRYOSHKA_DIM values, L2).
     #[arg(long, env = "MATRYOSHKA_DIM", default_value_t = 256)]
@@ -149,8 +156,10 @@ pub struct ServeArgs {
 /// The in-process model.
 #[derive(Debug, Clone)]
 pub struct LocalModel {
-    /// The folder.
-    pub dir: PathBuf,
+    /// The folder (`SUTRA_MODEL_DIR`), if given.
+    pub dir: Option<PathBuf>,
+    /// The name to look up otherwise (`MODEL_NAME`; `sutra_embed::resolve_model_dir`).
+    pub name: Option<String>,
     /// Output dimension.
     pub dimension: usize,
     /// The batcher's bounds.
@@ -163,6 +172,7 @@ impl ModelArgs {
     fn local(&self) -> LocalModel {
         LocalModel {
             dir: self.model_dir.clone(),
+            name: self.model_name.clone(),
             dimension: self.matryoshka_dim,
             batcher: BatcherConfig {
                 max_batch: self.ml_base_max_batch_size,
@@ -245,7 +255,8 @@ impl ServiceConfig {
         ServiceConfig {
             listen: "127.0.0.1:0".to_owned(),
             local: LocalModel {
-                dir,
+                dir: Some(dir),
+                name: None,
                 dimension: 256,
                 batcher: BatcherConfig::default(),
                 precision: sutra_embed::Precision::F32,

@@ -20,17 +20,21 @@ use crate::HttpError;
 
 /// Loads `model` off the async workers and starts its batcher.
 pub async fn load(model: &LocalModel) -> anyhow::Result<Batcher> {
-    let (dir, precision) = (model.dir.clone(), model.precision);
-    let pipeline =
+    let dir = sutra_embed::resolve_model_dir(model.dir.as_deref(), model.name.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let precision = model.precision;
+    let pipeline = {
+        let dir = dir.clone();
         tokio::task::spawn_blocking(move || sutra_embed::Pipeline::load_with(&dir, precision))
-            .await??;
+            .await??
+    };
     let hidden = pipeline.info().hidden_size;
     anyhow::ensure!(
         model.dimension > 0 && model.dimension <= hidden,
         "MATRYOSHKA_DIM ({}) must be between 1 and the model's hidden size ({hidden})",
         model.dimension
     );
-    tracing::info!(model = %pipeline.info().name, dir = %model.dir.display(), hidden, dimension = model.dimension, precision = %precision, "embedding model loaded");
+    tracing::info!(model = %pipeline.info().name, dir = %dir.display(), hidden, dimension = model.dimension, precision = %precision, "embedding model loaded");
     Ok(Batcher::spawn(pipeline, model.batcher)?)
 }
 

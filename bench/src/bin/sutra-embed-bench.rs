@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use sutra_embed::{Output, Pipeline, Precision, DEFAULT_MODEL_DIR};
+use sutra_embed::{resolve_model_dir, Output, Pipeline, Precision};
 
 /// The server's allocator, so the pipeline is measured as the server runs it.
 #[global_allocator]
@@ -48,9 +48,13 @@ const WORDS: [&str; 12] = [
 #[derive(Debug, Parser)]
 #[command(name = "sutra-embed-bench", version, max_term_width = 100)]
 struct Args {
-    /// The model folder.
-    #[arg(long, env = "SUTRA_MODEL_DIR", default_value = DEFAULT_MODEL_DIR)]
-    model_dir: PathBuf,
+    /// The model folder [default: the folder of MODEL_NAME under ./models, else under
+    /// $XDG_DATA_HOME/sutra/models, where scripts/fetch-model installs].
+    #[arg(long, env = "SUTRA_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// The model's name, looked up under the model roots [default: all-MiniLM-L6-v2].
+    #[arg(long, env = "MODEL_NAME")]
+    model_name: Option<String>,
     /// Seconds to measure each case (after one warm-up run).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -108,7 +112,9 @@ fn matmul_peak(hidden: usize, seconds: f64) -> anyhow::Result<f64> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let threads = sutra_embed::set_threads(args.threads);
-    let pipeline = Pipeline::load_with(&args.model_dir, args.precision)?;
+    let dir = resolve_model_dir(args.model_dir.as_deref(), args.model_name.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let pipeline = Pipeline::load_with(&dir, args.precision)?;
     let info = pipeline.info().clone();
     let peak = matmul_peak(info.hidden_size, args.seconds.min(2.0))?;
     if !args.json {

@@ -10,7 +10,15 @@ use std::time::{Duration, Instant};
 pub const BINARY: &str = env!("CARGO_BIN_EXE_sutra-storage");
 
 pub fn spawn(envs: &[(&str, &str)]) -> Child {
+    spawn_in(None, envs)
+}
+
+/// [`spawn`] with another working directory.
+pub fn spawn_in(dir: Option<&std::path::Path>, envs: &[(&str, &str)]) -> Child {
     let mut command = Command::new(BINARY);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
     command
         .env_clear()
         .env("RUST_LOG", "info")
