@@ -12,6 +12,7 @@ use sutra_wal::{FsyncPolicy, WalConfig};
 use crate::engine::{Capacity, CheckpointConfig, EvictionPolicy};
 use crate::events::EventsConfig;
 use crate::reaper::ReaperConfig;
+use crate::remote::RemoteConfig;
 use sutra_embed::{BatcherConfig, Precision};
 
 /// The embedding model the server loads for LearnConcept.
@@ -235,6 +236,22 @@ pub struct Cli {
     #[arg(long, env = "EMBED_DOCUMENT_PREFIX")]
     pub embed_document_prefix: Option<String>,
 
+    /// Embed learned texts through this embedding service instead of in-process: `POST
+    /// {url}/embed` of an ML-base replica, HAProxy in front of several, or the embedding
+    /// service (`http://ml-base-lb:8887`, as in the seed). No local model is loaded then; the
+    /// service applies its model's document prefix and must serve VECTOR_DIMENSION values.
+    #[arg(long, env = "SUTRA_EMBEDDING_SERVICE_URL")]
+    pub embedding_service_url: Option<String>,
+
+    /// Deadline of one call to the embedding service, in milliseconds.
+    #[arg(long, env = "SUTRA_EMBEDDING_SERVICE_TIMEOUT_MS", default_value_t = millis(RemoteConfig::DEFAULT_TIMEOUT))]
+    pub embedding_service_timeout_ms: u64,
+
+    /// Further tries of a call to the embedding service that got no answer (unreachable,
+    /// timed out, or 5xx); a learn request then fails with Busy, naming the URL.
+    #[arg(long, env = "SUTRA_EMBEDDING_SERVICE_RETRIES", default_value_t = RemoteConfig::DEFAULT_RETRIES)]
+    pub embedding_service_retries: u32,
+
     /// What a store of a new id does when MAX_CONCEPTS concepts are held: `lru` evicts the
     /// least recently used concept (a use is a successful get or store); `none` refuses the
     /// write with a Full error.
@@ -368,6 +385,8 @@ pub struct ServerConfig {
     pub reaper: ReaperConfig,
     /// The embedding model for LearnConcept, if any.
     pub model: Option<ModelConfig>,
+    /// Learning through an embedding service instead (`SUTRA_EMBEDDING_SERVICE_URL`).
+    pub embedding_service: Option<RemoteConfig>,
     /// Decoding limits, including `VECTOR_DIMENSION`.
     pub limits: Limits,
     /// Most simultaneous connections.
@@ -447,6 +466,7 @@ impl ServerConfig {
             capacity: None,
             reaper: ReaperConfig::default(),
             model: None,
+            embedding_service: None,
             limits: Limits::default(),
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
@@ -505,7 +525,15 @@ impl TryFrom<Cli> for ServerConfig {
         let auth = auth_config(&cli)?;
         // A folder or a name the user gave must be there; the default model is optional (the
         // server then runs without LearnConcept).
+        let embedding_service = cli.embedding_service_url.as_ref().map(|url| RemoteConfig {
+            url: url.clone(),
+            timeout: Duration::from_millis(cli.embedding_service_timeout_ms.max(1)),
+            retries: cli.embedding_service_retries,
+            max_batch: cli.ml_base_max_batch_size.max(1),
+        });
         let model_dir = match (&cli.model_dir, &cli.model_name) {
+            // Learning goes through the service: no local model.
+            _ if embedding_service.is_some() => None,
             (Some(dir), _) => Some(dir.clone()),
             (None, Some(name)) => Some(
                 sutra_embed::resolve_model_dir(None, Some(name))
@@ -558,6 +586,7 @@ impl TryFrom<Cli> for ServerConfig {
                 interval: Duration::from_millis(cli.reaper_interval_ms),
                 batch: cli.reaper_batch,
             },
+            embedding_service,
             model: model_dir.map(|dir| ModelConfig {
                 dir,
                 matryoshka_dim: cli.matryoshka_dim,

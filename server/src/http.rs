@@ -219,10 +219,13 @@ async fn health(State(service): State<Arc<Service>>) -> Json<serde_json::Value> 
         let embedder = service.embedder();
         object.insert(
             "model".to_owned(),
-            embedder.map_or(serde_json::Value::Null, |embedder| {
-                embedder.model_name().into()
-            }),
+            embedder
+                .and_then(super::service::Embedder::model_name)
+                .map_or(serde_json::Value::Null, Into::into),
         );
+        if let Some(url) = embedder.and_then(|embedder| embedder.service_url()) {
+            object.insert("embedding_service".to_owned(), url.into());
+        }
         object.insert(
             "model_dimension".to_owned(),
             embedder.map_or(serde_json::Value::Null, |_| info.vector_dimension.into()),

@@ -26,6 +26,7 @@ mod json;
 pub mod metrics;
 mod net;
 pub mod reaper;
+pub mod remote;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -158,9 +159,17 @@ impl Server {
                 addr: config.listen_addr,
                 source,
             })?;
-        let embedder = match &config.model {
-            Some(model) => Some(load_model(model, config.limits.vector_dimension).await?),
-            None => {
+        let embedder = match (&config.embedding_service, &config.model) {
+            (Some(remote), _) => {
+                info!(url = %remote.url, timeout_ms = remote.timeout.as_millis(), retries = remote.retries, "learning through the embedding service (SUTRA_EMBEDDING_SERVICE_URL)");
+                let remote = remote::Remote::new(remote.clone()).map_err(ServerError::Model)?;
+                Some(service::Embedder::remote(
+                    remote,
+                    config.limits.vector_dimension,
+                ))
+            }
+            (None, Some(model)) => Some(load_model(model, config.limits.vector_dimension).await?),
+            (None, None) => {
                 info!("no embedding model: LearnConcept answers NoModel (run ./scripts/fetch-model or set SUTRA_MODEL_DIR)");
                 None
             }

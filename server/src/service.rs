@@ -17,23 +17,121 @@ use sutra_protocol::{
 
 use crate::config::Role;
 use crate::engine::Engine;
+use crate::remote::{Remote, RemoteError};
 
-/// The embedding model behind LearnConcept: its batcher and the stored dimension.
+/// The embedding model behind LearnConcept, in-process or behind an embedding service, and
+/// the stored dimension.
 #[derive(Debug, Clone)]
 pub struct Embedder {
-    batcher: Batcher,
+    source: Source,
     dimension: u32,
 }
 
+#[derive(Debug, Clone)]
+enum Source {
+    /// The model's batcher in this process.
+    Local(Batcher),
+    /// `SUTRA_EMBEDDING_SERVICE_URL`.
+    Remote(Arc<Remote>),
+}
+
+/// One text's vector and what the model saw of it.
+struct Embedding {
+    vector: Vec<f32>,
+    tokens: usize,
+    truncated: bool,
+}
+
 impl Embedder {
-    /// An embedder producing `dimension`-value Matryoshka vectors.
+    /// An embedder producing `dimension`-value Matryoshka vectors in this process.
     pub fn new(batcher: Batcher, dimension: u32) -> Embedder {
-        Embedder { batcher, dimension }
+        Embedder {
+            source: Source::Local(batcher),
+            dimension,
+        }
     }
 
-    /// The model's name (its folder's name), stored as each learned concept's `model`.
-    pub fn model_name(&self) -> &str {
-        &self.batcher.info().name
+    /// An embedder calling the embedding service behind `remote`, whose vectors must have
+    /// `dimension` values.
+    pub fn remote(remote: Remote, dimension: u32) -> Embedder {
+        Embedder {
+            source: Source::Remote(Arc::new(remote)),
+            dimension,
+        }
+    }
+
+    /// The model's name (its folder's name), stored as each learned concept's `model`; for an
+    /// embedding service, the name it last answered with (`None` before its first answer).
+    pub fn model_name(&self) -> Option<String> {
+        match &self.source {
+            Source::Local(batcher) => Some(batcher.info().name.clone()),
+            Source::Remote(remote) => remote.model(),
+        }
+    }
+
+    /// The embedding service's URL, when learning goes through one.
+    pub fn service_url(&self) -> Option<&str> {
+        match &self.source {
+            Source::Local(_) => None,
+            Source::Remote(remote) => Some(remote.url()),
+        }
+    }
+
+    /// The model's name and one vector per text (documents: the model's document prefix is
+    /// applied, here or by the service).
+    async fn embed(&self, texts: Vec<String>) -> Result<(String, Vec<Embedding>), Response> {
+        let dimension = self.dimension as usize;
+        match &self.source {
+            Source::Local(batcher) => {
+                let prefixes = &batcher.info().prefixes;
+                let texts = texts
+                    .iter()
+                    .map(|text| prefixes.apply(Task::Document, text))
+                    .collect();
+                let vectors = batcher
+                    .embed(texts, Output::Matryoshka(dimension))
+                    .await
+                    .map_err(|error| embed_error(&error))?;
+                let embedded = vectors
+                    .into_iter()
+                    .map(|item| Embedding {
+                        vector: item.vector,
+                        tokens: item.tokens,
+                        truncated: item.truncated,
+                    })
+                    .collect();
+                Ok((batcher.info().name.clone(), embedded))
+            }
+            Source::Remote(remote) => {
+                let (model, vectors) = remote.embed(&texts).await.map_err(|error| {
+                    tracing::warn!(%error, "learn failed");
+                    let code = match error {
+                        RemoteError::Unavailable { .. } => ErrorCode::Busy,
+                        RemoteError::Refused { .. } => ErrorCode::Internal,
+                    };
+                    Response::error(code, error.to_string())
+                })?;
+                if let Some(other) = vectors.iter().find(|item| item.vector.len() != dimension) {
+                    return Err(Response::error(
+                        ErrorCode::Internal,
+                        format!(
+                            "the embedding service at {} answers {}-value vectors and VECTOR_DIMENSION is {dimension}: set its MATRYOSHKA_DIM to {dimension}",
+                            remote.url(),
+                            other.vector.len()
+                        ),
+                    ));
+                }
+                let embedded = vectors
+                    .into_iter()
+                    .map(|item| Embedding {
+                        vector: item.vector,
+                        tokens: item.tokens,
+                        truncated: item.truncated,
+                    })
+                    .collect();
+                Ok((model, embedded))
+            }
+        }
     }
 }
 
@@ -275,20 +373,11 @@ impl Service {
         };
         let engine = Arc::clone(&self.engine);
         Reply::Pending(Box::pin(async move {
-            let prefixes = &model_worker.batcher.info().prefixes;
-            let texts = learns
-                .iter()
-                .map(|learn| prefixes.apply(Task::Document, &learn.content))
-                .collect();
-            let vectors = match model_worker
-                .batcher
-                .embed(texts, Output::Matryoshka(model_worker.dimension as usize))
-                .await
-            {
-                Ok(vectors) => vectors,
-                Err(error) => return embed_error(&error),
+            let texts = learns.iter().map(|learn| learn.content.clone()).collect();
+            let (model, vectors) = match model_worker.embed(texts).await {
+                Ok(embedded) => embedded,
+                Err(response) => return response,
             };
-            let model = model_worker.model_name().to_owned();
             let mut stores = Vec::with_capacity(learns.len());
             let mut facts = Vec::with_capacity(learns.len());
             for (learn, item) in learns.into_iter().zip(vectors) {

@@ -355,6 +355,68 @@ async fn a_stalled_shard_loses_no_write_back_and_is_used_again_at_once() -> anyh
     shard.stop().await
 }
 
+/// The storage server learning through an embedding service (`SUTRA_EMBEDDING_SERVICE_URL`),
+/// an ML-base replica process or the embedding service's own `/embed`: the stored vectors,
+/// ids and model are exactly what in-process learning stores; a service that is down fails
+/// the request with Busy and its URL, and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storage_server_learns_through_an_embedding_service() -> anyhow::Result<()> {
+    use sutra_client::sutra_protocol::{ErrorCode, LearnConcept};
+    use sutra_server::remote::RemoteConfig;
+    let replica = start_replica("learner").await?;
+    let service = Running::start(ServiceConfig::for_tests(model_dir())).await?;
+    let pipeline = Pipeline::load(&model_dir())?;
+    let texts = [
+        "The cat sat on the mat.",
+        "Paris is the capital of France.",
+        "Embeddings map text to vectors.",
+    ];
+    let want = pipeline.embed(&texts, Output::Matryoshka(256))?;
+    let remote = |url: String, retries| RemoteConfig {
+        url,
+        timeout: Duration::from_secs(20),
+        retries,
+        // Three texts in two calls.
+        max_batch: 2,
+    };
+    for url in [replica.url.clone(), service.url("")] {
+        let config = remote(url.clone(), 1);
+        let server =
+            TestServer::start_with(|server| server.embedding_service = Some(config)).await?;
+        let client = sutra_client::Client::connect(server.addr_string()).await?;
+        let learned = client
+            .learn_batch(texts.iter().map(|text| LearnConcept::new(*text)).collect())
+            .await?;
+        let single = client.learn_concept(LearnConcept::new(texts[0])).await?;
+        assert_eq!(single.id, learned[0].id, "{url}");
+        for ((learned, text), want) in learned.iter().zip(texts).zip(&want) {
+            assert_eq!(
+                learned.id,
+                sutra_server::service::derived_id("all-MiniLM-L6-v2", text),
+                "{url}"
+            );
+            let stored = client.get_concept_by_id(&learned.id).await?;
+            assert_eq!(stored.model, "all-MiniLM-L6-v2");
+            let vector = stored.embedding.as_ref().expect("a vector");
+            assert_eq!(vector.as_slice(), want.vector.as_slice(), "{url}: {text}");
+        }
+        server.stop().await?;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let dead = format!("http://{closed}");
+    let config = remote(dead.clone(), 1);
+    let server = TestServer::start_with(|server| server.embedding_service = Some(config)).await?;
+    let client = sutra_client::Client::connect(server.addr_string()).await?;
+    let error = client
+        .learn_concept(LearnConcept::new("nobody embeds this"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Busy), "{error}");
+    assert!(error.to_string().contains(&dead), "{error}");
+    assert_eq!(client.stats().await?.get("concepts"), Some(0));
+    server.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_json_4xx_and_never_reaches_the_model() -> anyhow::Result<()> {
     let mut config = ServiceConfig::for_tests(model_dir());
