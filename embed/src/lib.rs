@@ -44,3 +44,36 @@ pub fn set_threads(threads: usize) -> usize {
 pub fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }
+
+/// One warning line per variable of `table` (name, what to do instead) that `lookup` finds
+/// set: every binary that reads the seed's environment says so at start-up when a variable the
+/// seed sets changes nothing in it.
+pub fn seed_warnings(
+    table: &[(&str, &str)],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    table
+        .iter()
+        .filter_map(|(name, instead)| {
+            lookup(name).map(|value| format!("{name}={value} has no effect here: {instead}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn seed_warnings_name_each_variable_set_and_what_to_use() {
+        let table = [
+            ("CACHE_MODE", "use SUTRA_ROLE"),
+            ("SUTRA_EDITION", "one edition"),
+        ];
+        let warnings = super::seed_warnings(&table, |name| {
+            (name == "CACHE_MODE").then(|| "true".to_owned())
+        });
+        assert_eq!(
+            warnings,
+            ["CACHE_MODE=true has no effect here: use SUTRA_ROLE"]
+        );
+    }
+}

@@ -684,6 +684,17 @@ fn auth_config(cli: &Cli) -> Result<Option<AuthConfig>, ConfigError> {
     Ok(Some(AuthConfig::new(&token, cli.auth_open_health)))
 }
 
+/// Variables the seed sets for a storage server that change nothing here, with what to do
+/// instead; README.md has the table of every seed variable.
+pub const SEED_VARIABLES_WITHOUT_EFFECT: &[(&str, &str)] = &[
+    (
+        "CACHE_MODE",
+        "the cache role is SUTRA_ROLE=cache_shard (port 50052, a one-day TTL, LRU at MAX_CONCEPTS)",
+    ),
+    ("SUTRA_EDITION", "there is one edition; nothing to select"),
+    ("PYTHONUNBUFFERED", "the log goes to stderr unbuffered"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

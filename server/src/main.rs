@@ -29,6 +29,12 @@ fn main() -> std::process::ExitCode {
         // start-up itself). Lost log lines are the only cost.
         .log_internal_errors(false)
         .init();
+    for warning in sutra_embed::seed_warnings(
+        sutra_server::config::SEED_VARIABLES_WITHOUT_EFFECT,
+        |name| std::env::var(name).ok(),
+    ) {
+        warn!("{warning}");
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -55,6 +61,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let storage_path = config.storage_path.clone();
         let fsync = config.wal.fsync;
         let (role, dimension) = (config.role, config.limits.vector_dimension);
+        let shutdown = CancellationToken::new();
+        cancel_on_signal(shutdown.clone())?;
         let server = Server::bind(config).await?;
         info!(
             addr = %server.local_addr(),
@@ -65,37 +73,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ?fsync,
             "sutra-storage listening (binary protocol, text commands and HTTP on one port)"
         );
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
         server.run(shutdown).await?;
         Ok(())
     })
 }
 
-/// Cancels `token` on SIGINT (Ctrl-C) or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            warn!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    let signal = tokio::select! {
-        () = ctrl_c => "SIGINT",
-        () = terminate => "SIGTERM",
-    };
-    // Cancel first: nothing (not even a failing log) may stand between a signal and shutdown.
-    token.cancel();
-    info!("{signal} received; shutting down");
+/// Cancels `token` on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed before this
+/// returns (not when the task first runs), so a signal right after the "listening" line
+/// already shuts down gracefully.
+fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::spawn(async move {
+        let signal = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        // Cancel first: nothing (not even a failing log) may stand between a signal and
+        // shutdown.
+        token.cancel();
+        info!("{signal} received; shutting down");
+    });
+    Ok(())
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    spawn, spawn_in, wait_for_address, wait_for_address_then_close_log, wait_for_exit, BINARY,
+    spawn, spawn_in, wait_for_address, wait_for_address_then_close_log, wait_for_address_with_log,
+    wait_for_exit, BINARY,
 };
 
 #[test]
@@ -121,6 +122,31 @@ fn the_default_model_is_found_from_any_directory() {
         response.contains("\"model\":\"all-MiniLM-L6-v2\""),
         "{response}"
     );
+    signal(&child, "-TERM");
+    assert_eq!(wait_for_exit(&mut child).code(), Some(0));
+}
+
+/// A variable the seed sets that changes nothing here gets one warning line at start-up,
+/// naming what to use instead; the seed's variables that do work get none.
+#[test]
+fn seed_variables_without_effect_are_named_at_start_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = spawn(&[
+        ("STORAGE_PORT", "0"),
+        ("STORAGE_PATH", dir.path().to_str().expect("utf-8")),
+        ("CACHE_MODE", "true"),
+        ("SUTRA_EDITION", "simple"),
+        ("MMAP_ENABLED", "true"),
+    ]);
+    let (_, log) = wait_for_address_with_log(&mut child);
+    let warnings: Vec<&String> = log.iter().filter(|line| line.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 2, "{log:#?}");
+    assert!(
+        warnings[0].contains("CACHE_MODE=true has no effect here")
+            && warnings[0].contains("SUTRA_ROLE=cache_shard"),
+        "{warnings:?}"
+    );
+    assert!(warnings[1].contains("SUTRA_EDITION=simple"), "{warnings:?}");
     signal(&child, "-TERM");
     assert_eq!(wait_for_exit(&mut child).code(), Some(0));
 }

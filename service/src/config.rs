@@ -336,6 +336,17 @@ fn listen(host: &str, port: u16) -> String {
     }
 }
 
+/// Variables the seed sets for the embedding service and ML-base replicas that change
+/// nothing here, with what to do instead; README.md has the table of every seed variable.
+pub const SEED_VARIABLES_WITHOUT_EFFECT: &[(&str, &str)] = &[
+    ("SUTRA_EDITION", "there is one edition; nothing to select"),
+    (
+        "ML_BASE_MODEL_UNLOAD_TIMEOUT",
+        "a replica keeps its model loaded (about 90 MB for the default model) and answers at once; there is no idle unload",
+    ),
+    ("PYTHONUNBUFFERED", "the log goes to stderr unbuffered"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

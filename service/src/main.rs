@@ -28,6 +28,12 @@ fn main() -> std::process::ExitCode {
         // start-up itself). Lost log lines are the only cost.
         .log_internal_errors(false)
         .init();
+    for warning in sutra_embed::seed_warnings(
+        sutra_service::config::SEED_VARIABLES_WITHOUT_EFFECT,
+        |name| std::env::var(name).ok(),
+    ) {
+        tracing::warn!("{warning}");
+    }
     // Before the runtime's threads start: candle reads its thread count from the environment.
     let threads = match &cli.role {
         Role::Serve(args) => args.model.embed_threads,
@@ -52,7 +58,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(role: Role) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    cancel_on_signal(shutdown.clone())?;
     match role {
         Role::Serve(args) => {
             let config = ServiceConfig::from(&args);
@@ -88,19 +94,18 @@ async fn run(role: Role) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            shutdown.cancel();
-            return;
+/// Cancels `shutdown` on SIGINT or SIGTERM; the handlers are installed before this returns,
+/// so a signal right after the "listening" line already shuts down gracefully.
+fn cancel_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-    shutdown.cancel();
+        shutdown.cancel();
+    });
+    Ok(())
 }

@@ -57,8 +57,18 @@ pub fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
 }
 
 fn read_address(child: &mut Child, keep_draining: bool) -> String {
+    read_start_up(child, keep_draining).0
+}
+
+/// [`wait_for_address`], and the log lines before the "listening" one.
+pub fn wait_for_address_with_log(child: &mut Child) -> (String, Vec<String>) {
+    read_start_up(child, true)
+}
+
+fn read_start_up(child: &mut Child, keep_draining: bool) -> (String, Vec<String>) {
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
+    let mut before = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         let line = lines
@@ -74,8 +84,9 @@ fn read_address(child: &mut Child, keep_draining: bool) -> String {
                 // Keep draining the log so the server never blocks on a full pipe.
                 std::thread::spawn(move || lines.for_each(drop));
             }
-            return addr.to_owned();
+            return (addr.to_owned(), before);
         }
+        before.push(line);
     }
     panic!("no listening line within 20 s");
 }
