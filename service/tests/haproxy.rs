@@ -51,12 +51,12 @@ async fn haproxy_fails_over_between_two_replicas_without_a_failed_request() -> a
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         Ok(probe.local_addr()?.to_string())
     };
-    let (bind, stats) = (free()?, free()?);
+    let (bind, stats_addr) = (free()?, free()?);
     let _haproxy = Haproxy(
         Command::new("haproxy")
             .args(["-db", "-f", config])
             .env("ML_BASE_LB_BIND", &bind)
-            .env("ML_BASE_LB_STATS", &stats)
+            .env("ML_BASE_LB_STATS", &stats_addr)
             .env("ML_BASE_1", one.url.trim_start_matches("http://"))
             .env("ML_BASE_2", two.url.trim_start_matches("http://"))
             // The seed's third replica: here the second process again (a dead third server
@@ -72,7 +72,7 @@ async fn haproxy_fails_over_between_two_replicas_without_a_failed_request() -> a
         anyhow::ensure!(Instant::now() < deadline, "haproxy never answered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_for_status(&stats, &[("ml-base-1", "UP"), ("ml-base-2", "UP")]).await?;
+    wait_for_status(&stats_addr, &[("ml-base-1", "UP"), ("ml-base-2", "UP")]).await?;
 
     let http = reqwest::Client::new();
     let clients: Vec<_> = (0..4)
@@ -116,7 +116,7 @@ async fn haproxy_fails_over_between_two_replicas_without_a_failed_request() -> a
         "{by_instance:?}"
     );
     // The killed replica fails its checks (2 at 1 s) and is DOWN in `show stat`.
-    wait_for_status(&stats, &[("ml-base-1", "DOWN"), ("ml-base-2", "UP")]).await?;
+    wait_for_status(&stats_addr, &[("ml-base-1", "DOWN"), ("ml-base-2", "UP")]).await?;
     drop(two);
     Ok(())
 }
