@@ -122,9 +122,9 @@ async fn haproxy_fails_over_between_two_replicas_without_a_failed_request() -> a
 }
 
 /// `show stat` on the statistics socket: `(server, status)` of the replicas' backend.
-async fn show_stat(stats: &str) -> anyhow::Result<Vec<(String, String)>> {
+async fn show_stat(socket_addr: &str) -> anyhow::Result<Vec<(String, String)>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(stats).await?;
+    let mut socket = tokio::net::TcpStream::connect(socket_addr).await?;
     socket.write_all(b"show stat\n").await?;
     let mut csv = String::new();
     socket.read_to_string(&mut csv).await?;
