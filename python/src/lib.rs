@@ -1,0 +1,483 @@
+//! `sutra_storage_client_tcp._native`: the Rust half of the Python client.
+//!
+//! One [`Client`] wraps one `sutra_client::Client` (one pipelined TCP connection, reconnected
+//! on the next call after it breaks) and runs it on a small tokio runtime shared by every
+//! client of the process. Each method builds one protocol request from Python values and
+//! either blocks for the answer with the GIL released (no `callback`) or returns at once and
+//! later calls `callback(ok, value)` from a runtime thread (`AsyncStorageClient` turns that
+//! into an asyncio future). Answers come back as plain Python values (dicts, tuples, bytes);
+//! `sutra_storage_client_tcp` builds its classes from them and defines the exceptions, whose
+//! factory it registers here with [`set_error_factory`].
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use sutra_client::sutra_protocol::{
+    Concept, ConceptId, LearnConcept, Learned, QueryByType, Request, Response, StoreConcept,
+    StoreOutcome, Vector,
+};
+use sutra_client::{ClientConfig, ClientError};
+
+/// Worker threads of the shared runtime: the client's work per request is a few
+/// microseconds of encoding, so two threads keep up with any Python program.
+const RUNTIME_THREADS: usize = 2;
+
+fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(RUNTIME_THREADS)
+                .thread_name("sutra-client")
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())
+        })
+        .as_ref()
+        .map_err(|error| PyRuntimeError::new_err(format!("starting the client runtime: {error}")))
+}
+
+/// `_error(kind, code, name, message) -> Exception`, set by the Python package.
+static ERROR_FACTORY: OnceLock<Py<PyAny>> = OnceLock::new();
+
+/// Registers the function that turns a failure into the package's exception: called with
+/// `(kind, code, name, message)`, where `kind` is `server` (with the protocol error `code` and
+/// its `name`), `connect`, `timeout`, `closed`, `invalid` or `protocol`.
+#[pyfunction]
+fn set_error_factory(factory: Py<PyAny>) {
+    let _ = ERROR_FACTORY.set(factory);
+}
+
+fn error(py: Python<'_>, kind: &str, code: u16, name: &str, message: &str) -> PyErr {
+    let Some(factory) = ERROR_FACTORY.get() else {
+        return PyRuntimeError::new_err(format!("{kind}: {message}"));
+    };
+    match factory.call1(py, (kind, code, name, message)) {
+        Ok(instance) => PyErr::from_value(instance.into_bound(py)),
+        Err(failed) => failed,
+    }
+}
+
+fn client_error(py: Python<'_>, failure: &ClientError) -> PyErr {
+    let message = failure.to_string();
+    match failure {
+        ClientError::Server { code, message } => {
+            error(py, "server", code.as_u16(), code.name(), message)
+        }
+        ClientError::Connect { .. } => error(py, "connect", 0, "", &message),
+        ClientError::ConnectTimeout { .. } | ClientError::Timeout => {
+            error(py, "timeout", 0, "", &message)
+        }
+        ClientError::ConnectionClosed => error(py, "closed", 0, "", &message),
+        ClientError::InvalidRequest(_) => error(py, "invalid", 0, "", &message),
+        // `ClientError` is non-exhaustive: anything newer is reported as a protocol error.
+        _ => error(py, "protocol", 0, "", &message),
+    }
+}
+
+fn invalid(py: Python<'_>, message: impl std::fmt::Display) -> PyErr {
+    error(py, "invalid", 0, "", &message.to_string())
+}
+
+fn concept_id(py: Python<'_>, id: &str) -> PyResult<ConceptId> {
+    ConceptId::parse(id).map_err(|failure| invalid(py, format!("concept id {id:?}: {failure}")))
+}
+
+/// A vector from its little-endian f32 bytes (the package converts lists and numpy arrays).
+fn vector(py: Python<'_>, bytes: &[u8]) -> PyResult<Vector> {
+    if !bytes.len().is_multiple_of(4) {
+        return Err(PyValueError::new_err(
+            "an embedding's bytes must be whole little-endian float32 values",
+        ));
+    }
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|four| f32::from_le_bytes([four[0], four[1], four[2], four[3]]))
+        .collect();
+    let dimension = u32::try_from(values.len()).map_err(|_| invalid(py, "embedding too long"))?;
+    Vector::new(values, dimension).map_err(|failure| invalid(py, format!("embedding: {failure}")))
+}
+
+/// One store: `(id, content, concept_type, model, attributes, embedding bytes, ttl_seconds)`.
+type StoreItem = (
+    String,
+    String,
+    String,
+    String,
+    BTreeMap<String, String>,
+    Option<Vec<u8>>,
+    Option<u64>,
+);
+
+/// One learn: `(content, concept_type, attributes, id, ttl_seconds)`.
+type LearnItem = (
+    String,
+    String,
+    BTreeMap<String, String>,
+    Option<String>,
+    Option<u64>,
+);
+
+fn store_request(py: Python<'_>, item: StoreItem) -> PyResult<StoreConcept> {
+    let (id, content, concept_type, model, attributes, embedding, ttl_seconds) = item;
+    Ok(StoreConcept {
+        id: concept_id(py, &id)?,
+        content,
+        concept_type,
+        model,
+        attributes,
+        embedding: embedding.map(|bytes| vector(py, &bytes)).transpose()?,
+        ttl_seconds,
+    })
+}
+
+fn learn_request(py: Python<'_>, item: LearnItem) -> PyResult<LearnConcept> {
+    let (content, concept_type, attributes, id, ttl_seconds) = item;
+    Ok(LearnConcept {
+        id: id.map(|id| concept_id(py, &id)).transpose()?,
+        content,
+        concept_type,
+        attributes,
+        ttl_seconds,
+    })
+}
+
+/// `(id, content, concept_type, model, attributes, embedding bytes or None, created_at_ms,
+/// expires_at_ms or None)`.
+fn concept<'py>(py: Python<'py>, concept: &Concept) -> PyResult<Bound<'py, PyTuple>> {
+    let attributes = PyDict::new(py);
+    for (key, value) in &concept.attributes {
+        attributes.set_item(key, value)?;
+    }
+    let embedding = concept.embedding.as_ref().map(|vector| {
+        let bytes: Vec<u8> = vector
+            .as_slice()
+            .iter()
+            .flat_map(|value| value.to_le_bytes())
+            .collect();
+        PyBytes::new(py, &bytes)
+    });
+    PyTuple::new(
+        py,
+        [
+            concept.id.as_str().into_pyobject(py)?.into_any(),
+            concept.content.as_str().into_pyobject(py)?.into_any(),
+            concept.concept_type.as_str().into_pyobject(py)?.into_any(),
+            concept.model.as_str().into_pyobject(py)?.into_any(),
+            attributes.into_any(),
+            embedding.into_pyobject(py)?.into_any(),
+            concept.created_at_ms.into_pyobject(py)?.into_any(),
+            concept.expires_at_ms.into_pyobject(py)?.into_any(),
+        ],
+    )
+}
+
+fn outcome<'py>(py: Python<'py>, outcome: &StoreOutcome) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("created", outcome.created)?;
+    dict.set_item("created_at_ms", outcome.created_at_ms)?;
+    dict.set_item("expires_at_ms", outcome.expires_at_ms)?;
+    Ok(dict)
+}
+
+fn learned<'py>(py: Python<'py>, learned: &Learned) -> PyResult<Bound<'py, PyDict>> {
+    let dict = outcome(py, &learned.outcome)?;
+    dict.set_item("id", &learned.id)?;
+    dict.set_item("tokens", learned.tokens)?;
+    dict.set_item("truncated", learned.truncated)?;
+    Ok(dict)
+}
+
+/// The answer as Python values (see the module docs of the package for each shape).
+fn answer(py: Python<'_>, response: Result<Response, ClientError>) -> PyResult<Py<PyAny>> {
+    let response = response.map_err(|failure| client_error(py, &failure))?;
+    let value = match response {
+        Response::Health(health) => {
+            let dict = PyDict::new(py);
+            dict.set_item("status", health.status)?;
+            dict.set_item("role", health.role)?;
+            dict.set_item("vector_dimension", health.vector_dimension)?;
+            dict.set_item("concepts", health.concepts)?;
+            dict.set_item("version", health.version)?;
+            dict.set_item("uptime_seconds", health.uptime_seconds)?;
+            dict.into_any()
+        }
+        Response::Stored(stored) => outcome(py, &stored)?.into_any(),
+        Response::Concept(found) => concept(py, &found)?.into_any(),
+        Response::Page(page) => {
+            let concepts = PyList::empty(py);
+            for found in &page.concepts {
+                concepts.append(concept(py, found)?)?;
+            }
+            PyTuple::new(
+                py,
+                [
+                    concepts.into_any(),
+                    page.next_cursor.into_pyobject(py)?.into_any(),
+                ],
+            )?
+            .into_any()
+        }
+        Response::Deleted { existed } => existed.into_pyobject(py)?.to_owned().into_any(),
+        Response::Stats(stats) => {
+            let dict = PyDict::new(py);
+            dict.set_item("role", stats.role)?;
+            dict.set_item("vector_dimension", stats.vector_dimension)?;
+            for (name, value) in stats.counters {
+                dict.set_item(name, value)?;
+            }
+            dict.into_any()
+        }
+        Response::Many(found) => {
+            let list = PyList::empty(py);
+            for item in &found {
+                match item {
+                    Some(item) => list.append(concept(py, item)?)?,
+                    None => list.append(py.None())?,
+                }
+            }
+            list.into_any()
+        }
+        Response::StoredMany(outcomes) => {
+            let list = PyList::empty(py);
+            for stored in &outcomes {
+                list.append(outcome(py, stored)?)?;
+            }
+            list.into_any()
+        }
+        Response::Cleared { removed } => removed.into_pyobject(py)?.into_any(),
+        Response::Learned(one) => learned(py, &one)?.into_any(),
+        Response::LearnedMany(many) => {
+            let list = PyList::empty(py);
+            for one in &many {
+                list.append(learned(py, one)?)?;
+            }
+            list.into_any()
+        }
+        Response::Authenticated => py.None().into_bound(py),
+        Response::Error(failure) => {
+            return Err(error(
+                py,
+                "server",
+                failure.code.as_u16(),
+                failure.code.name(),
+                &failure.message,
+            ))
+        }
+    };
+    Ok(value.unbind())
+}
+
+/// A connection to one sutra-storage server, shared by every thread and task that uses it.
+#[pyclass(frozen, module = "sutra_storage_client_tcp._native")]
+struct Client {
+    inner: sutra_client::Client,
+}
+
+impl Client {
+    /// Runs `request`: blocking without the GIL when `callback` is `None`, else in the
+    /// background, ending with `callback(ok, value_or_exception)` (the return value is then
+    /// `None`).
+    fn dispatch(
+        &self,
+        py: Python<'_>,
+        request: Request,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.inner.clone();
+        let runtime = runtime()?;
+        let Some(callback) = callback else {
+            let response = py.detach(|| runtime.block_on(client.call(request)));
+            return answer(py, response);
+        };
+        runtime.spawn(async move {
+            let response = client.call(request).await;
+            Python::attach(|py| {
+                let (ok, value) = match answer(py, response) {
+                    Ok(value) => (true, value),
+                    Err(failure) => (false, failure.into_value(py).into_any()),
+                };
+                if let Err(failure) = callback.call1(py, (ok, value)) {
+                    failure.write_unraisable(py, None);
+                }
+            });
+        });
+        Ok(py.None())
+    }
+}
+
+#[pymethods]
+impl Client {
+    /// A client for `addr` (`host:port`); it connects on first use.
+    #[new]
+    #[pyo3(signature = (addr, timeout, connect_timeout, auth_token=None, max_in_flight=4096))]
+    fn new(
+        addr: String,
+        timeout: f64,
+        connect_timeout: f64,
+        auth_token: Option<String>,
+        max_in_flight: usize,
+    ) -> PyResult<Client> {
+        let seconds = |value: f64, name: &str| {
+            Duration::try_from_secs_f64(value)
+                .ok()
+                .filter(|duration| !duration.is_zero())
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!("{name} must be a positive number of seconds"))
+                })
+        };
+        let config = ClientConfig {
+            request_timeout: seconds(timeout, "timeout")?,
+            connect_timeout: seconds(connect_timeout, "connect_timeout")?,
+            auth_token,
+            max_in_flight: max_in_flight.max(1),
+            ..ClientConfig::default()
+        };
+        // The runtime must exist before the lazy client's first use; fail here if it cannot.
+        runtime()?;
+        Ok(Client {
+            inner: sutra_client::Client::lazy(addr, config),
+        })
+    }
+
+    /// `host:port`.
+    #[getter]
+    fn addr(&self) -> &str {
+        self.inner.addr()
+    }
+
+    #[pyo3(signature = (callback=None))]
+    fn health(&self, py: Python<'_>, callback: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        self.dispatch(py, Request::Health, callback)
+    }
+
+    #[pyo3(signature = (item, callback=None))]
+    fn store(
+        &self,
+        py: Python<'_>,
+        item: StoreItem,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let request = Request::StoreConcept(store_request(py, item)?);
+        self.dispatch(py, request, callback)
+    }
+
+    #[pyo3(signature = (items, callback=None))]
+    fn store_many(
+        &self,
+        py: Python<'_>,
+        items: Vec<StoreItem>,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let stores = items
+            .into_iter()
+            .map(|item| store_request(py, item))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.dispatch(py, Request::StoreMany(stores), callback)
+    }
+
+    #[pyo3(signature = (id, callback=None))]
+    fn get(&self, py: Python<'_>, id: &str, callback: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        let request = Request::GetConceptById {
+            id: concept_id(py, id)?,
+        };
+        self.dispatch(py, request, callback)
+    }
+
+    #[pyo3(signature = (ids, callback=None))]
+    fn get_many(
+        &self,
+        py: Python<'_>,
+        ids: Vec<String>,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let ids = ids
+            .into_iter()
+            .map(|id| concept_id(py, &id))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.dispatch(py, Request::GetMany { ids }, callback)
+    }
+
+    #[pyo3(signature = (concept_type, limit, cursor, callback=None))]
+    fn query(
+        &self,
+        py: Python<'_>,
+        concept_type: String,
+        limit: u32,
+        cursor: String,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let request = Request::QueryByType(QueryByType {
+            concept_type,
+            limit,
+            cursor,
+        });
+        self.dispatch(py, request, callback)
+    }
+
+    #[pyo3(signature = (id, callback=None))]
+    fn delete(&self, py: Python<'_>, id: &str, callback: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        let request = Request::Delete {
+            id: concept_id(py, id)?,
+        };
+        self.dispatch(py, request, callback)
+    }
+
+    #[pyo3(signature = (concept_type, callback=None))]
+    fn clear_type(
+        &self,
+        py: Python<'_>,
+        concept_type: String,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.dispatch(py, Request::ClearType { concept_type }, callback)
+    }
+
+    #[pyo3(signature = (callback=None))]
+    fn stats(&self, py: Python<'_>, callback: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        self.dispatch(py, Request::Stats, callback)
+    }
+
+    #[pyo3(signature = (item, callback=None))]
+    fn learn(
+        &self,
+        py: Python<'_>,
+        item: LearnItem,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let request = Request::LearnConcept(learn_request(py, item)?);
+        self.dispatch(py, request, callback)
+    }
+
+    #[pyo3(signature = (items, callback=None))]
+    fn learn_batch(
+        &self,
+        py: Python<'_>,
+        items: Vec<LearnItem>,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let learns = items
+            .into_iter()
+            .map(|item| learn_request(py, item))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.dispatch(py, Request::LearnBatch(learns), callback)
+    }
+}
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<Client>()?;
+    module.add_function(wrap_pyfunction!(set_error_factory, module)?)?;
+    module.add("PROTOCOL_ERRORS", {
+        let codes: Vec<(u16, &str)> = sutra_client::sutra_protocol::ErrorCode::ALL
+            .iter()
+            .map(|code| (code.as_u16(), code.name()))
+            .collect();
+        codes
+    })?;
+    Ok(())
+}
