@@ -39,9 +39,9 @@ impl RemoteConfig {
 /// Wait before retry `n` (1-based): `n` times this.
 const BACKOFF: Duration = Duration::from_millis(200);
 
-/// One embedded text.
+/// One text's vector and what the model saw of it (in-process learning makes the same).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RemoteVector {
+pub struct Embedding {
     /// The vector, as the service returned it.
     pub vector: Vec<f32>,
     /// Tokens the model saw (0 when the service does not say).
@@ -133,7 +133,7 @@ impl Remote {
     pub async fn embed(
         &self,
         texts: &[String],
-    ) -> Result<(String, Vec<RemoteVector>), RemoteError> {
+    ) -> Result<(String, Vec<Embedding>), RemoteError> {
         let mut vectors = Vec::with_capacity(texts.len());
         let mut model = String::new();
         for chunk in texts.chunks(self.config.max_batch.max(1)) {
@@ -146,7 +146,7 @@ impl Remote {
                 )));
             }
             for (index, vector) in answer.embeddings.into_iter().enumerate() {
-                vectors.push(RemoteVector {
+                vectors.push(Embedding {
                     vector,
                     tokens: answer.tokens.get(index).copied().unwrap_or(0),
                     truncated: answer.truncated.get(index).copied().unwrap_or(false),

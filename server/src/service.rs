@@ -17,7 +17,7 @@ use sutra_protocol::{
 
 use crate::config::Role;
 use crate::engine::Engine;
-use crate::remote::{Remote, RemoteError};
+use crate::remote::{Embedding, Remote, RemoteError};
 
 /// The embedding model behind LearnConcept, in-process or behind an embedding service, and
 /// the stored dimension.
@@ -33,13 +33,6 @@ enum Source {
     Local(Batcher),
     /// `SUTRA_EMBEDDING_SERVICE_URL`.
     Remote(Arc<Remote>),
-}
-
-/// One text's vector and what the model saw of it.
-struct Embedding {
-    vector: Vec<f32>,
-    tokens: usize,
-    truncated: bool,
 }
 
 impl Embedder {
@@ -121,15 +114,7 @@ impl Embedder {
                         ),
                     ));
                 }
-                let embedded = vectors
-                    .into_iter()
-                    .map(|item| Embedding {
-                        vector: item.vector,
-                        tokens: item.tokens,
-                        truncated: item.truncated,
-                    })
-                    .collect();
-                Ok((model, embedded))
+                Ok((model, vectors))
             }
         }
     }

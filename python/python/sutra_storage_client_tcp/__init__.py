@@ -330,6 +330,17 @@ def _learn_item(item: Union[str, Mapping[str, Any]]) -> Tuple[Any, ...]:
     )
 
 
+def _learn_args(
+    content: str,
+    concept_type: str,
+    attributes: Optional[Mapping[str, str]],
+    concept_id: Optional[str],
+    ttl_seconds: Optional[int],
+) -> Dict[str, Any]:
+    return {"content": content, "concept_type": concept_type, "attributes": attributes,
+            "concept_id": concept_id, "ttl_seconds": ttl_seconds}
+
+
 def _concepts(raw: List[Optional[Tuple[Any, ...]]]) -> List[Optional[Concept]]:
     return [None if item is None else Concept(item) for item in raw]
 
@@ -447,9 +458,8 @@ class StorageClient(_Base):
     ) -> Dict[str, Any]:
         """Embeds ``content`` with the server's model and stores it; ``{"id", "created",
         "tokens", "truncated", ...}``. Without an id, the id is derived from the text."""
-        item = _learn_item({"content": content, "concept_type": concept_type,
-                            "attributes": attributes, "concept_id": concept_id,
-                            "ttl_seconds": ttl_seconds})
+        item = _learn_item(_learn_args(content, concept_type, attributes, concept_id,
+                                       ttl_seconds))
         return self._native.learn(item)
 
     def learn_batch(self, items: Iterable[Union[str, Mapping[str, Any]]]) -> List[Dict[str, Any]]:
@@ -549,9 +559,8 @@ class AsyncStorageClient(_Base):
         concept_id: Optional[str] = None,
         ttl_seconds: Optional[int] = None,
     ) -> Dict[str, Any]:
-        item = _learn_item({"content": content, "concept_type": concept_type,
-                            "attributes": attributes, "concept_id": concept_id,
-                            "ttl_seconds": ttl_seconds})
+        item = _learn_item(_learn_args(content, concept_type, attributes, concept_id,
+                                       ttl_seconds))
         return await self._call(self._native.learn, item)
 
     async def learn_batch(
