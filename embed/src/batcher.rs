@@ -4,8 +4,12 @@
 //! The worker takes the first waiting request and every other request already queued, up to
 //! `max_batch` texts; requests that arrive while it runs are merged into the next run. An
 //! idle worker answers a lone request at once (it never waits for companions). A busy one —
-//! its next request was already queued when a run ended — may wait for more until the
-//! oldest request in the batch has waited `batch_timeout`, so that under load runs fill up.
+//! its next request was already queued when a run ended — waits for more while they keep
+//! coming: until [`ARRIVAL_GAP`] passes with none, the batch is full, or the oldest request
+//! in it has waited `batch_timeout`. So under a stream of requests runs fill up, and a fixed
+//! set of clients (8 callers each waiting for its answer) is served as soon as all of them
+//! have asked, not after `batch_timeout` (which cut 8 clients' throughput to 8 answers per
+//! 50 ms).
 //! The queue is bounded: when it is full, callers get [`EmbedError::Busy`] instead of waiting
 //! without limit.
 
@@ -16,6 +20,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::model::{EmbedError, ModelDir};
+
+/// How long a busy worker waits for the next request to join a batch before it runs what it
+/// has: longer than the gaps within a burst of requests, far shorter than a model run.
+pub const ARRIVAL_GAP: Duration = Duration::from_millis(2);
 use crate::pipeline::{Embedded, Output, Pipeline};
 
 /// The batcher's bounds.
@@ -149,7 +157,7 @@ fn work(
                     if left.is_zero() {
                         None
                     } else {
-                        queue.recv_timeout(left).ok()
+                        queue.recv_timeout(left.min(ARRIVAL_GAP)).ok()
                     }
                 }
                 Err(_) => None,

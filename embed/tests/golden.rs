@@ -227,6 +227,39 @@ async fn concurrent_callers_are_batched_and_answered_in_order() {
     assert!(batcher.runs() <= items.len().div_ceil(2) as u64);
 }
 
+/// A fixed set of callers, each waiting for its answer before it asks again (8 clients of
+/// `/embed`): once all of them have asked, their batch runs. It used to wait for the batch
+/// timeout every time the model had been busy (8 answers per 50 ms); with a 2 s timeout here
+/// that would take over 4 s, and the batches now form within milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_callers_do_not_wait_for_the_batch_timeout() {
+    let batcher = Batcher::spawn(
+        pipeline(),
+        BatcherConfig {
+            batch_timeout: std::time::Duration::from_secs(2),
+            ..BatcherConfig::default()
+        },
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let callers: Vec<_> = (0..8)
+        .map(|caller| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move {
+                for round in 0..3 {
+                    let text = format!("caller {caller} round {round}");
+                    batcher.embed(vec![text], Output::Full).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_busy() {
     let batcher = Batcher::spawn(

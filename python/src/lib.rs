@@ -10,6 +10,7 @@
 //! factory it registers here with [`set_error_factory`].
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -39,6 +40,26 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         })
         .as_ref()
         .map_err(|error| PyRuntimeError::new_err(format!("starting the client runtime: {error}")))
+}
+
+/// Set by [`shutdown`] (at interpreter exit): runtime threads no longer enter Python.
+static CLOSING: AtomicBool = AtomicBool::new(false);
+
+/// Runtime threads inside (or about to enter) Python to deliver an answer.
+static ATTACHED: AtomicUsize = AtomicUsize::new(0);
+
+/// Called by the package at interpreter exit (`atexit`), before finalization: from then on a
+/// late answer of an abandoned asyncio call is dropped instead of delivered, and this returns
+/// once no runtime thread is inside Python. (A thread entering or leaving Python while the
+/// interpreter finalizes aborts the process.)
+#[pyfunction]
+fn shutdown(py: Python<'_>) {
+    CLOSING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        while ATTACHED.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
 }
 
 /// `_error(kind, code, name, message) -> Exception`, set by the Python package.
@@ -296,15 +317,21 @@ impl Client {
         };
         runtime.spawn(async move {
             let response = client.call(request).await;
-            Python::attach(|py| {
-                let (ok, value) = match answer(py, response) {
-                    Ok(value) => (true, value),
-                    Err(failure) => (false, failure.into_value(py).into_any()),
-                };
-                if let Err(failure) = callback.call1(py, (ok, value)) {
-                    failure.write_unraisable(py, None);
-                }
-            });
+            // Counted before the check, so that `shutdown` either sees this thread or this
+            // thread sees `CLOSING`.
+            ATTACHED.fetch_add(1, Ordering::SeqCst);
+            if !CLOSING.load(Ordering::SeqCst) {
+                Python::attach(|py| {
+                    let (ok, value) = match answer(py, response) {
+                        Ok(value) => (true, value),
+                        Err(failure) => (false, failure.into_value(py).into_any()),
+                    };
+                    if let Err(failure) = callback.call1(py, (ok, value)) {
+                        failure.write_unraisable(py, None);
+                    }
+                });
+            }
+            ATTACHED.fetch_sub(1, Ordering::SeqCst);
         });
         Ok(py.None())
     }
@@ -472,6 +499,7 @@ impl Client {
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Client>()?;
     module.add_function(wrap_pyfunction!(set_error_factory, module)?)?;
+    module.add_function(wrap_pyfunction!(shutdown, module)?)?;
     module.add("PROTOCOL_ERRORS", {
         let codes: Vec<(u16, &str)> = sutra_client::sutra_protocol::ErrorCode::ALL
             .iter()

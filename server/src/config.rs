@@ -218,7 +218,8 @@ pub struct Cli {
     pub embed_queue_len: usize,
 
     /// Longest a learn request waits for others to share its model run, in milliseconds,
-    /// when the model is busy; an idle model runs a request at once. 0 never waits.
+    /// when the model is busy (sooner when 2 ms pass with no new request); an idle model runs
+    /// a request at once. 0 never waits.
     #[arg(long, env = "ML_BASE_BATCH_TIMEOUT_MS", default_value_t = millis(BatcherConfig::DEFAULT_BATCH_TIMEOUT))]
     pub ml_base_batch_timeout_ms: u64,
 

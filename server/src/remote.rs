@@ -130,10 +130,7 @@ impl Remote {
     ///
     /// # Errors
     /// [`RemoteError`] when a call fails after its retries or the answer is unusable.
-    pub async fn embed(
-        &self,
-        texts: &[String],
-    ) -> Result<(String, Vec<Embedding>), RemoteError> {
+    pub async fn embed(&self, texts: &[String]) -> Result<(String, Vec<Embedding>), RemoteError> {
         let mut vectors = Vec::with_capacity(texts.len());
         let mut model = String::new();
         for chunk in texts.chunks(self.config.max_batch.max(1)) {

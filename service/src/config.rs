@@ -50,7 +50,8 @@ pub struct ModelArgs {
     #[arg(long, env = "ML_BASE_MAX_BATCH_SIZE", default_value_t = BatcherConfig::DEFAULT_MAX_BATCH)]
     pub ml_base_max_batch_size: usize,
     /// Longest a request waits for others to share a model run when the model is busy, in
-    /// milliseconds; an idle model runs a request at once.
+    /// milliseconds (sooner when 2 ms pass with no new request); an idle model runs a request
+    /// at once.
     #[arg(long, env = "ML_BASE_BATCH_TIMEOUT_MS", default_value_t = 50)]
     pub ml_base_batch_timeout_ms: u64,
     /// Most requests waiting for the model; beyond it they get 503.

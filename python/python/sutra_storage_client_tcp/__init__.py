@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import atexit
 import math
 import sys
 import time
@@ -49,6 +50,7 @@ from typing import (
 from . import errors
 from ._native import Client as _Native
 from ._native import set_error_factory as _set_error_factory
+from ._native import shutdown as _native_shutdown
 from .errors import (
     Busy,
     ConnectionClosed,
@@ -72,6 +74,8 @@ from .errors import (
 )
 
 _set_error_factory(errors._make)
+# Before the interpreter finalizes, stop the runtime threads from delivering late answers.
+atexit.register(_native_shutdown)
 
 __all__ = [
     "AsyncStorageClient",

@@ -9,6 +9,7 @@ Callback = Optional[Callable[[bool, Any], None]]
 
 PROTOCOL_ERRORS: List[Tuple[int, str]]
 
+def shutdown() -> None: ...
 def set_error_factory(factory: Callable[[str, int, str, str], BaseException]) -> None: ...
 
 class Client:
