@@ -517,10 +517,12 @@ async fn replicas_share_the_load_evenly_and_a_killed_one_fails_no_request() -> a
     assert_eq!(balance.iter().sum::<u64>(), 40);
     assert!(balance[0].abs_diff(balance[1]) <= 4, "{balance:?}");
 
-    // Load from 4 clients; one replica is killed (its connections dropped) mid-load.
+    // Load from 4 clients; one replica is killed (its connections dropped) mid-load: after
+    // 8 of the 60 requests are answered (a fixed delay let a fast pass finish first).
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|client| {
-            let service = Arc::clone(&service);
+            let (service, answered) = (Arc::clone(&service), Arc::clone(&answered));
             tokio::spawn(async move {
                 for index in 0..15 {
                     service
@@ -529,19 +531,33 @@ async fn replicas_share_the_load_evenly_and_a_killed_one_fails_no_request() -> a
                         .map_err(|error| {
                             anyhow::anyhow!("client {client} request {index}: {error}")
                         })?;
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 anyhow::Ok(())
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 8 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     drop(one); // SIGKILL
     for client in clients {
         client.await??;
     }
-    let (status, health) = get(&service.url("/health")).await?;
-    assert_eq!(status, 200, "one replica is enough");
-    assert_eq!(health["upstreams"][0]["healthy"], false, "{health}");
+    // The health checks (every 100 ms, out after 2 failures) take the dead replica out.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let health = loop {
+        let (status, health) = get(&service.url("/health")).await?;
+        assert_eq!(status, 200, "one replica is enough");
+        if health["upstreams"][0]["healthy"] == false {
+            break health;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the dead replica stayed in: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(health["upstreams"][1]["healthy"], true, "{health}");
     drop(two);
     Ok(())
