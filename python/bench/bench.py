@@ -6,6 +6,8 @@
 - ``get``: one read per call;
 - ``concurrent``: reads kept in flight together (sutra: ``asyncio.gather`` of 100
   ``AsyncStorageClient.get_concept_by_id`` calls at a time; Redis: a pipeline of 100 ``GET``);
+- ``pipeline``: 100 reads per ``execute()`` (sutra: ``StorageClient.pipeline()``; Redis: the
+  same pipeline of 100 ``GET`` as above);
 - ``many``: 100 keys per call (sutra: ``get_many``; Redis: ``MGET``), reported in keys/s.
 
 Prints one JSON object: operations (or keys) per second for each case.
@@ -58,6 +60,15 @@ def sutra_side(port: int, seconds: float) -> Dict[str, float]:
 
     m = n * 4
     results["concurrent"] = rate(m, lambda: asyncio.run(concurrent(m)))
+
+    def pipelined(total: int) -> None:
+        for start in range(0, total, BATCH):
+            pipe = client.pipeline()
+            for j in range(BATCH):
+                pipe.get_concept_by_id(keys[(start + j) % KEYS])
+            pipe.execute()
+
+    results["pipeline"] = rate(m, lambda: pipelined(m))
     calls = max(50, n // 20)
     results["many"] = rate(
         calls * BATCH,
@@ -88,6 +99,7 @@ def redis_side(port: int, seconds: float) -> Dict[str, float]:
 
     m = n * 4
     results["concurrent"] = rate(m, lambda: pipelined(m))
+    results["pipeline"] = results["concurrent"]
     calls = max(50, n // 20)
     results["many"] = rate(
         calls * BATCH,

@@ -21,10 +21,9 @@ seconds=${SECONDS_PER_CASE:-2}
 command -v redis-server >/dev/null || { echo "redis-server not found: apt-get install redis-server" >&2; exit 1; }
 
 venv=python/bench/.venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "redis[hiredis]>=5"
-fi
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c "import redis, hiredis" 2>/dev/null \
+  || "$venv/bin/pip" install --quiet --disable-pip-version-check "redis[hiredis]>=5"
 echo "building the Python package and sutra-storage (release)" >&2
 CARGO_TARGET_DIR="$PWD/target/python" "$venv/bin/pip" install --quiet --disable-pip-version-check \
   --force-reinstall --no-deps ./python >&2
@@ -80,7 +79,8 @@ print(f"medians of {sys.argv[3]} rounds; {sys.argv[4]}; one connection per side"
 print("| case | redis-py ops/s | sutra ops/s | sutra / redis-py |")
 print("|---|---:|---:|---:|")
 names = {"set": "store / SET", "get": "get / GET",
-         "concurrent": "100 in flight: asyncio.gather / pipeline of GET",
+         "concurrent": "100 in flight: asyncio.gather / pipeline of 100 GET",
+         "pipeline": "pipeline of 100 reads: pipeline() / pipeline of 100 GET",
          "many": "get_many(100) / MGET 100 (keys/s)"}
 for case, name in names.items():
     r = statistics.median(row[case] for row in redis)

@@ -312,3 +312,43 @@ def test_learning_through_the_server(learner) -> None:
             "The quick brown fox.")
 
     assert asyncio.run(learn_async())["id"] == client.learn_concept("The quick brown fox.")["id"]
+
+
+def test_pipelines_send_many_calls_and_answer_each(server) -> None:
+    client = client_for(server)
+    with client.pipeline() as pipe:
+        for index in range(50):
+            pipe.store_concept(f"p{index}", f"text {index}", vector(index),
+                               ConceptMetadata(concept_type="piped"))
+        outcomes = pipe.execute()
+    assert len(outcomes) == 50 and all(outcome["created"] for outcome in outcomes)
+    pipe = client.pipeline()
+    pipe.get_concept_by_id("p1").get_concept_by_id("absent").get_many(["p2", "nope"])
+    pipe.delete_concept("p3").query_by_type_page("piped", 5).stats()
+    got, absent, many, deleted, page, stats = pipe.execute()
+    assert got.embedding == vector(1) and absent is None
+    assert [c and c.id for c in many] == ["p2", None]
+    assert deleted is True and [c.id for c in page] == ["p0", "p1", "p10", "p11", "p12"]
+    # The calls of a pipeline are independent: a read need not see a write queued before it.
+    assert stats["concepts"] in (49, 50)
+    assert client.stats()["concepts"] == 49
+    # Each call fails alone; the first error is raised, or returned in its place.
+    pipe = client.pipeline()
+    pipe.store_concept("short", "x", [1.0]).get_concept_by_id("p4").store_concept("", "no id")
+    with pytest.raises(sutra.DimensionMismatch):
+        pipe.execute()
+    pipe.store_concept("short", "x", [1.0]).get_concept_by_id("p4").store_concept("", "no id")
+    wrong, fine, refused = pipe.execute(raise_on_error=False)
+    assert isinstance(wrong, sutra.DimensionMismatch) and isinstance(refused, sutra.InvalidArgument)
+    assert fine.content == "text 4"
+
+    async def piped() -> None:
+        async with AsyncStorageClient(host=server.host, port=server.port) as aclient:
+            pipe = aclient.pipeline()
+            for index in range(40):
+                pipe.get_concept_by_id(f"p{index}")
+            found = await pipe.execute()
+            assert [c is None for c in found].count(True) == 1  # p3 was deleted
+            assert found[7].content == "text 7"
+
+    asyncio.run(piped())

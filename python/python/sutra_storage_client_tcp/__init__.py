@@ -35,7 +35,6 @@ import time
 from datetime import datetime, timezone
 from typing import (
     Any,
-    Callable,
     Dict,
     Iterable,
     Iterator,
@@ -78,6 +77,7 @@ _set_error_factory(errors._make)
 atexit.register(_native_shutdown)
 
 __all__ = [
+    "AsyncPipeline",
     "AsyncStorageClient",
     "Busy",
     "Concept",
@@ -92,6 +92,7 @@ __all__ = [
     "MalformedFrame",
     "NoModel",
     "NotFound",
+    "Pipeline",
     "ProtocolError",
     "ServerError",
     "StorageClient",
@@ -350,6 +351,8 @@ def _concepts(raw: List[Optional[Tuple[Any, ...]]]) -> List[Optional[Concept]]:
 
 
 class _Base:
+    _blocking = False
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -363,7 +366,7 @@ class _Base:
         self.port = port
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._native = _Native(address, float(timeout), float(connect_timeout), auth_token,
-                               max_in_flight)
+                               max_in_flight, self._blocking)
 
     @property
     def address(self) -> str:
@@ -373,18 +376,142 @@ class _Base:
         return f"{type(self).__name__}({self.address!r})"
 
 
+def _outcome(name: str, ok: bool, value: Any) -> Any:
+    """A pipelined call's answer as the client's method returns it."""
+    if not ok:
+        if name == "get" and isinstance(value, NotFound):
+            return None
+        return value
+    if name == "get":
+        return Concept(value)
+    if name == "get_many":
+        return _concepts(value)
+    if name == "query":
+        return [Concept(item) for item in value[0]]
+    return value
+
+
+class _Queue:
+    """The calls of a pipeline: the client's methods, queued instead of sent."""
+
+    def __init__(self) -> None:
+        self._calls: List[Tuple[str, Tuple[Any, ...]]] = []
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def _add(self, name: str, *args: Any) -> "_Queue":
+        self._calls.append((name, args))
+        return self
+
+    def health_check(self) -> "_Queue":
+        return self._add("health")
+
+    def stats(self) -> "_Queue":
+        return self._add("stats")
+
+    def store_concept(
+        self,
+        concept_id: str,
+        content: str,
+        embedding: Optional[Embedding] = None,
+        metadata: Optional[ConceptMetadata] = None,
+        ttl_seconds: Optional[int] = None,
+    ) -> "_Queue":
+        return self._add("store", _store_item(concept_id, content, embedding, metadata,
+                                              ttl_seconds))
+
+    def get_concept_by_id(self, concept_id: str) -> "_Queue":
+        return self._add("get", concept_id)
+
+    def get_many(self, concept_ids: Sequence[str]) -> "_Queue":
+        return self._add("get_many", list(concept_ids))
+
+    def query_by_type_page(self, concept_type: str, limit: int = DEFAULT_PAGE_SIZE) -> "_Queue":
+        """The first page of a type (a pipeline holds single requests, not page loops)."""
+        return self._add("query", concept_type, limit, "")
+
+    def delete_concept(self, concept_id: str) -> "_Queue":
+        return self._add("delete", concept_id)
+
+    def clear_type(self, concept_type: str) -> "_Queue":
+        return self._add("clear_type", concept_type)
+
+    def _answers(self, results: List[Tuple[bool, Any]], raise_on_error: bool) -> List[Any]:
+        answers = [_outcome(name, ok, value)
+                   for (name, _), (ok, value) in zip(self._calls, results)]
+        self._calls = []
+        if raise_on_error:
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    raise answer
+        return answers
+
+
+class Pipeline(_Queue):
+    """Calls queued with the client's method names and sent together by :meth:`execute`,
+    pipelined over the connection: one wait (with the GIL released) for all of them, as
+    redis-py's pipeline. Not a transaction: each call succeeds or fails alone, and the calls
+    are independent (a read may be answered before a write queued ahead of it is applied;
+    :meth:`StorageClient.store_many` stores several concepts as one write)."""
+
+    def __init__(self, native: _Native) -> None:
+        super().__init__()
+        self._native = native
+
+    def execute(self, raise_on_error: bool = True) -> List[Any]:
+        """The answers in call order (``None`` for a missing concept). The first error is
+        raised, or with ``raise_on_error=False`` returned in its place."""
+        return self._answers(self._native.batch(self._calls), raise_on_error)
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._calls = []
+
+
+class AsyncPipeline(_Queue):
+    """:class:`Pipeline` for :class:`AsyncStorageClient`: ``await pipeline.execute()``."""
+
+    def __init__(self, native: _Native) -> None:
+        super().__init__()
+        self._native = native
+
+    async def execute(self, raise_on_error: bool = True) -> List[Any]:
+        loop = asyncio.get_running_loop()
+        future: "asyncio.Future[List[Tuple[bool, Any]]]" = loop.create_future()
+
+        def done(results: List[Tuple[bool, Any]]) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle_all, [future], [(True, results)])
+            except RuntimeError:
+                pass
+
+        self._native.batch(self._calls, done)
+        return self._answers(await future, raise_on_error)
+
+    async def __aenter__(self) -> "AsyncPipeline":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._calls = []
+
+
 class StorageClient(_Base):
     """A blocking client; safe to share between threads (calls from several threads are
-    pipelined over one connection).
+    pipelined over one connection, the calling threads taking turns at its I/O).
 
     ``timeout`` bounds each call in seconds, ``connect_timeout`` opening the connection;
     ``auth_token`` is the server's SUTRA_AUTH_TOKEN. The connection opens on the first call.
     """
 
+    _blocking = True
+
     def health_check(self) -> Dict[str, Any]:
         """The server's health (``status``, ``role``, ``vector_dimension``, ``concepts``,
         ``version``, ``uptime_seconds``); raises when it cannot be reached."""
-        return self._native.health()
+        return self._native.call("health", ())
 
     def store_concept(
         self,
@@ -399,24 +526,24 @@ class StorageClient(_Base):
         ``ttl_seconds`` overrides ``metadata.expires_at``; without either the server's
         default applies (0: never expires)."""
         item = _store_item(concept_id, content, embedding, metadata, ttl_seconds)
-        return self._native.store(item)
+        return self._native.call("store", (item,))
 
     def store_many(self, concepts: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
         """Stores several concepts in one request, all or none; each a mapping with
         ``concept_id``, ``content`` and optionally ``embedding``, ``metadata``,
         ``ttl_seconds``."""
-        return self._native.store_many(_store_items(concepts))
+        return self._native.call("store_many", (_store_items(concepts),))
 
     def get_concept_by_id(self, concept_id: str) -> Optional[Concept]:
         """The concept, or ``None`` when there is none (or it expired)."""
         try:
-            return Concept(self._native.get(concept_id))
+            return Concept(self._native.call("get", (concept_id,)))
         except NotFound:
             return None
 
     def get_many(self, concept_ids: Sequence[str]) -> List[Optional[Concept]]:
         """The concepts in order, ``None`` for each missing id, in one request."""
-        return _concepts(self._native.get_many(list(concept_ids)))
+        return _concepts(self._native.call("get_many", (list(concept_ids),)))
 
     def query_by_type(self, concept_type: str, limit: Optional[int] = None) -> List[Concept]:
         """Every concept of a type (at most ``limit``), in id order, page after page."""
@@ -432,7 +559,7 @@ class StorageClient(_Base):
         cursor, remaining = "", limit
         while remaining is None or remaining > 0:
             size = page_size if remaining is None else min(page_size, remaining)
-            raw, cursor = self._native.query(concept_type, size, cursor)
+            raw, cursor = self._native.call("query", (concept_type, size, cursor))
             for item in raw:
                 yield Concept(item)
             if remaining is not None:
@@ -442,15 +569,15 @@ class StorageClient(_Base):
 
     def delete_concept(self, concept_id: str) -> bool:
         """Removes a concept; whether it existed."""
-        return self._native.delete(concept_id)
+        return self._native.call("delete", (concept_id,))
 
     def clear_type(self, concept_type: str) -> int:
         """Removes every concept of a type; how many were removed."""
-        return self._native.clear_type(concept_type)
+        return self._native.call("clear_type", (concept_type,))
 
     def stats(self) -> Dict[str, Any]:
         """The server's counters (``concepts``, ``requests_total``, ...)."""
-        return self._native.stats()
+        return self._native.call("stats", ())
 
     def learn_concept(
         self,
@@ -464,12 +591,16 @@ class StorageClient(_Base):
         "tokens", "truncated", ...}``. Without an id, the id is derived from the text."""
         item = _learn_item(_learn_args(content, concept_type, attributes, concept_id,
                                        ttl_seconds))
-        return self._native.learn(item)
+        return self._native.call("learn", (item,))
 
     def learn_batch(self, items: Iterable[Union[str, Mapping[str, Any]]]) -> List[Dict[str, Any]]:
         """Learns several texts in one request (strings, or mappings with ``content`` and
         the arguments of :meth:`learn_concept`), all or none."""
-        return self._native.learn_batch([_learn_item(item) for item in items])
+        return self._native.call("learn_batch", ([_learn_item(item) for item in items],))
+
+    def pipeline(self) -> Pipeline:
+        """A :class:`Pipeline` on this client's connection."""
+        return Pipeline(self._native)
 
     def close(self) -> None:
         """Nothing to release: the connection closes with the last reference."""
@@ -481,35 +612,61 @@ class StorageClient(_Base):
         self.close()
 
 
-def _settle(future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
-    if future.cancelled():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle_all(futures: List["asyncio.Future[Any]"], results: List[Tuple[bool, Any]]) -> None:
+    for future, (ok, value) in zip(futures, results):
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 class AsyncStorageClient(_Base):
-    """The asyncio client: :class:`StorageClient`'s methods as coroutines. Concurrent calls
-    (``asyncio.gather``) are pipelined over the one connection; the event loop never waits
-    on the network."""
+    """The asyncio client: :class:`StorageClient`'s methods as coroutines.
 
-    def _call(self, method: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+    Calls made in the same turn of the event loop (``asyncio.gather`` of many) go to the
+    native client as one batch, pipelined over the one connection, and their answers come
+    back to the loop together: one visit to the loop per batch instead of one per call. The
+    event loop never waits on the network."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Calls not yet handed to the native client, per event loop.
+        self._pending: Dict[asyncio.AbstractEventLoop, List[Tuple[str, Tuple[Any, ...],
+                                                                   "asyncio.Future[Any]"]]] = {}
+
+    def _call(self, name: str, *args: Any) -> "asyncio.Future[Any]":
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-
-        def done(ok: bool, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(_settle, future, ok, value)
-            except RuntimeError:  # the loop closed while the call was in flight
-                pass
-
-        method(*args, callback=done)
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._flush, loop)
+        pending.append((name, args, future))
         return future
 
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending = self._pending.pop(loop, [])
+        if not pending:
+            return
+        futures = [future for _, _, future in pending]
+
+        def done(results: List[Tuple[bool, Any]]) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle_all, futures, results)
+            except RuntimeError:  # the loop closed while the calls were in flight
+                pass
+
+        try:
+            self._native.batch([(name, args) for name, args, _ in pending], done)
+        except BaseException as error:  # the batch itself could not be sent
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
+
     async def health_check(self) -> Dict[str, Any]:
-        return await self._call(self._native.health)
+        return await self._call("health")
 
     async def store_concept(
         self,
@@ -520,19 +677,19 @@ class AsyncStorageClient(_Base):
         ttl_seconds: Optional[int] = None,
     ) -> Dict[str, Any]:
         item = _store_item(concept_id, content, embedding, metadata, ttl_seconds)
-        return await self._call(self._native.store, item)
+        return await self._call("store", item)
 
     async def store_many(self, concepts: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-        return await self._call(self._native.store_many, _store_items(concepts))
+        return await self._call("store_many", _store_items(concepts))
 
     async def get_concept_by_id(self, concept_id: str) -> Optional[Concept]:
         try:
-            return Concept(await self._call(self._native.get, concept_id))
+            return Concept(await self._call("get", concept_id))
         except NotFound:
             return None
 
     async def get_many(self, concept_ids: Sequence[str]) -> List[Optional[Concept]]:
-        return _concepts(await self._call(self._native.get_many, list(concept_ids)))
+        return _concepts(await self._call("get_many", list(concept_ids)))
 
     async def query_by_type(self, concept_type: str, limit: Optional[int] = None) -> List[Concept]:
         found: List[Concept] = []
@@ -540,20 +697,20 @@ class AsyncStorageClient(_Base):
         while limit is None or len(found) < limit:
             size = DEFAULT_PAGE_SIZE if limit is None else min(DEFAULT_PAGE_SIZE,
                                                                limit - len(found))
-            raw, cursor = await self._call(self._native.query, concept_type, size, cursor)
+            raw, cursor = await self._call("query", concept_type, size, cursor)
             found.extend(Concept(item) for item in raw)
             if not cursor:
                 break
         return found
 
     async def delete_concept(self, concept_id: str) -> bool:
-        return await self._call(self._native.delete, concept_id)
+        return await self._call("delete", concept_id)
 
     async def clear_type(self, concept_type: str) -> int:
-        return await self._call(self._native.clear_type, concept_type)
+        return await self._call("clear_type", concept_type)
 
     async def stats(self) -> Dict[str, Any]:
-        return await self._call(self._native.stats)
+        return await self._call("stats")
 
     async def learn_concept(
         self,
@@ -565,12 +722,16 @@ class AsyncStorageClient(_Base):
     ) -> Dict[str, Any]:
         item = _learn_item(_learn_args(content, concept_type, attributes, concept_id,
                                        ttl_seconds))
-        return await self._call(self._native.learn, item)
+        return await self._call("learn", item)
 
     async def learn_batch(
         self, items: Iterable[Union[str, Mapping[str, Any]]]
     ) -> List[Dict[str, Any]]:
-        return await self._call(self._native.learn_batch, [_learn_item(item) for item in items])
+        return await self._call("learn_batch", [_learn_item(item) for item in items])
+
+    def pipeline(self) -> AsyncPipeline:
+        """An :class:`AsyncPipeline` on this client's connection."""
+        return AsyncPipeline(self._native)
 
     async def close(self) -> None:
         """Nothing to release: the connection closes with the last reference."""
