@@ -459,23 +459,13 @@ impl Client {
             }
         }
         let client = self.inner.clone();
+        // All the calls in one task: their answers wake one task, not one each.
         let run = async move {
-            let handles: Vec<_> = requests
-                .into_iter()
-                .map(|(index, request)| {
-                    let client = client.clone();
-                    (
-                        index,
-                        tokio::spawn(async move { client.call(request).await }),
-                    )
-                })
-                .collect();
-            let mut responses = Vec::with_capacity(handles.len());
-            for (index, handle) in handles {
-                let response = handle.await.unwrap_or(Err(ClientError::ConnectionClosed));
-                responses.push((index, response));
-            }
-            responses
+            let calls = requests.into_iter().map(|(index, request)| {
+                let client = client.clone();
+                async move { (index, client.call(request).await) }
+            });
+            futures_util::future::join_all(calls).await
         };
         let Some(callback) = callback else {
             let runtime = self.blocking_runtime()?;
