@@ -948,6 +948,37 @@ mod tests {
 
     const VOCAB: usize = 20;
 
+    /// Random tensors (uniform around an offset, from a seeded generator) gathered under
+    /// their names, and written out as one safetensors file.
+    struct RandomTensors {
+        rng: fastrand::Rng,
+        tensors: HashMap<String, Tensor>,
+    }
+
+    impl RandomTensors {
+        fn new(seed: u64) -> RandomTensors {
+            RandomTensors {
+                rng: fastrand::Rng::with_seed(seed),
+                tensors: HashMap::new(),
+            }
+        }
+
+        fn add(&mut self, name: String, shape: &[usize], offset: f32) {
+            let count = shape.iter().product();
+            let values: Vec<f32> = (0..count).map(|_| offset + self.rng.f32() - 0.5).collect();
+            let tensor = Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor");
+            self.tensors.insert(name, tensor);
+        }
+
+        /// The safetensors bytes (candle writes only to a path).
+        fn safetensors(&self) -> Vec<u8> {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("model.safetensors");
+            candle_core::safetensors::save(&self.tensors, &path).expect("saved");
+            std::fs::read(&path).expect("read back")
+        }
+    }
+
     /// A random-weight BERT with sizes that are not multiples of the SIMD widths or of a
     /// weight panel (hidden 40 in 4 heads of 10, feed-forward 100), saved as safetensors with
     /// the names under `prefix`.
@@ -964,13 +995,9 @@ mod tests {
             layer_norm_eps: 1e-12,
             ..Config::default()
         };
-        let mut rng = fastrand::Rng::with_seed(11);
-        let mut tensors = HashMap::new();
+        let mut tensors = RandomTensors::new(11);
         let mut add = |name: String, shape: &[usize], offset: f32| {
-            let count = shape.iter().product();
-            let values: Vec<f32> = (0..count).map(|_| offset + rng.f32() - 0.5).collect();
-            let tensor = Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor");
-            tensors.insert(format!("{prefix}{name}"), tensor);
+            tensors.add(format!("{prefix}{name}"), shape, offset);
         };
         let (h, i) = (config.hidden_size, config.intermediate_size);
         add("embeddings.word_embeddings.weight".into(), &[VOCAB, h], 0.0);
@@ -1004,10 +1031,7 @@ mod tests {
                 add(format!("{p}.{name}.bias"), &[h], 0.0);
             }
         }
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("model.safetensors");
-        candle_core::safetensors::save(&tensors, &path).expect("saved");
-        (config, std::fs::read(&path).expect("read back"))
+        (config, tensors.safetensors())
     }
 
     /// candle's BertModel over the padded batch with an attention mask, mean-pooled.
@@ -1116,13 +1140,9 @@ mod tests {
             prenorm,
             ..NomicConfig::default()
         };
-        let mut rng = fastrand::Rng::with_seed(13);
-        let mut tensors = HashMap::new();
+        let mut tensors = RandomTensors::new(13);
         let mut add = |name: String, shape: &[usize], offset: f32| {
-            let count = shape.iter().product();
-            let values: Vec<f32> = (0..count).map(|_| offset + rng.f32() - 0.5).collect();
-            let tensor = Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor");
-            tensors.insert(name, tensor);
+            tensors.add(name, shape, offset);
         };
         let (h, i) = (config.n_embd, config.n_inner);
         add("embeddings.word_embeddings.weight".into(), &[VOCAB, h], 0.0);
@@ -1152,10 +1172,7 @@ mod tests {
                 add(format!("{p}.{name}.bias"), &[h], 0.0);
             }
         }
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("model.safetensors");
-        candle_core::safetensors::save(&tensors, &path).expect("saved");
-        (config, std::fs::read(&path).expect("read back"))
+        (config, tensors.safetensors())
     }
 
     #[test]
