@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         }
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("sutra-bench: {error:#}");
+            eprintln!("sutra-bench: {}", sutra_embed::error_report(error.as_ref()));
             ExitCode::FAILURE
         }
     }

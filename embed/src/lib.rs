@@ -60,8 +60,44 @@ pub fn seed_warnings(
         .collect()
 }
 
+/// An error and its causes on one line, `outer: cause: cause`, as anyhow's `{:#}` writes it,
+/// but without a cause whose text the line already holds (an error that writes its source
+/// into its own message, as most of ours do, would otherwise print it twice). For the
+/// binaries' last words.
+pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = next.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn error_report_writes_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let error =
+            anyhow::Error::new(io).context("cannot listen on 127.0.0.1:1: Address already in use");
+        assert_eq!(
+            super::error_report(error.as_ref()),
+            "cannot listen on 127.0.0.1:1: Address already in use"
+        );
+        let error = anyhow::anyhow!("disk full")
+            .context("storing")
+            .context("invalid request");
+        assert_eq!(
+            super::error_report(error.as_ref()),
+            "invalid request: storing: disk full"
+        );
+    }
+
     #[test]
     fn seed_warnings_name_each_variable_set_and_what_to_use() {
         let table = [

@@ -6,6 +6,10 @@
 - ``get``: one read per call;
 - ``concurrent``: reads kept in flight together (sutra: ``asyncio.gather`` of 100
   ``AsyncStorageClient.get_concept_by_id`` calls at a time; Redis: a pipeline of 100 ``GET``);
+- ``gather``: the same ``asyncio.gather`` of 100 reads on both sides (Redis: redis-py's own
+  asyncio client, ``redis.asyncio``);
+- ``async_pipeline``: 100 reads from asyncio in one ``await`` (sutra: ``AsyncPipeline``;
+  Redis: the blocking pipeline of 100 ``GET`` above, as the issue's anchor);
 - ``pipeline``: 100 reads per ``execute()`` (sutra: ``StorageClient.pipeline()``; Redis: the
   same pipeline of 100 ``GET`` as above);
 - ``many``: 100 keys per call (sutra: ``get_many``; Redis: ``MGET``), reported in keys/s.
@@ -71,6 +75,17 @@ def sutra_side(port: int, seconds: float) -> Dict[str, float]:
 
     m = n * 4
     results["concurrent"] = rate(m, lambda: asyncio.run(concurrent(m)))
+    results["gather"] = results["concurrent"]
+
+    async def async_pipelined(total: int) -> None:
+        async with AsyncStorageClient(port=port) as aclient:
+            for start in range(0, total, BATCH):
+                pipe = aclient.pipeline()
+                for j in range(BATCH):
+                    pipe.get_concept_by_id(keys[(start + j) % KEYS])
+                await pipe.execute()
+
+    results["async_pipeline"] = rate(m, lambda: asyncio.run(async_pipelined(m)))
 
     def pipelined(total: int) -> None:
         for start in range(0, total, BATCH):
@@ -110,6 +125,17 @@ def redis_side(port: int, seconds: float) -> Dict[str, float]:
     m = n * 4
     results["concurrent"] = rate(m, lambda: pipelined(m))
     results["pipeline"] = results["concurrent"]
+    results["async_pipeline"] = results["concurrent"]
+
+    async def gathered(total: int) -> None:
+        import redis.asyncio
+
+        aclient = redis.asyncio.Redis(port=port)
+        for start in range(0, total, BATCH):
+            await asyncio.gather(*(aclient.get(keys[(start + j) % KEYS]) for j in range(BATCH)))
+        await aclient.aclose()
+
+    results["gather"] = rate(m, lambda: asyncio.run(gathered(m)))
     calls = max(50, n // 20)
     results["many"] = rate(
         calls * BATCH,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Python client of sutra-storage next to redis-py (with hiredis) against Redis, on this
 # machine, in one run, alternating the two sides, one connection each, 1.2 KB values:
-# single stores, single reads, reads kept in flight together (asyncio.gather of 100 against a
-# pipeline of 100 GETs) and 100-key reads (get_many against MGET). See bench.py.
+# single stores, single reads, reads kept in flight together from asyncio (asyncio.gather of 100
+# against a pipeline of 100 GETs and against redis.asyncio's gather of 100; AsyncPipeline), a
+# blocking pipeline of 100 reads, and 100-key reads (get_many against MGET). See bench.py.
 #
 #   python/bench/compare-redis-py.sh [ROUNDS]     (default 3; medians are reported)
 #
@@ -80,6 +81,8 @@ print("| case | redis-py ops/s | sutra ops/s | sutra / redis-py |")
 print("|---|---:|---:|---:|")
 names = {"set": "store / SET", "get": "get / GET",
          "concurrent": "100 in flight: asyncio.gather / pipeline of 100 GET",
+         "gather": "asyncio.gather of 100 reads / redis.asyncio gather of 100 GET",
+         "async_pipeline": "asyncio: AsyncPipeline of 100 reads / pipeline of 100 GET",
          "pipeline": "pipeline of 100 reads: pipeline() / pipeline of 100 GET",
          "many": "get_many(100) / MGET 100 (keys/s)"}
 for case, name in names.items():

@@ -5,24 +5,28 @@
 //! client of the process. Each method builds one protocol request from Python values and
 //! either blocks for the answer with the GIL released (no `callback`) or returns at once and
 //! later calls `callback(ok, value)` from a runtime thread (`AsyncStorageClient` turns that
-//! into an asyncio future). Answers come back as plain Python values (dicts, tuples, bytes);
-//! `sutra_storage_client_tcp` builds its classes from them and defines the exceptions, whose
-//! factory it registers here with [`set_error_factory`].
+//! into an asyncio future). Concepts come back as [`Concept`] objects, the rest as plain
+//! Python values (dicts, lists, tuples); `sutra_storage_client_tcp` wraps them in its API and
+//! defines the exceptions, whose factory it registers here with [`set_error_factory`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use sutra_client::sutra_protocol::{
-    Concept, ConceptId, LearnConcept, Learned, QueryByType, Request, Response, StoreConcept,
-    StoreOutcome, Vector,
+    ConceptId, LearnConcept, Learned, QueryByType, Request, Response, StoreConcept, StoreOutcome,
+    Vector,
 };
 use sutra_client::{ClientConfig, ClientError};
+
+mod concept;
+
+use concept::Concept;
 
 /// Worker threads of the shared runtime: the client's work per request is a few
 /// microseconds of encoding, so two threads keep up with any Python program.
@@ -109,31 +113,56 @@ fn concept_id(py: Python<'_>, id: &str) -> PyResult<ConceptId> {
     ConceptId::parse(id).map_err(|failure| invalid(py, format!("concept id {id:?}: {failure}")))
 }
 
-/// A vector from its little-endian f32 bytes (the package converts lists and numpy arrays).
-fn vector(py: Python<'_>, bytes: &[u8]) -> PyResult<Vector> {
-    if !bytes.len().is_multiple_of(4) {
-        return Err(PyValueError::new_err(
-            "an embedding's bytes must be whole little-endian float32 values",
+/// A vector from a list of numbers, or from its little-endian f32 bytes (the package turns
+/// numpy arrays and other sequences into bytes).
+fn vector(py: Python<'_>, embedding: &Bound<'_, PyAny>) -> PyResult<Vector> {
+    let values: Vec<f32> = if let Ok(list) = embedding.cast::<PyList>() {
+        let mut values = Vec::with_capacity(list.len());
+        for item in list.iter() {
+            let value: f64 = item.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "embedding must be a sequence of floats, not one holding {}",
+                    item.get_type()
+                        .name()
+                        .map_or_else(|_| "?".to_owned(), |name| name.to_string())
+                ))
+            })?;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "a float32 vector; values beyond f32 become infinite and are refused"
+            )]
+            values.push(value as f32);
+        }
+        values
+    } else if let Ok(bytes) = embedding.cast::<PyBytes>() {
+        let bytes = bytes.as_bytes();
+        if !bytes.len().is_multiple_of(4) {
+            return Err(PyValueError::new_err(
+                "an embedding's bytes must be whole little-endian float32 values",
+            ));
+        }
+        bytes
+            .chunks_exact(4)
+            .map(|four| f32::from_le_bytes([four[0], four[1], four[2], four[3]]))
+            .collect()
+    } else {
+        return Err(PyTypeError::new_err(
+            "embedding must be a list of floats or little-endian float32 bytes",
         ));
-    }
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|four| f32::from_le_bytes([four[0], four[1], four[2], four[3]]))
-        .collect();
+    };
     let dimension = u32::try_from(values.len()).map_err(|_| invalid(py, "embedding too long"))?;
     Vector::new(values, dimension).map_err(|failure| invalid(py, format!("embedding: {failure}")))
 }
 
-/// One store: `(id, content, concept_type, model, attributes, embedding bytes, ttl_seconds)`.
-/// The bytes are borrowed from the Python object (a `Vec<u8>` would be extracted one int at a
-/// time: 1,024 conversions for a 256-dim vector, half the cost of a store).
-type StoreItem = (
+/// One store: `(id, content, concept_type, model, attributes, embedding, ttl_seconds)`, the
+/// embedding a list of floats or little-endian f32 bytes, read in place (see [`vector`]).
+type StoreItem<'py> = (
     String,
     String,
     String,
     String,
     BTreeMap<String, String>,
-    Option<PyBackedBytes>,
+    Option<Bound<'py, PyAny>>,
     Option<u64>,
 );
 
@@ -146,7 +175,7 @@ type LearnItem = (
     Option<u64>,
 );
 
-fn store_request(py: Python<'_>, item: StoreItem) -> PyResult<StoreConcept> {
+fn store_request(py: Python<'_>, item: StoreItem<'_>) -> PyResult<StoreConcept> {
     let (id, content, concept_type, model, attributes, embedding, ttl_seconds) = item;
     Ok(StoreConcept {
         id: concept_id(py, &id)?,
@@ -154,7 +183,9 @@ fn store_request(py: Python<'_>, item: StoreItem) -> PyResult<StoreConcept> {
         concept_type,
         model,
         attributes,
-        embedding: embedding.map(|bytes| vector(py, &bytes)).transpose()?,
+        embedding: embedding
+            .map(|embedding| vector(py, &embedding))
+            .transpose()?,
         ttl_seconds,
     })
 }
@@ -168,36 +199,6 @@ fn learn_request(py: Python<'_>, item: LearnItem) -> PyResult<LearnConcept> {
         attributes,
         ttl_seconds,
     })
-}
-
-/// `(id, content, concept_type, model, attributes, embedding bytes or None, created_at_ms,
-/// expires_at_ms or None)`.
-fn concept<'py>(py: Python<'py>, concept: &Concept) -> PyResult<Bound<'py, PyTuple>> {
-    let attributes = PyDict::new(py);
-    for (key, value) in &concept.attributes {
-        attributes.set_item(key, value)?;
-    }
-    let embedding = concept.embedding.as_ref().map(|vector| {
-        let bytes: Vec<u8> = vector
-            .as_slice()
-            .iter()
-            .flat_map(|value| value.to_le_bytes())
-            .collect();
-        PyBytes::new(py, &bytes)
-    });
-    PyTuple::new(
-        py,
-        [
-            concept.id.as_str().into_pyobject(py)?.into_any(),
-            concept.content.as_str().into_pyobject(py)?.into_any(),
-            concept.concept_type.as_str().into_pyobject(py)?.into_any(),
-            concept.model.as_str().into_pyobject(py)?.into_any(),
-            attributes.into_any(),
-            embedding.into_pyobject(py)?.into_any(),
-            concept.created_at_ms.into_pyobject(py)?.into_any(),
-            concept.expires_at_ms.into_pyobject(py)?.into_any(),
-        ],
-    )
 }
 
 fn outcome<'py>(py: Python<'py>, outcome: &StoreOutcome) -> PyResult<Bound<'py, PyDict>> {
@@ -231,11 +232,11 @@ fn answer(py: Python<'_>, response: Result<Response, ClientError>) -> PyResult<P
             dict.into_any()
         }
         Response::Stored(stored) => outcome(py, &stored)?.into_any(),
-        Response::Concept(found) => concept(py, &found)?.into_any(),
+        Response::Concept(found) => Bound::new(py, Concept::new(found))?.into_any(),
         Response::Page(page) => {
             let concepts = PyList::empty(py);
-            for found in &page.concepts {
-                concepts.append(concept(py, found)?)?;
+            for found in page.concepts {
+                concepts.append(Bound::new(py, Concept::new(found))?)?;
             }
             PyTuple::new(
                 py,
@@ -258,9 +259,9 @@ fn answer(py: Python<'_>, response: Result<Response, ClientError>) -> PyResult<P
         }
         Response::Many(found) => {
             let list = PyList::empty(py);
-            for item in &found {
+            for item in found {
                 match item {
-                    Some(item) => list.append(concept(py, item)?)?,
+                    Some(item) => list.append(Bound::new(py, Concept::new(item))?)?,
                     None => list.append(py.None())?,
                 }
             }
@@ -521,11 +522,11 @@ fn build(py: Python<'_>, name: &str, args: &Bound<'_, PyTuple>) -> PyResult<Requ
         "health" => Request::Health,
         "stats" => Request::Stats,
         "store" => {
-            let (item,): (StoreItem,) = args.extract()?;
+            let (item,): (StoreItem<'_>,) = args.extract()?;
             Request::StoreConcept(store_request(py, item)?)
         }
         "store_many" => {
-            let (items,): (Vec<StoreItem>,) = args.extract()?;
+            let (items,): (Vec<StoreItem<'_>>,) = args.extract()?;
             let stores = items
                 .into_iter()
                 .map(|item| store_request(py, item))
@@ -583,6 +584,7 @@ fn build(py: Python<'_>, name: &str, args: &Bound<'_, PyTuple>) -> PyResult<Requ
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Client>()?;
+    module.add_class::<Concept>()?;
     module.add_function(wrap_pyfunction!(set_error_factory, module)?)?;
     module.add_function(wrap_pyfunction!(shutdown, module)?)?;
     module.add("PROTOCOL_ERRORS", {

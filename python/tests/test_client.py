@@ -112,6 +112,31 @@ def test_numpy_in_and_out_without_lists(server) -> None:
     assert client.get_concept_by_id("np64").embedding_array()[5] == 5.0
 
 
+def test_concepts_read_as_python_would_convert_them(server) -> None:
+    client = client_for(server)
+    client.store_concept(
+        "c1", "content", embedding=list(range(DIM)), ttl_seconds=3600,
+        metadata=ConceptMetadata(concept_type="t", model="m", attributes={"a": "b"}),
+    )
+    concept = client.get_concept_by_id("c1")
+    iso = lambda ms: datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(  # noqa: E731
+        timespec="milliseconds")
+    assert concept.created_at == iso(concept.created_at_ms)
+    assert concept.expires_at == iso(concept.expires_at_ms)
+    assert concept.embedding == [float(i) for i in range(DIM)]  # ints stored as floats
+    assert concept.embedding is concept.embedding  # made once
+    assert concept.dimension == DIM
+    assert concept == client.get_concept_by_id("c1")
+    assert client.get_many(["c1"])[0] == concept and client.query_by_type("t") == [concept]
+    client.store_concept("c2", "content")
+    other = client.get_concept_by_id("c2")
+    assert concept != other and other.embedding is None and other.embedding_array() is None
+    assert other.expires_at is None and other.dimension == 0
+    metadata = concept.metadata
+    assert (metadata.concept_type, metadata.model, metadata.attributes) == ("t", "m", {"a": "b"})
+    assert repr(concept).startswith("Concept(id='c1', concept_type='t', model='m', dimension=")
+
+
 def test_bad_input_is_refused_clearly_and_stores_nothing(server) -> None:
     client = client_for(server)
     with pytest.raises(sutra.DimensionMismatch) as wrong:

@@ -32,9 +32,13 @@ pub mod service;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Connections the kernel holds for the accept loop (what `TcpListener::bind` uses); the
+/// server's own bound is `MAX_CONNECTIONS`.
+const LISTEN_BACKLOG: u32 = 1024;
 use tracing::{info, warn};
 
 pub use config::{AuthConfig, Cli, ModelConfig, Role, ServerConfig};
@@ -153,12 +157,24 @@ impl Server {
                     message: error.to_string(),
                 })
             })??;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen_addr,
-                source,
-            })?;
+        // The port is taken now (a second server fails here, before loading a model) but
+        // connections are accepted only once the server can answer them: a client or a
+        // health check that connects while the model loads is refused, not left waiting.
+        let bind_error = |source| ServerError::Bind {
+            addr: config.listen_addr,
+            source,
+        };
+        let socket = if config.listen_addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(config.listen_addr)?;
+            Ok(socket)
+        })
+        .map_err(bind_error)?;
         let embedder = match (&config.embedding_service, &config.model) {
             (Some(remote), _) => {
                 info!(url = %remote.url, timeout_ms = remote.timeout.as_millis(), retries = remote.retries, "learning through the embedding service (SUTRA_EMBEDDING_SERVICE_URL)");
@@ -179,6 +195,7 @@ impl Server {
                 .with_embedder(embedder)
                 .with_auth(config.auth.clone()),
         );
+        let listener = socket.listen(LISTEN_BACKLOG).map_err(bind_error)?;
         Ok(Server {
             listener,
             shared: Arc::new(net::Shared { service, config }),

@@ -38,9 +38,10 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
+            let report = sutra_embed::error_report(error.as_ref());
+            tracing::error!("{report}");
             // Not eprintln!: it panics when stderr is closed.
-            let _ = writeln!(std::io::stderr(), "sutra-storage: {error:#}");
+            let _ = writeln!(std::io::stderr(), "sutra-storage: {report}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -48,6 +48,26 @@ fn invalid_configuration_is_refused_with_a_clear_message() {
 }
 
 #[test]
+fn a_taken_port_is_named_once_and_refused() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = taken.local_addr().expect("bound").port().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(BINARY)
+        .env_clear()
+        .env("STORAGE_PORT", &port)
+        .env("STORAGE_PATH", dir.path())
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!("sutra-storage: cannot listen on 127.0.0.1:{port}: Address already in use (os error 98)")
+    );
+}
+
+#[test]
 fn serves_text_and_http_then_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = spawn(&[

@@ -48,9 +48,10 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
+            let report = sutra_embed::error_report(error.as_ref());
+            tracing::error!("{report}");
             // Not eprintln!: it panics when stderr is closed.
-            let _ = writeln!(std::io::stderr(), "sutra-embedding-service: {error:#}");
+            let _ = writeln!(std::io::stderr(), "sutra-embedding-service: {report}");
             std::process::ExitCode::FAILURE
         }
     }

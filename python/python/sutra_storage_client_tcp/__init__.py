@@ -32,7 +32,7 @@ import atexit
 import math
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import (
     Any,
     Dict,
@@ -48,6 +48,7 @@ from typing import (
 
 from . import errors
 from ._native import Client as _Native
+from ._native import Concept
 from ._native import set_error_factory as _set_error_factory
 from ._native import shutdown as _native_shutdown
 from .errors import (
@@ -126,12 +127,6 @@ def _timestamp(moment: Moment, field: str) -> Optional[float]:
     return moment.timestamp()
 
 
-def _iso(ms: Optional[int]) -> Optional[str]:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
-
-
 class ConceptMetadata:
     """The seed's metadata of a stored concept.
 
@@ -173,102 +168,11 @@ class ConceptMetadata:
         )
 
 
-class Concept:
-    """A stored concept.
-
-    ``embedding`` is a list of floats (``None`` without a vector); :meth:`embedding_array`
-    is the same vector as a read-only numpy float32 array over the received bytes, with no
-    copy. ``created_at``/``expires_at`` are ISO-8601 UTC strings (``expires_at`` ``None``
-    for no expiry); ``created_at_ms``/``expires_at_ms`` the server's Unix milliseconds.
-    """
-
-    __slots__ = (
-        "id",
-        "content",
-        "concept_type",
-        "model",
-        "attributes",
-        "created_at_ms",
-        "expires_at_ms",
-        "_vector",
-        "_list",
-    )
-
-    def __init__(self, raw: Tuple[Any, ...]) -> None:
-        (
-            self.id,
-            self.content,
-            self.concept_type,
-            self.model,
-            self.attributes,
-            self._vector,
-            self.created_at_ms,
-            self.expires_at_ms,
-        ) = raw
-        self._list: Optional[List[float]] = None
-
-    @property
-    def embedding(self) -> Optional[List[float]]:
-        if self._vector is None:
-            return None
-        if self._list is None:
-            values = array.array("f")
-            values.frombytes(self._vector)
-            if sys.byteorder == "big":
-                values.byteswap()
-            self._list = values.tolist()
-        return self._list
-
-    def embedding_array(self) -> Any:
-        """The vector as a read-only numpy float32 array (no copy); ``None`` without one."""
-        if self._vector is None:
-            return None
-        import numpy
-
-        return numpy.frombuffer(self._vector, dtype="<f4")
-
-    @property
-    def dimension(self) -> int:
-        return 0 if self._vector is None else len(self._vector) // 4
-
-    @property
-    def created_at(self) -> str:
-        return _iso(self.created_at_ms) or ""
-
-    @property
-    def expires_at(self) -> Optional[str]:
-        return _iso(self.expires_at_ms)
-
-    @property
-    def metadata(self) -> ConceptMetadata:
-        return ConceptMetadata(
-            concept_type=self.concept_type,
-            created_at=self.created_at,
-            expires_at=self.expires_at,
-            model=self.model,
-            attributes=self.attributes,
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Concept):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in _FIELDS)
-
-    def __repr__(self) -> str:
-        return (
-            f"Concept(id={self.id!r}, concept_type={self.concept_type!r}, "
-            f"model={self.model!r}, dimension={self.dimension}, content={self.content[:40]!r})"
-        )
-
-
-_FIELDS = ("id", "content", "concept_type", "model", "attributes", "_vector", "created_at_ms",
-           "expires_at_ms")
-
-
-def _embedding_bytes(embedding: Optional[Embedding]) -> Optional[bytes]:
-    """Little-endian float32 bytes of a list of numbers or a 1-D numpy array."""
-    if embedding is None:
-        return None
+def _embedding(embedding: Optional[Embedding]) -> Union[None, List[float], bytes]:
+    """A list of numbers as it is (the native half reads it in place), or the little-endian
+    float32 bytes of a 1-D numpy array or another sequence of numbers."""
+    if embedding is None or type(embedding) is list:
+        return embedding
     if isinstance(embedding, (str, bytes, bytearray, memoryview)):
         raise TypeError("embedding must be a sequence of floats or a numpy array")
     if hasattr(embedding, "__array__") and hasattr(embedding, "dtype"):
@@ -305,7 +209,7 @@ def _store_item(
         metadata.concept_type,
         metadata.model,
         {str(k): str(v) for k, v in metadata.attributes.items()},
-        _embedding_bytes(embedding),
+        _embedding(embedding),
         ttl_seconds,
     )
 
@@ -346,10 +250,6 @@ def _learn_args(
             "concept_id": concept_id, "ttl_seconds": ttl_seconds}
 
 
-def _concepts(raw: List[Optional[Tuple[Any, ...]]]) -> List[Optional[Concept]]:
-    return [None if item is None else Concept(item) for item in raw]
-
-
 class _Base:
     _blocking = False
 
@@ -382,12 +282,8 @@ def _outcome(name: str, ok: bool, value: Any) -> Any:
         if name == "get" and isinstance(value, NotFound):
             return None
         return value
-    if name == "get":
-        return Concept(value)
-    if name == "get_many":
-        return _concepts(value)
     if name == "query":
-        return [Concept(item) for item in value[0]]
+        return value[0]
     return value
 
 
@@ -537,13 +433,13 @@ class StorageClient(_Base):
     def get_concept_by_id(self, concept_id: str) -> Optional[Concept]:
         """The concept, or ``None`` when there is none (or it expired)."""
         try:
-            return Concept(self._native.call("get", (concept_id,)))
+            return self._native.call("get", (concept_id,))
         except NotFound:
             return None
 
     def get_many(self, concept_ids: Sequence[str]) -> List[Optional[Concept]]:
         """The concepts in order, ``None`` for each missing id, in one request."""
-        return _concepts(self._native.call("get_many", (list(concept_ids),)))
+        return self._native.call("get_many", (list(concept_ids),))
 
     def query_by_type(self, concept_type: str, limit: Optional[int] = None) -> List[Concept]:
         """Every concept of a type (at most ``limit``), in id order, page after page."""
@@ -560,8 +456,7 @@ class StorageClient(_Base):
         while remaining is None or remaining > 0:
             size = page_size if remaining is None else min(page_size, remaining)
             raw, cursor = self._native.call("query", (concept_type, size, cursor))
-            for item in raw:
-                yield Concept(item)
+            yield from raw
             if remaining is not None:
                 remaining -= len(raw)
             if not cursor:
@@ -684,12 +579,12 @@ class AsyncStorageClient(_Base):
 
     async def get_concept_by_id(self, concept_id: str) -> Optional[Concept]:
         try:
-            return Concept(await self._call("get", concept_id))
+            return await self._call("get", concept_id)
         except NotFound:
             return None
 
     async def get_many(self, concept_ids: Sequence[str]) -> List[Optional[Concept]]:
-        return _concepts(await self._call("get_many", list(concept_ids)))
+        return await self._call("get_many", list(concept_ids))
 
     async def query_by_type(self, concept_type: str, limit: Optional[int] = None) -> List[Concept]:
         found: List[Concept] = []
@@ -698,7 +593,7 @@ class AsyncStorageClient(_Base):
             size = DEFAULT_PAGE_SIZE if limit is None else min(DEFAULT_PAGE_SIZE,
                                                                limit - len(found))
             raw, cursor = await self._call("query", concept_type, size, cursor)
-            found.extend(Concept(item) for item in raw)
+            found.extend(raw)
             if not cursor:
                 break
         return found

@@ -110,7 +110,10 @@ fn main() -> std::process::ExitCode {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("sutra-validate: {error:#}");
+            eprintln!(
+                "sutra-validate: {}",
+                sutra_embed::error_report(error.as_ref())
+            );
             std::process::ExitCode::from(2)
         }
     }
