@@ -637,7 +637,7 @@ fn examples() -> Vec<(&'static str, (Vec<u8>, String))> {
                     12,
                     0x0A,
                     Response::Learned(Learned {
-                        id: "learn-9b71d224bd62f3785d96d46ad3ea3d73".to_owned(),
+                        id: "learn-e929322f51807646e290f55b4ea437de".to_owned(),
                         outcome: StoreOutcome {
                             created: true,
                             created_at_ms: concept.created_at_ms,
@@ -738,7 +738,7 @@ fn examples() -> Vec<(&'static str, (Vec<u8>, String))> {
                     0x00,
                     Response::error(
                         ErrorCode::FrameTooLarge,
-                        "frame of 1819505524 bytes exceeds the maximum of 4194304 bytes",
+                        "frame of 1818850164 bytes exceeds the maximum of 4194304 bytes",
                     ),
                 ),
                 &with(&response_fields, &[U16("error code"), Str("message")]),

@@ -35,6 +35,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/api/learn", post(learn))
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&service),
             require_token,
@@ -100,11 +101,7 @@ struct LearnBody {
 }
 
 fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "ok": false, "error": json::error(code, message) })),
-    )
-        .into_response()
+    (status, Json(json::failure(code, message))).into_response()
 }
 
 fn learn_request(body: LearnBody) -> Result<LearnConcept, String> {
@@ -251,16 +248,28 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
         .into_response()
 }
 
+/// The endpoints, for the error of a request that matches none.
+const ENDPOINTS: &str = "GET /health, GET /api/health, GET /stats, GET /metrics or POST /api/learn";
+
 async fn not_found() -> Response {
-    let body = json::error(
-        ErrorCode::NotFound,
-        "no such endpoint; try GET /health, GET /stats, GET /metrics or POST /api/learn",
-    );
-    (
+    error_response(
         StatusCode::NOT_FOUND,
-        Json(serde_json::json!({ "ok": false, "error": body })),
+        ErrorCode::NotFound,
+        &format!("no such endpoint; try {ENDPOINTS}"),
     )
-        .into_response()
+}
+
+/// A known path with another method (`POST /health`): 405 with the same JSON error body as
+/// every other error status, and the `Allow` header axum sets.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidArgument,
+        &format!(
+            "{method} is not allowed on {}; the endpoints are {ENDPOINTS}",
+            uri.path()
+        ),
+    )
 }
 
 /// Serves HTTP/1.1 on an accepted connection until the client closes it or `shutdown` is

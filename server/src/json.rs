@@ -73,6 +73,12 @@ pub fn error(code: ErrorCode, message: &str) -> Value {
     json!({ "code": code.as_u16(), "name": code.name(), "message": message })
 }
 
+/// The one shape of every failed reply, a text line or an HTTP error body:
+/// `{"ok":false,"error":{"code","name","message"}}`.
+pub fn failure(code: ErrorCode, message: &str) -> Value {
+    json!({ "ok": false, "error": error(code, message) })
+}
+
 /// The text-mode reply line for a response.
 pub fn reply(response: &Response) -> Value {
     match response {
@@ -109,8 +115,6 @@ pub fn reply(response: &Response) -> Value {
             "ok": true,
             "learned": learned.iter().map(learned_json).collect::<Vec<_>>(),
         }),
-        Response::Error(failure) => {
-            json!({ "ok": false, "error": error(failure.code, &failure.message) })
-        }
+        Response::Error(error) => failure(error.code, &error.message),
     }
 }

@@ -324,7 +324,8 @@ pub async fn http_post_as(
     .await
 }
 
-async fn http_request(addr: SocketAddr, request: &str) -> anyhow::Result<(u16, String)> {
+/// Sends `request` (a whole HTTP/1.1 request) on a fresh connection; the status and body.
+pub async fn http_request(addr: SocketAddr, request: &str) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();

@@ -457,14 +457,14 @@ async fn reject_busy(mut stream: TcpStream, shared: &Shared) {
         }
         dst.to_vec()
     } else if looks_like_http(seen) {
-        let body = crate::json::error(ErrorCode::Busy, MESSAGE).to_string();
+        let body = crate::json::failure(ErrorCode::Busy, MESSAGE).to_string();
         format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         )
         .into_bytes()
     } else {
-        let mut line = serde_json::json!({ "ok": false, "error": crate::json::error(ErrorCode::Busy, MESSAGE) }).to_string();
+        let mut line = crate::json::failure(ErrorCode::Busy, MESSAGE).to_string();
         line.push('\n');
         line.into_bytes()
     };

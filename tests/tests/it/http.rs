@@ -33,7 +33,38 @@ async fn stats_and_unknown_paths() -> anyhow::Result<()> {
     assert!(stats["connections_total"].as_u64() >= Some(1));
     let (status, body) = http_get(server.addr, "/nope").await?;
     assert_eq!(status, 404);
-    assert!(body.contains("NotFound"));
+    let error: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(error["ok"], false);
+    assert_eq!(error["error"]["name"], "NotFound");
+    server.stop().await
+}
+
+#[tokio::test]
+async fn every_error_status_has_the_one_json_error_body() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    for (method, path) in [
+        ("POST", "/health"),
+        ("DELETE", "/stats"),
+        ("PUT", "/metrics"),
+        ("GET", "/api/learn"),
+    ] {
+        let (status, body) = sutra_tests::http_request(
+            server.addr,
+            &format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        )
+        .await?;
+        assert_eq!(status, 405, "{method} {path}");
+        let error: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|failure| anyhow::anyhow!("{method} {path}: {failure}: {body:?}"))?;
+        assert_eq!(error["ok"], false, "{body}");
+        assert_eq!(error["error"]["name"], "InvalidArgument", "{body}");
+        assert_eq!(error["error"]["code"], 5, "{body}");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("{method} is not allowed on {path}")),
+            "{message}"
+        );
+    }
     server.stop().await
 }
 

@@ -41,6 +41,13 @@ async fn connections_over_the_limit_get_busy_then_close() -> anyhow::Result<()> 
     let reply = text.command("HEALTH").await?;
     assert_eq!(reply["error"]["name"], "Busy");
 
+    // HTTP gets 503 with the JSON error body every HTTP error has.
+    let (status, body) = sutra_tests::http_get(server.addr, "/health").await?;
+    assert_eq!(status, 503);
+    let body: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(body["ok"], false);
+    assert_eq!(body["error"]["name"], "Busy");
+
     // The existing connections are unaffected, and a freed slot is reusable.
     first.send(&request_bytes(2, Request::Health)).await?;
     assert_eq!(first.expect().await?.request_id, 2);
