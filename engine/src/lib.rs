@@ -34,7 +34,7 @@ use std::time::Duration;
 use sutra_protocol::{
     Concept, ConceptId, ErrorCode, QueryByType, QueryPage, StoreConcept, StoreOutcome,
 };
-use sutra_wal::{LatencySnapshot, WalConfig, WalError};
+use sutra_wal::WalError;
 use tokio::sync::oneshot;
 
 use capacity::{Admission, Bounded};
@@ -43,6 +43,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use persist::CheckpointConfig;
 use record::Record;
 use store::ConceptStore;
+/// The log's settings and latency figures, for the engine's users (the server configures and
+/// reports them without depending on the log crate).
+pub use sutra_wal::{FsyncPolicy, Latency, LatencySnapshot, WalConfig};
 
 /// The concept type of the server's own events (`SUTRA_EVENTS`). The engine treats them as
 /// bookkeeping, not data: they are stored and logged like any concept, but never counted
@@ -209,6 +212,12 @@ impl EngineError {
             | EngineError::Invalid(_) => self.to_string(),
             _ => "internal error; see the server log".to_owned(),
         }
+    }
+
+    /// Whether this is a write refused because the log failed earlier and the store is
+    /// read-only until a restart (reported once, when the log failed).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, EngineError::Storage(WalError::Poisoned))
     }
 
     fn from_append(error: WalError) -> EngineError {

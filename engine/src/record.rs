@@ -2,7 +2,7 @@
 //!
 //! This format belongs to the engine and is versioned with the data directory
 //! (`MANIFEST`'s `format_version`), not with the wire protocol; it reuses only the protocol's
-//! primitive field encodings (`sutra_protocol::wire`).
+//! field encodings (`sutra_protocol::wire` and `sutra_protocol::fields`).
 //!
 //! | field | encoding |
 //! |---|---|
@@ -36,7 +36,7 @@
 //! with `embedding` replaced by an option<u32> vector slot number (see `vectors.rs`).
 
 use bytes::{BufMut, BytesMut};
-use sutra_protocol::wire;
+use sutra_protocol::{fields, wire};
 use sutra_protocol::{Concept, ConceptId, DecodeError, EncodeError};
 
 const TAG_PUT: u8 = 1;
@@ -107,11 +107,11 @@ pub(crate) fn encode_for_snapshot(concept: &Concept) -> Result<Vec<u8>, EncodeEr
 
 fn put_head(dst: &mut BytesMut, tag: u8, concept: &Concept) -> Result<(), EncodeError> {
     dst.put_u8(tag);
-    wire::put_id(dst, &concept.id)?;
+    fields::put_id(dst, &concept.id)?;
     wire::put_str(dst, &concept.content, "content")?;
     wire::put_str(dst, &concept.concept_type, "concept_type")?;
     wire::put_str(dst, &concept.model, "model")?;
-    wire::put_attributes(dst, &concept.attributes)
+    fields::put_attributes(dst, &concept.attributes)
 }
 
 fn put_tail(dst: &mut BytesMut, concept: &Concept) {
@@ -121,7 +121,7 @@ fn put_tail(dst: &mut BytesMut, concept: &Concept) {
 
 fn put_concept(dst: &mut BytesMut, concept: &Concept) -> Result<(), EncodeError> {
     put_head(dst, TAG_PUT, concept)?;
-    wire::put_optional_vector(dst, concept.embedding.as_ref())?;
+    fields::put_optional_vector(dst, concept.embedding.as_ref())?;
     put_tail(dst, concept);
     Ok(())
 }
@@ -153,11 +153,11 @@ impl Record {
             }
             Record::Delete(id) => {
                 dst.put_u8(TAG_DELETE);
-                wire::put_id(&mut dst, id)?;
+                fields::put_id(&mut dst, id)?;
             }
             Record::Expire { id, at_ms } => {
                 dst.put_u8(TAG_EXPIRE);
-                wire::put_id(&mut dst, id)?;
+                fields::put_id(&mut dst, id)?;
                 dst.put_u64_le(*at_ms);
             }
         }
@@ -168,18 +168,18 @@ impl Record {
         let mut buf = bytes;
         let record = match wire::get_u8(&mut buf, "record tag")? {
             TAG_PUT => Record::Put(Concept {
-                id: wire::get_id(&mut buf)?,
+                id: fields::get_id(&mut buf)?,
                 content: wire::get_str(&mut buf, "content", u32::MAX)?.to_owned(),
                 concept_type: wire::get_str(&mut buf, "concept_type", u32::MAX)?.to_owned(),
                 model: wire::get_str(&mut buf, "model", u32::MAX)?.to_owned(),
-                attributes: wire::get_attributes(&mut buf)?,
-                embedding: wire::get_optional_vector(&mut buf, Some(vector_dimension))?,
+                attributes: fields::get_attributes(&mut buf)?,
+                embedding: fields::get_optional_vector(&mut buf, Some(vector_dimension))?,
                 created_at_ms: wire::get_u64(&mut buf, "created_at_ms")?,
                 expires_at_ms: wire::get_option_u64(&mut buf, "expires_at_ms")?,
             }),
-            TAG_DELETE => Record::Delete(wire::get_id(&mut buf)?),
+            TAG_DELETE => Record::Delete(fields::get_id(&mut buf)?),
             TAG_EXPIRE => Record::Expire {
-                id: wire::get_id(&mut buf)?,
+                id: fields::get_id(&mut buf)?,
                 at_ms: wire::get_u64(&mut buf, "at_ms")?,
             },
             TAG_CLEAR_TYPE => {
@@ -205,11 +205,11 @@ impl Record {
                 Record::Batch(concepts)
             }
             TAG_PUT_SLOT => {
-                let id = wire::get_id(&mut buf)?;
+                let id = fields::get_id(&mut buf)?;
                 let content = wire::get_str(&mut buf, "content", u32::MAX)?.to_owned();
                 let concept_type = wire::get_str(&mut buf, "concept_type", u32::MAX)?.to_owned();
                 let model = wire::get_str(&mut buf, "model", u32::MAX)?.to_owned();
-                let attributes = wire::get_attributes(&mut buf)?;
+                let attributes = fields::get_attributes(&mut buf)?;
                 let slot = if wire::get_option_tag(&mut buf, "slot")? {
                     Some(wire::get_u32(&mut buf, "slot")?)
                 } else {

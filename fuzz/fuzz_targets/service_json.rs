@@ -1,15 +1,12 @@
 //! The embedding service's JSON bodies (`POST /embed`, `POST /v1/embeddings`, ML-base
-//! `POST /embed`) on arbitrary bytes: the parser every handler uses, compiled from the
-//! service's source so the model is not built. Accepted bodies satisfy the limits; refused
-//! ones get 400, 413 or 422, never anything else.
+//! `POST /embed`) on arbitrary bytes: the parser every handler uses
+//! (`sutra_protocol::embed_json`, which builds without the model). Accepted bodies satisfy
+//! the limits; refused ones get 400, 413 or 422, never anything else.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code, unused_imports)]
-#[path = "../../service/src/request.rs"]
-mod request;
-
+use sutra_protocol::embed_json as request;
 use request::{Limits, RequestError};
 
 fn within(texts: &[String], limits: &Limits) {

@@ -12,6 +12,7 @@
 //! - [`text`]: the line-oriented command parser for `nc`/`telnet`, producing the same
 //!   [`Request`] values.
 //! - [`ErrorCode`]: stable numeric error codes, never renumbered.
+//! - `embed_json` (feature `embed-json`): the embedding service's JSON request bodies.
 //!
 //! `PROTOCOL.md` at the repository root documents the same layout byte by byte; the tests in
 //! this crate pin the encodings against its hex dumps.
@@ -30,7 +31,10 @@
 
 #![deny(clippy::indexing_slicing)]
 
+#[cfg(feature = "embed-json")]
+pub mod embed_json;
 mod error;
+pub mod fields;
 mod frame;
 mod limits;
 pub mod request;

@@ -80,6 +80,25 @@ impl Opcode {
             .find(|opcode| *opcode as u8 == value)
     }
 
+    /// Whether the request changes the store (the server answers the reads queued behind a
+    /// write only once the write is applied, so a connection reads its own writes).
+    pub const fn is_write(self) -> bool {
+        match self {
+            Opcode::StoreConcept
+            | Opcode::Delete
+            | Opcode::StoreMany
+            | Opcode::ClearType
+            | Opcode::LearnConcept
+            | Opcode::LearnBatch => true,
+            Opcode::Health
+            | Opcode::GetConceptById
+            | Opcode::QueryByType
+            | Opcode::Stats
+            | Opcode::GetMany
+            | Opcode::Auth => false,
+        }
+    }
+
     /// The opcode's name as used in `PROTOCOL.md`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -545,4 +564,20 @@ pub fn decode_request(payload: &[u8], limits: &Limits) -> Result<RequestFrame, R
         request_id: header.request_id,
         request,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Opcode;
+
+    #[test]
+    fn the_writes_are_the_requests_that_change_the_store() {
+        let writes: Vec<u8> = Opcode::ALL
+            .into_iter()
+            .filter(|opcode| opcode.is_write())
+            .map(|opcode| opcode as u8)
+            .collect();
+        // StoreConcept, Delete, StoreMany, ClearType, LearnConcept, LearnBatch.
+        assert_eq!(writes, [0x02, 0x05, 0x08, 0x09, 0x0a, 0x0b]);
+    }
 }

@@ -18,7 +18,6 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::types::{self, Attributes, ConceptId, FieldLimits, Vector};
 
 /// Reads a u8.
 pub fn get_u8(buf: &mut &[u8], field: &'static str) -> Result<u8, DecodeError> {
@@ -161,38 +160,4 @@ pub fn get_option_u64(buf: &mut &[u8], field: &'static str) -> Result<Option<u64
     } else {
         Ok(None)
     }
-}
-
-/// Reads a concept id (non-empty; bounded only by the input). For data the server wrote
-/// itself, such as its log; network input goes through the request decoder's limits.
-pub fn get_id(buf: &mut &[u8]) -> Result<ConceptId, DecodeError> {
-    ConceptId::decode(buf, u32::MAX)
-}
-
-/// Writes a concept id.
-pub fn put_id(dst: &mut BytesMut, id: &ConceptId) -> Result<(), EncodeError> {
-    id.encode(dst)
-}
-
-/// Reads a map<string,string> bounded only by the input.
-pub fn get_attributes(buf: &mut &[u8]) -> Result<Attributes, DecodeError> {
-    types::decode_attributes(buf, FieldLimits::UNBOUNDED)
-}
-
-/// Writes a map<string,string>.
-pub fn put_attributes(dst: &mut BytesMut, attributes: &Attributes) -> Result<(), EncodeError> {
-    types::encode_attributes(dst, attributes)
-}
-
-/// Reads an option<vector>; with `expected_dimension` the count must match it.
-pub fn get_optional_vector(
-    buf: &mut &[u8],
-    expected_dimension: Option<u32>,
-) -> Result<Option<Vector>, DecodeError> {
-    types::decode_optional_vector(buf, expected_dimension)
-}
-
-/// Writes an option<vector>.
-pub fn put_optional_vector(dst: &mut BytesMut, vector: Option<&Vector>) -> Result<(), EncodeError> {
-    types::encode_optional_vector(dst, vector)
 }

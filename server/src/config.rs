@@ -6,14 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use sutra_protocol::Limits;
-use sutra_wal::{FsyncPolicy, WalConfig};
-
-use crate::engine::{Capacity, CheckpointConfig, EvictionPolicy};
-use crate::events::EventsConfig;
-use crate::reaper::ReaperConfig;
-use crate::remote::RemoteConfig;
 use sutra_embed::{BatcherConfig, Precision};
+use sutra_engine::{Capacity, CheckpointConfig, EvictionPolicy, FsyncPolicy, WalConfig};
+use sutra_protocol::Limits;
+
+use crate::auth::AuthConfig;
+use crate::remote::RemoteConfig;
 
 /// The embedding model the server loads for LearnConcept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,35 +406,6 @@ pub struct ServerConfig {
     pub events: Option<EventsConfig>,
 }
 
-/// `SUTRA_AUTH_TOKEN`: the token's SHA-256 (the token itself is not kept) and whether health
-/// checks stay open.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AuthConfig {
-    /// SHA-256 of the token.
-    pub token_sha256: [u8; 32],
-    /// `SUTRA_AUTH_OPEN_HEALTH`.
-    pub open_health: bool,
-}
-
-impl AuthConfig {
-    /// Requires `token`.
-    pub fn new(token: &str, open_health: bool) -> AuthConfig {
-        use sha2::Digest;
-        AuthConfig {
-            token_sha256: sha2::Sha256::digest(token.as_bytes()).into(),
-            open_health,
-        }
-    }
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("open_health", &self.open_health)
-            .finish_non_exhaustive()
-    }
-}
-
 impl ServerConfig {
     /// Default `MAX_CONNECTIONS`.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -695,6 +664,56 @@ pub const SEED_VARIABLES_WITHOUT_EFFECT: &[(&str, &str)] = &[
     ("SUTRA_EDITION", "there is one edition; nothing to select"),
     ("PYTHONUNBUFFERED", "the log goes to stderr unbuffered"),
 ];
+
+/// The reaper's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaperConfig {
+    /// Time between cycles; zero disables the reaper.
+    pub interval: Duration,
+    /// Most removals per step.
+    pub batch: usize,
+}
+
+impl ReaperConfig {
+    /// Default `REAPER_INTERVAL_MS`.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+    /// Default `REAPER_BATCH`.
+    pub const DEFAULT_BATCH: usize = 1_000;
+}
+
+impl Default for ReaperConfig {
+    fn default() -> ReaperConfig {
+        ReaperConfig {
+            interval: Self::DEFAULT_INTERVAL,
+            batch: Self::DEFAULT_BATCH,
+        }
+    }
+}
+
+/// `SUTRA_EVENTS_*` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// Lifetime of each event.
+    pub ttl: Duration,
+    /// Time between summaries.
+    pub interval: Duration,
+}
+
+impl EventsConfig {
+    /// Default `SUTRA_EVENTS_TTL_SECS`: seven days.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// Default `SUTRA_EVENTS_INTERVAL_SECS`.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            ttl: Self::DEFAULT_TTL,
+            interval: Self::DEFAULT_INTERVAL,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -28,52 +28,28 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sutra_protocol::{Attributes, ConceptId, Limits, StoreConcept};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::service::{Service, VERSION};
+use crate::config::EventsConfig;
+use crate::executor::{Executor, VERSION};
 
 /// The concept type of events (the engine keeps them outside `MAX_CONCEPTS`).
 pub use sutra_engine::EVENT_TYPE;
 
-/// `SUTRA_EVENTS_*` settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventsConfig {
-    /// Lifetime of each event.
-    pub ttl: Duration,
-    /// Time between summaries.
-    pub interval: Duration,
-}
-
-impl EventsConfig {
-    /// Default `SUTRA_EVENTS_TTL_SECS`: seven days.
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-    /// Default `SUTRA_EVENTS_INTERVAL_SECS`.
-    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-}
-
-impl Default for EventsConfig {
-    fn default() -> EventsConfig {
-        EventsConfig {
-            ttl: Self::DEFAULT_TTL,
-            interval: Self::DEFAULT_INTERVAL,
-        }
-    }
-}
-
 /// Writes events into the server's own store.
 pub struct Events {
-    service: Arc<Service>,
+    service: Arc<Executor>,
     config: EventsConfig,
     sequence: AtomicU64,
 }
 
 impl Events {
     /// Events for `service`'s store.
-    pub fn new(service: Arc<Service>, config: EventsConfig) -> Events {
+    pub fn new(service: Arc<Executor>, config: EventsConfig) -> Events {
         Events {
             service,
             config,
@@ -269,7 +245,7 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn take(service: &Service) -> Snapshot {
+    fn take(service: &Executor) -> Snapshot {
         let stats = service.stats();
         let counter = |name: &str| stats.get(name).unwrap_or(0);
         Snapshot {

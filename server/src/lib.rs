@@ -6,10 +6,15 @@
 //!   via an injected clock), made durable by the write-ahead log (`sutra-wal`) and
 //!   checkpoints in `STORAGE_PATH`.
 //!   Only the engine changes stored state.
-//! - `service`: executes a [`sutra_protocol::Request`] against the engine and keeps counters;
-//!   the binary, text and HTTP sessions all go through it.
-//! - `net`: accept loop, connection limit, first-byte sniffing, binary and text sessions.
-//! - [`http`]: `GET /health`, `/stats`, `/metrics` and `POST /api/learn` (axum over hyper).
+//! - [`executor`]: executes a [`sutra_protocol::Request`] against the engine and keeps
+//!   counters; the binary, text and HTTP sessions all go through it. [`learn`] embeds the
+//!   texts of LearnConcept/LearnBatch (in process, or through [`remote`]); `reply` maps engine
+//!   failures to protocol errors.
+//! - [`auth`]: `SUTRA_AUTH_TOKEN`, its check and each connection's gate.
+//! - `net`: the accept loop and the connection limit (`net/mod.rs`), first-byte sniffing
+//!   (`sniff`), the Busy answer (`busy`), what sessions share (`session`), and the three
+//!   dialects: `binary`, `text` and `http` (`GET /health`, `/stats`, `/metrics`,
+//!   `POST /api/learn`, axum over hyper).
 //! - [`reaper`]: removes expired concepts in the background.
 //! - [`events`]: self-monitoring events (`SUTRA_EVENTS=on`) stored as `sutra_event` concepts.
 //! - [`metrics`]: `GET /metrics` in Prometheus' text format.
@@ -18,16 +23,18 @@
 //! accept loop, lets every connection finish the request it is executing, waits up to the
 //! shutdown grace period, then shuts the engine down.
 
+pub mod auth;
 pub mod config;
 pub mod events;
 pub use sutra_engine as engine;
-pub mod http;
+pub mod executor;
 mod json;
+pub mod learn;
 pub mod metrics;
 mod net;
 pub mod reaper;
 pub mod remote;
-pub mod service;
+mod reply;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,16 +42,17 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use auth::AuthConfig;
+pub use config::{Cli, ModelConfig, Role, ServerConfig};
+pub use engine::{Capacity, EvictionPolicy};
+use engine::{Clock, Durability, Engine, EngineConfig, EngineError, SystemClock};
+use executor::Executor;
 
 /// Connections the kernel holds for the accept loop (what `TcpListener::bind` uses); the
 /// server's own bound is `MAX_CONNECTIONS`.
 const LISTEN_BACKLOG: u32 = 1024;
-use tracing::{info, warn};
-
-pub use config::{AuthConfig, Cli, ModelConfig, Role, ServerConfig};
-pub use engine::{Capacity, EvictionPolicy};
-use engine::{Clock, Durability, Engine, EngineConfig, EngineError, SystemClock};
-use service::Service;
 
 /// Bytes reserved in a frame for everything in a `QueryByType` response but its concepts:
 /// the header, status, count and the next cursor (itself bounded by `max_id_bytes`).
@@ -77,7 +85,7 @@ pub enum ServerError {
 async fn load_model(
     model: &ModelConfig,
     vector_dimension: u32,
-) -> Result<service::Embedder, ServerError> {
+) -> Result<learn::Embedder, ServerError> {
     if model.matryoshka_dim != vector_dimension {
         return Err(ServerError::Model(format!(
             "MATRYOSHKA_DIM ({}) must equal VECTOR_DIMENSION ({vector_dimension}): learned vectors are stored as they are",
@@ -114,7 +122,7 @@ async fn load_model(
     );
     let batcher = sutra_embed::Batcher::spawn(pipeline, model.batcher)
         .map_err(|error| ServerError::Model(format!("starting the embedding worker: {error}")))?;
-    Ok(service::Embedder::new(batcher, model.matryoshka_dim))
+    Ok(learn::Embedder::new(batcher, model.matryoshka_dim))
 }
 
 /// A bound, not yet running server.
@@ -179,7 +187,7 @@ impl Server {
             (Some(remote), _) => {
                 info!(url = %remote.url, timeout_ms = remote.timeout.as_millis(), retries = remote.retries, "learning through the embedding service (SUTRA_EMBEDDING_SERVICE_URL)");
                 let remote = remote::Remote::new(remote.clone()).map_err(ServerError::Model)?;
-                Some(service::Embedder::remote(
+                Some(learn::Embedder::remote(
                     remote,
                     config.limits.vector_dimension,
                 ))
@@ -190,15 +198,15 @@ impl Server {
                 None
             }
         };
-        let service = Arc::new(
-            Service::new(engine, config.role, config.limits.clone())
+        let executor = Arc::new(
+            Executor::new(engine, config.role, config.limits.clone())
                 .with_embedder(embedder)
                 .with_auth(config.auth.clone()),
         );
         let listener = socket.listen(LISTEN_BACKLOG).map_err(bind_error)?;
         Ok(Server {
             listener,
-            shared: Arc::new(net::Shared { service, config }),
+            shared: Arc::new(net::Shared { executor, config }),
         })
     }
 
@@ -215,12 +223,12 @@ impl Server {
         let Server { listener, shared } = self;
         let tracker = TaskTracker::new();
         let reaper = tokio::spawn(reaper::run(
-            Arc::clone(&shared.service),
+            Arc::clone(&shared.executor),
             shared.config.reaper,
             shutdown.clone(),
         ));
         let events = shared.config.events.map(|config| {
-            let events = Arc::new(events::Events::new(Arc::clone(&shared.service), config));
+            let events = Arc::new(events::Events::new(Arc::clone(&shared.executor), config));
             let addr = listener.local_addr().ok();
             let summaries = {
                 let events = Arc::clone(&events);
@@ -250,7 +258,7 @@ impl Server {
                 "connections still open after the shutdown grace period"
             );
         }
-        shared.service.engine().shutdown()?;
+        shared.executor.engine().shutdown()?;
         info!("shutdown complete");
         Ok(())
     }

@@ -69,7 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             addr = %server.local_addr(),
             role = role.as_str(),
             vector_dimension = dimension,
-            version = sutra_server::service::VERSION,
+            version = sutra_server::executor::VERSION,
             storage_path = %storage_path.display(),
             ?fsync,
             "sutra-storage listening (binary protocol, text commands and HTTP on one port)"

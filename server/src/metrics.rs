@@ -12,8 +12,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use sutra_engine::Latencies;
+use sutra_engine::LatencySnapshot;
 use sutra_protocol::{ErrorCode, Opcode, StatsSnapshot};
-use sutra_wal::LatencySnapshot;
 
 /// A histogram kept elsewhere (by the log or the engine), exposed as it is at scrape time.
 #[derive(Debug)]
@@ -177,7 +177,7 @@ mod tests {
                 ("requests_total".to_owned(), 9),
             ],
         };
-        let wal_sync = sutra_wal::Latency::default();
+        let wal_sync = sutra_engine::Latency::default();
         wal_sync.record(std::time::Duration::from_micros(300));
         let latencies = Latencies {
             wal_sync: wal_sync.snapshot(),

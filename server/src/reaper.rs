@@ -3,45 +3,21 @@
 //! it. Reads never return an expired concept either way.
 //!
 //! Every `REAPER_INTERVAL_MS` a cycle runs steps of at most `REAPER_BATCH` removals
-//! ([`crate::engine::Engine::reap_expired`]); it repeats while a step was full (a backlog)
+//! ([`sutra_engine::Engine::reap_expired`]); it repeats while a step was full (a backlog)
 //! and stops after a quarter of the interval, like Redis's active expire cycle with its CPU
 //! budget. Each removal is an Expire log record, sharing group commits with everything else.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::service::Service;
-
-/// The reaper's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReaperConfig {
-    /// Time between cycles; zero disables the reaper.
-    pub interval: Duration,
-    /// Most removals per step.
-    pub batch: usize,
-}
-
-impl ReaperConfig {
-    /// Default `REAPER_INTERVAL_MS`.
-    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
-    /// Default `REAPER_BATCH`.
-    pub const DEFAULT_BATCH: usize = 1_000;
-}
-
-impl Default for ReaperConfig {
-    fn default() -> ReaperConfig {
-        ReaperConfig {
-            interval: Self::DEFAULT_INTERVAL,
-            batch: Self::DEFAULT_BATCH,
-        }
-    }
-}
+use crate::config::ReaperConfig;
+use crate::executor::Executor;
 
 /// Runs cycles until `shutdown` is cancelled.
-pub(crate) async fn run(service: Arc<Service>, config: ReaperConfig, shutdown: CancellationToken) {
+pub(crate) async fn run(service: Arc<Executor>, config: ReaperConfig, shutdown: CancellationToken) {
     if config.interval.is_zero() || config.batch == 0 {
         return;
     }

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use sutra_protocol::{
-    decode_response, ConceptId, ErrorCode, FrameCodec, Limits, QueryByType, Request, RequestFrame,
-    Response, StoreConcept,
+    decode_response, ConceptId, ErrorCode, FrameCodec, Limits, Opcode, QueryByType, Request,
+    RequestFrame, Response, StoreConcept,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -443,7 +443,7 @@ fn read_only_payloads() -> Vec<Vec<u8>> {
 
 /// Opcodes that write; mutated frames never carry them, so nothing can be stored.
 fn is_write(opcode: u8) -> bool {
-    matches!(opcode, 0x02 | 0x05 | 0x08 | 0x09 | 0x0a | 0x0b)
+    Opcode::from_u8(opcode).is_some_and(Opcode::is_write)
 }
 
 /// `count` frames: mutated read-only requests (flipped, inserted, removed bytes) and random

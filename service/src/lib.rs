@@ -14,7 +14,8 @@ pub mod config;
 pub mod metrics;
 pub mod ml_base;
 pub mod model;
-pub mod request;
+/// The JSON request bodies (they live with the other wire formats, in `sutra-protocol`).
+pub use sutra_protocol::embed_json as request;
 
 pub use config::{MlBaseConfig, ServiceConfig};
 

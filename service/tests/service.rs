@@ -392,7 +392,7 @@ async fn the_storage_server_learns_through_an_embedding_service() -> anyhow::Res
         for ((learned, text), want) in learned.iter().zip(texts).zip(&want) {
             assert_eq!(
                 learned.id,
-                sutra_server::service::derived_id("all-MiniLM-L6-v2", text),
+                sutra_server::learn::derived_id("all-MiniLM-L6-v2", text),
                 "{url}"
             );
             let stored = client.get_concept_by_id(&learned.id).await?;

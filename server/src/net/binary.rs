@@ -13,15 +13,17 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use sutra_protocol::{decode_request, FrameCodec, FrameError, Opcode, Response, ResponseFrame};
+use sutra_protocol::{decode_request, FrameCodec, FrameError, Response, ResponseFrame};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
-use super::{SessionError, Shared};
-use crate::service::{self, Reply, Service};
+use super::session::{close_after_shutdown, next_item, SessionError, SessionTimer, Shared};
+use crate::auth::Gate;
+use crate::executor::Executor;
+use crate::reply::{self, Reply};
 
 /// Initial read and write buffer size; buffers grow only as far as one frame needs.
 const INITIAL_BUFFER_BYTES: usize = 8 * 1024;
@@ -39,13 +41,12 @@ pub(super) async fn serve(
         INITIAL_BUFFER_BYTES,
     );
     let mut encoder = FrameCodec::new(max_frame_bytes);
-    let service = &*shared.service;
+    let executor = &*shared.executor;
     let mut pipeline = Pipeline::default();
-    let mut gate = super::Gate::new(service);
-    let mut timer =
-        super::SessionTimer::new(shared.config.idle_timeout, shared.config.read_timeout);
+    let mut gate = Gate::new(executor.auth());
+    let mut timer = SessionTimer::new(shared.config.idle_timeout, shared.config.read_timeout);
     loop {
-        let Some(mut item) = super::next_item(&mut framed, &mut timer, shutdown, peer).await else {
+        let Some(mut item) = next_item(&mut framed, &mut timer, shutdown, peer).await else {
             break;
         };
         // Answer this frame and every complete frame already buffered, then flush once.
@@ -56,7 +57,7 @@ pub(super) async fn serve(
                     closing = true;
                     break;
                 }
-                Some(Ok(payload)) => pipeline.push(service, &mut gate, &payload, peer).await,
+                Some(Ok(payload)) => pipeline.push(executor, &mut gate, &payload, peer).await,
                 Some(Err(FrameError::TooLarge { len, max })) => {
                     // The stream cannot be delimited any more: answer what came before, reply,
                     // then close.
@@ -64,7 +65,7 @@ pub(super) async fn serve(
                     let response = Response::error(error.code(), error.to_string());
                     pipeline.queue.push_back((0, 0, Reply::Ready(response)));
                     pipeline
-                        .drain(service, &mut encoder, &mut framed, shared, peer)
+                        .drain(executor, &mut encoder, &mut framed, shared, peer)
                         .await?;
                     flush(&mut framed, shared).await?;
                     return Err(error.into());
@@ -73,7 +74,7 @@ pub(super) async fn serve(
             }
             if pipeline.queue.len() >= MAX_PIPELINE_REQUESTS {
                 pipeline
-                    .drain(service, &mut encoder, &mut framed, shared, peer)
+                    .drain(executor, &mut encoder, &mut framed, shared, peer)
                     .await?;
             }
             if framed.write_buffer().len() >= shared.config.max_write_backlog_bytes {
@@ -85,7 +86,7 @@ pub(super) async fn serve(
             }
         }
         pipeline
-            .drain(service, &mut encoder, &mut framed, shared, peer)
+            .drain(executor, &mut encoder, &mut framed, shared, peer)
             .await?;
         flush(&mut framed, shared).await?;
         if gate.exhausted() {
@@ -98,7 +99,7 @@ pub(super) async fn serve(
     }
     flush(&mut framed, shared).await?;
     if shutdown.is_cancelled() {
-        super::close_after_shutdown(framed.into_inner()).await;
+        close_after_shutdown(framed.into_inner()).await;
     }
     Ok(())
 }
@@ -117,29 +118,23 @@ struct Pipeline {
 impl Pipeline {
     async fn push(
         &mut self,
-        service: &Service,
-        gate: &mut super::Gate,
+        executor: &Executor,
+        gate: &mut Gate,
         payload: &Bytes,
         peer: SocketAddr,
     ) {
-        match decode_request(payload, service.limits()) {
+        match decode_request(payload, executor.limits()) {
             Ok(frame) => {
                 let opcode = frame.request.opcode();
-                if let Some(answer) = gate.check(service, &frame.request, peer, "binary").await {
+                if let Some(answer) = gate
+                    .check(executor.auth(), &frame.request, peer, "binary")
+                    .await
+                {
                     self.queue
                         .push_back((frame.request_id, opcode as u8, Reply::Ready(answer)));
                     return;
                 }
-                let is_write = matches!(
-                    opcode,
-                    Opcode::StoreConcept
-                        | Opcode::Delete
-                        | Opcode::StoreMany
-                        | Opcode::ClearType
-                        | Opcode::LearnConcept
-                        | Opcode::LearnBatch
-                );
-                if !is_write
+                if !opcode.is_write()
                     && self
                         .queue
                         .iter()
@@ -147,8 +142,11 @@ impl Pipeline {
                 {
                     self.settle().await;
                 }
-                self.queue
-                    .push_back((frame.request_id, opcode as u8, service.call(frame.request)));
+                self.queue.push_back((
+                    frame.request_id,
+                    opcode as u8,
+                    executor.call(frame.request),
+                ));
             }
             Err(failure) => {
                 debug!(%peer, error = %failure.error, "undecodable request");
@@ -158,7 +156,7 @@ impl Pipeline {
                 self.queue.push_back((
                     request_id,
                     opcode,
-                    Reply::Ready(service::decode_error(&failure.error)),
+                    Reply::Ready(reply::decode_error(&failure.error)),
                 ));
             }
         }
@@ -179,7 +177,7 @@ impl Pipeline {
     /// buffered, however large its pipeline.
     async fn drain(
         &mut self,
-        service: &Service,
+        executor: &Executor,
         encoder: &mut FrameCodec,
         framed: &mut Framed<TcpStream, FrameCodec>,
         shared: &Shared,
@@ -190,7 +188,7 @@ impl Pipeline {
                 Reply::Ready(response) => response,
                 Reply::Pending(pending) => pending.await,
             };
-            service.count_response(&response);
+            executor.count_response(&response);
             encode(
                 encoder,
                 ResponseFrame {
@@ -217,7 +215,7 @@ fn encode(encoder: &mut FrameCodec, frame: ResponseFrame, dst: &mut BytesMut, pe
         let fallback = ResponseFrame {
             request_id,
             opcode,
-            response: service::internal_error(),
+            response: reply::internal_error(),
         };
         if let Err(failure) = encoder.encode(fallback, dst) {
             error!(%peer, %failure, "error response could not be encoded");

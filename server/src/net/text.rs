@@ -17,9 +17,10 @@ use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Framed};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{SessionError, Shared};
+use super::session::{close_after_shutdown, next_item, SessionError, SessionTimer, Shared};
+use crate::auth::Gate;
+use crate::executor::Executor;
 use crate::json;
-use crate::service::Service;
 
 enum Step {
     Continue,
@@ -36,12 +37,11 @@ pub(super) async fn serve(
     let codec =
         AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_line_bytes);
     let mut framed = Framed::new(stream, codec);
-    let service = &*shared.service;
-    let mut timer =
-        super::SessionTimer::new(shared.config.idle_timeout, shared.config.read_timeout);
-    let mut gate = super::Gate::new(service);
+    let executor = &*shared.executor;
+    let mut timer = SessionTimer::new(shared.config.idle_timeout, shared.config.read_timeout);
+    let mut gate = Gate::new(executor.auth());
     loop {
-        let Some(mut item) = super::next_item(&mut framed, &mut timer, shutdown, peer).await else {
+        let Some(mut item) = next_item(&mut framed, &mut timer, shutdown, peer).await else {
             break;
         };
         let mut step;
@@ -52,7 +52,8 @@ pub(super) async fn serve(
                     break;
                 }
                 Some(Ok(line)) => {
-                    step = answer(service, &mut gate, peer, &line, framed.write_buffer_mut()).await;
+                    step =
+                        answer(executor, &mut gate, peer, &line, framed.write_buffer_mut()).await;
                     if gate.exhausted() {
                         step = Step::Quit;
                     }
@@ -62,7 +63,7 @@ pub(super) async fn serve(
                         "line longer than MAX_FRAME_BYTES ({max_line_bytes} bytes); closing"
                     );
                     let response = Response::error(ErrorCode::FrameTooLarge, message);
-                    service.count_response(&response);
+                    executor.count_response(&response);
                     write_line(framed.write_buffer_mut(), &json::reply(&response));
                     flush(&mut framed, shared).await?;
                     debug!(%peer, "closed: text line over MAX_FRAME_BYTES");
@@ -87,25 +88,25 @@ pub(super) async fn serve(
     }
     flush(&mut framed, shared).await?;
     if shutdown.is_cancelled() {
-        super::close_after_shutdown(framed.into_inner()).await;
+        close_after_shutdown(framed.into_inner()).await;
     }
     Ok(())
 }
 
 async fn answer(
-    service: &Service,
-    gate: &mut super::Gate,
+    executor: &Executor,
+    gate: &mut Gate,
     peer: SocketAddr,
     line: &[u8],
     out: &mut BytesMut,
 ) -> Step {
     let Ok(line) = std::str::from_utf8(line) else {
         let response = Response::error(ErrorCode::InvalidArgument, "line is not valid UTF-8");
-        service.count_response(&response);
+        executor.count_response(&response);
         write_line(out, &json::reply(&response));
         return Step::Continue;
     };
-    match parse_text_command(line, service.limits()) {
+    match parse_text_command(line, executor.limits()) {
         Ok(None) => Step::Continue,
         Ok(Some(TextCommand::Quit)) => {
             write_line(out, &json!({ "ok": true, "bye": true }));
@@ -116,19 +117,19 @@ async fn answer(
             Step::Continue
         }
         Ok(Some(TextCommand::Request(request))) => {
-            let response = match gate.check(service, &request, peer, "text").await {
+            let response = match gate.check(executor.auth(), &request, peer, "text").await {
                 Some(answer) => {
-                    service.count_response(&answer);
+                    executor.count_response(&answer);
                     answer
                 }
-                None => service.call_and_wait(request).await,
+                None => executor.call_and_wait(request).await,
             };
             write_line(out, &json::reply(&response));
             Step::Continue
         }
         Err(error) => {
             let response = Response::error(error.code(), error.to_string());
-            service.count_response(&response);
+            executor.count_response(&response);
             write_line(out, &json::reply(&response));
             Step::Continue
         }

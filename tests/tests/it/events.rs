@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use sutra_client::Client;
 use sutra_protocol::{ConceptId, StoreConcept};
-use sutra_server::events::{EventsConfig, EVENT_TYPE};
+use sutra_server::config::EventsConfig;
+use sutra_server::events::EVENT_TYPE;
 use sutra_server::{Capacity, EvictionPolicy, ServerConfig};
 use sutra_tests::TestServer;
 

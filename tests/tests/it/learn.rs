@@ -104,7 +104,7 @@ async fn the_document_prefix_is_embedded_not_stored() -> anyhow::Result<()> {
     let learned = client.learn_concept(LearnConcept::new(text)).await?;
     assert_eq!(
         learned.id,
-        sutra_server::service::derived_id("all-MiniLM-L6-v2", text)
+        sutra_server::learn::derived_id("all-MiniLM-L6-v2", text)
     );
     let stored = client.get_concept_by_id(&learned.id).await?;
     assert_eq!(stored.content, text);

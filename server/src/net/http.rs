@@ -20,13 +20,13 @@ use sutra_protocol::{ErrorCode, LearnConcept, Request, RequestFrame};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::session::SessionError;
+use crate::executor::Executor;
 use crate::json;
-use crate::net::SessionError;
-use crate::service::Service;
 
-/// The HTTP routes, over the shared service.
-pub fn router(service: Arc<Service>) -> Router {
-    let body_limit = service.limits().max_frame_bytes as usize;
+/// The HTTP routes, over the shared executor.
+pub fn router(executor: Arc<Executor>) -> Router {
+    let body_limit = executor.limits().max_frame_bytes as usize;
     Router::new()
         .route("/health", get(health))
         .route("/api/health", get(health))
@@ -37,10 +37,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&service),
+            Arc::clone(&executor),
             require_token,
         ))
-        .with_state(service)
+        .with_state(executor)
 }
 
 /// The peer of an HTTP connection, for the authentication log.
@@ -50,15 +50,15 @@ struct Peer(Option<std::net::SocketAddr>);
 /// With `SUTRA_AUTH_TOKEN`: every request needs `Authorization: Bearer <token>`, except the
 /// health endpoints while they are open; else 401 with a JSON error.
 async fn require_token(
-    State(service): State<Arc<Service>>,
+    State(executor): State<Arc<Executor>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !service.requires_auth() {
+    if !executor.auth().requires() {
         return next.run(request).await;
     }
     let path = request.uri().path();
-    if service.health_is_open() && (path == "/health" || path == "/api/health") {
+    if executor.auth().health_is_open() && (path == "/health" || path == "/api/health") {
         return next.run(request).await;
     }
     let presented = request
@@ -67,15 +67,15 @@ async fn require_token(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
-    if presented.is_some_and(|token| service.check_token(token)) {
+    if presented.is_some_and(|token| executor.auth().check_token(token)) {
         return next.run(request).await;
     }
     if presented.is_some() {
         let peer = request.extensions().get::<Peer>().and_then(|peer| peer.0);
         if let Some(peer) = peer {
-            service.auth_failed(peer, "http");
+            executor.auth().failed(peer, "http");
         }
-        tokio::time::sleep(crate::net::AUTH_FAILURE_DELAY).await;
+        tokio::time::sleep(crate::auth::AUTH_FAILURE_DELAY).await;
     }
     let mut response = error_response(
         StatusCode::UNAUTHORIZED,
@@ -138,7 +138,7 @@ fn learn_request(body: LearnBody) -> Result<LearnConcept, String> {
 /// by the binary protocol's own decoder under the server's limits, so HTTP accepts exactly
 /// what a frame would.
 async fn learn(
-    State(service): State<Arc<Service>>,
+    State(executor): State<Arc<Executor>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let invalid = |message: &str| {
@@ -171,12 +171,12 @@ async fn learn(
     if let Err(error) = frame.encode_payload(&mut payload) {
         return invalid(&error.to_string());
     }
-    let request = match sutra_protocol::decode_request(&payload, service.limits()) {
+    let request = match sutra_protocol::decode_request(&payload, executor.limits()) {
         Ok(frame) => frame.request,
         Err(error) => return invalid(&error.error.to_string()),
     };
-    let response = service.call_and_wait(request).await;
-    service.count_response(&response);
+    let response = executor.call_and_wait(request).await;
+    executor.count_response(&response);
     match response {
         sutra_protocol::Response::Learned(learned) => (
             StatusCode::CREATED,
@@ -208,16 +208,16 @@ async fn learn(
     }
 }
 
-async fn health(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
-    let info = service.health();
-    service.count_response(&sutra_protocol::Response::Health(info.clone()));
+async fn health(State(executor): State<Arc<Executor>>) -> Json<serde_json::Value> {
+    let info = executor.health();
+    executor.count_response(&sutra_protocol::Response::Health(info.clone()));
     let mut body = json::health(&info);
     if let Some(object) = body.as_object_mut() {
-        let embedder = service.embedder();
+        let embedder = executor.embedder();
         object.insert(
             "model".to_owned(),
             embedder
-                .and_then(super::service::Embedder::model_name)
+                .and_then(crate::learn::Embedder::model_name)
                 .map_or(serde_json::Value::Null, Into::into),
         );
         if let Some(url) = embedder.and_then(|embedder| embedder.service_url()) {
@@ -231,19 +231,19 @@ async fn health(State(service): State<Arc<Service>>) -> Json<serde_json::Value> 
     Json(body)
 }
 
-async fn stats(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
-    let snapshot = service.stats();
-    service.count_response(&sutra_protocol::Response::Stats(snapshot.clone()));
+async fn stats(State(executor): State<Arc<Executor>>) -> Json<serde_json::Value> {
+    let snapshot = executor.stats();
+    executor.count_response(&sutra_protocol::Response::Stats(snapshot.clone()));
     Json(json::stats(&snapshot))
 }
 
-async fn metrics(State(service): State<Arc<Service>>) -> Response {
+async fn metrics(State(executor): State<Arc<Executor>>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        service.metrics_text(),
+        executor.metrics_text(),
     )
         .into_response()
 }
@@ -276,16 +276,16 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 /// cancelled; then in-flight requests finish and the connection closes.
 pub(crate) async fn serve(
     stream: TcpStream,
-    service: Arc<Service>,
+    executor: Arc<Executor>,
     read_timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let peer = Peer(stream.peer_addr().ok());
-    let service = TowerToHyperService::new(router(service).layer(axum::Extension(peer)));
+    let executor = TowerToHyperService::new(router(executor).layer(axum::Extension(peer)));
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(read_timeout)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(stream), executor);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => return Ok(result?),

@@ -1,10 +1,12 @@
-//! The JSON request bodies of the HTTP endpoints, parsed and checked as a pure function of the
-//! bytes: no model, no cache, no network. Every handler goes through here, so a body is
-//! refused (400 for broken JSON, 422 for well-formed JSON of the wrong shape, 413 over a
-//! limit) before anything runs.
+//! The JSON request bodies of the embedding service's HTTP endpoints (`POST /embed`,
+//! `POST /v1/embeddings`, an ML-base replica's `POST /embed`), parsed and checked as a pure
+//! function of the bytes: no model, no cache, no network. Every handler goes through here, so
+//! a body is refused (400 for broken JSON, 422 for well-formed JSON of the wrong shape, 413
+//! over a limit) before anything runs.
 //!
-//! This file depends on `serde` and `serde_json` only: the fuzz target `service_json`
-//! compiles it by path (`fuzz/fuzz_targets/service_json.rs`) without building the model.
+//! A wire format like the rest of this crate, behind the `embed-json` feature (it needs
+//! `serde`): the embedding service and the fuzz target `service_json` use it without building
+//! the model.
 
 use serde::{Deserialize, Serialize};
 
