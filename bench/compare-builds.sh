@@ -8,10 +8,10 @@
 #   bench/compare-builds.sh OLD_RELEASE_DIR [NEW_RELEASE_DIR] [ROUNDS]
 #
 # A *_RELEASE_DIR holds sutra-storage and sutra-embedding-service (`cargo build --release
-# -p sutra-server -p sutra-service`); NEW defaults to this checkout's target/release, built
+# -p sutra-server -p sutra-embedding-service`); NEW defaults to this checkout's target/release, built
 # here. To measure a change against an older commit:
 #   git worktree add /tmp/old <commit> && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old/target \
-#     cargo build --release -p sutra-server -p sutra-service)
+#     cargo build --release -p sutra-server -p sutra-embedding-service)
 #   bench/compare-builds.sh /tmp/old/target/release
 # Both builds use this checkout's sutra-validate and the default model; EMBED_THREADS
 # (default 2) applies to both. Needs python/bench/.venv (python/bench/compare-redis-py.sh
@@ -29,7 +29,7 @@ storage_port=18051
 
 ./scripts/fetch-model >&2
 if [ "$new" = target/release ]; then
-  cargo build --release --locked -p sutra-server -p sutra-service >&2
+  cargo build --release --locked -p sutra-server -p sutra-embedding-service >&2
 fi
 venv=python/bench/.venv
 if [ ! -x "$venv/bin/python" ]; then
@@ -38,7 +38,7 @@ fi
 "$venv/bin/python" -c "import sutra_storage_client_tcp" 2>/dev/null || \
   CARGO_TARGET_DIR="$PWD/target/python" "$venv/bin/pip" install --quiet --disable-pip-version-check ./python >&2
 validate=target/release/sutra-validate
-[ -x "$validate" ] || cargo build --release --locked -p sutra-service --bin sutra-validate >&2
+[ -x "$validate" ] || cargo build --release --locked -p sutra-embedding-service --bin sutra-validate >&2
 
 work=$(mktemp -d)
 pid=""

@@ -22,7 +22,7 @@ clients=${CLIENTS:-8}
 
 ./scripts/fetch-model >&2
 echo "building (release)" >&2
-cargo build --release --locked -p sutra-server -p sutra-service >&2
+cargo build --release --locked -p sutra-server -p sutra-embedding-service >&2
 bin=target/release
 work=$(mktemp -d)
 pids=()

@@ -28,7 +28,7 @@ fi
 for binary in sutra-storage sutra-embedding-service sutra-validate; do
   if [ ! -x "$bin/$binary" ]; then
     flag=$([ "$profile" = release ] && echo --release || true)
-    cargo build $flag --locked -p sutra-server -p sutra-service
+    cargo build $flag --locked -p sutra-server -p sutra-embedding-service
     break
   fi
 done

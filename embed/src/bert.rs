@@ -16,7 +16,7 @@ use candle_transformers::models::nomic_bert::Config as NomicConfig;
 use rayon::prelude::*;
 
 use crate::kernels::{self, Accumulate, Packed, PackedInt8, QuantizedRows, Rhs, Shape};
-use crate::pipeline::Precision;
+use crate::model::Precision;
 
 /// Rows per task of the element-wise steps: enough work to be worth a hand-off.
 const ROWS_PER_TASK: usize = 16;

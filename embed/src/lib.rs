@@ -21,8 +21,8 @@ mod model;
 mod pipeline;
 
 pub use batcher::{Batcher, BatcherConfig};
-pub use model::{Architecture, EmbedError, ModelDir, Prefixes, Task, MAX_TOKENS};
-pub use pipeline::{Embedded, Output, Pipeline, Pooled, Precision, SUB_BATCH, SUB_BATCH_TOKENS};
+pub use model::{Architecture, EmbedError, ModelDir, Precision, Prefixes, Task, MAX_TOKENS};
+pub use pipeline::{Embedded, Output, Pipeline, Pooled, SUB_BATCH, SUB_BATCH_TOKENS};
 
 pub use locate::{model_roots, resolve_model_dir, user_models_dir, DEFAULT_MODEL};
 
@@ -82,19 +82,28 @@ pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     #[test]
     fn error_report_writes_each_cause_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
-        let error =
-            anyhow::Error::new(io).context("cannot listen on 127.0.0.1:1: Address already in use");
+        #[derive(Debug)]
+        struct Outer(&'static str, std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.1)
+            }
+        }
+        let io = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let repeats = Outer("cannot listen on 127.0.0.1:1: Address already in use", io());
         assert_eq!(
-            super::error_report(error.as_ref()),
+            super::error_report(&repeats),
             "cannot listen on 127.0.0.1:1: Address already in use"
         );
-        let error = anyhow::anyhow!("disk full")
-            .context("storing")
-            .context("invalid request");
+        let adds = Outer("cannot listen on 127.0.0.1:1", io());
         assert_eq!(
-            super::error_report(error.as_ref()),
-            "invalid request: storing: disk full"
+            super::error_report(&adds),
+            "cannot listen on 127.0.0.1:1: Address already in use"
         );
     }
 

@@ -382,6 +382,29 @@ fn parse<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The arithmetic of the model's dense layers (`EMBED_PRECISION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 throughout: the model's own function (cosine ≥ 0.999 to sentence-transformers).
+    #[default]
+    F32,
+    /// Dense layers in INT8 (weights per output column, activations per token, exact integer
+    /// sums); attention, softmax, layer norms and activations in f32.
+    Int8,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Precision, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "int8" | "i8" => Ok(Precision::Int8),
+            other => Err(format!("unknown precision {other:?} (f32 or int8)")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

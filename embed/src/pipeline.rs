@@ -12,7 +12,7 @@ use candle_transformers::models::nomic_bert::NomicBertModel;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use crate::bert::{Bert, LoadError as BertLoadError};
-use crate::model::{Architecture, EmbedError, ModelDir, Prefixes};
+use crate::model::{Architecture, EmbedError, ModelDir, Precision, Prefixes};
 
 /// Most texts per forward pass. Texts are sorted by length first, so a pass of short texts
 /// never pays for the padding of a long one.
@@ -24,29 +24,6 @@ pub const SUB_BATCH_TOKENS: usize = 2048;
 
 /// `layer_norm` epsilon of the Matryoshka recipe.
 const LAYER_NORM_EPS: f32 = 1e-5;
-
-/// The arithmetic of the model's dense layers (`EMBED_PRECISION`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Precision {
-    /// f32 throughout: the model's own function (cosine ≥ 0.999 to sentence-transformers).
-    #[default]
-    F32,
-    /// Dense layers in INT8 (weights per output column, activations per token, exact integer
-    /// sums); attention, softmax, layer norms and activations in f32.
-    Int8,
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Precision, String> {
-        match text.to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(Precision::F32),
-            "int8" | "i8" => Ok(Precision::Int8),
-            other => Err(format!("unknown precision {other:?} (f32 or int8)")),
-        }
-    }
-}
 
 impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -53,6 +53,30 @@ pub(crate) enum Admission {
     Full,
 }
 
+/// What a batch of stores needs.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BatchAdmission {
+    /// Room is there; these ids must be evicted first.
+    Admit(Vec<Arc<str>>),
+    /// The batch has more distinct ids than `MAX_CONCEPTS`: it could never be held.
+    TooMany {
+        /// Distinct ids in the batch.
+        distinct: usize,
+    },
+    /// The store has no room for the batch's new ids and the policy refuses.
+    Full,
+}
+
+/// What the recency index found at start-up.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Restored {
+    /// Within `MAX_CONCEPTS`, or trimmed to it: these ids must be evicted (oldest first).
+    Within(Vec<Arc<str>>),
+    /// Over `MAX_CONCEPTS` with the policy `none`: this many are held; new ids are refused
+    /// until enough are deleted.
+    Over(usize),
+}
+
 impl Bounded {
     pub(crate) fn new(capacity: Capacity) -> Bounded {
         Bounded {
@@ -66,9 +90,13 @@ impl Bounded {
         self.capacity
     }
 
-    /// The lock under which decisions are made and their records appended.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, LruCache<Arc<str>, Option<u64>>> {
-        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The index, locked: decisions are made, and their records appended to the log, while
+    /// the returned guard is held, so the log holds them in decision order.
+    pub(crate) fn lock(&self) -> Recency<'_> {
+        Recency {
+            capacity: self.capacity,
+            index: self.index.lock().unwrap_or_else(PoisonError::into_inner),
+        }
     }
 
     /// Counts evictions applied (shared with the apply callbacks).
@@ -83,36 +111,143 @@ impl Bounded {
 
     /// Marks `id` as just used, if held.
     pub(crate) fn touch(&self, id: &str) {
-        self.lock().promote(id);
+        self.lock().touch(id);
+    }
+}
+
+/// The locked recency index and its verbs: every decision about which ids a bounded store
+/// holds is one of these, made under the lock.
+pub(crate) struct Recency<'a> {
+    capacity: Capacity,
+    index: MutexGuard<'a, LruCache<Arc<str>, Option<u64>>>,
+}
+
+impl Recency<'_> {
+    fn max(&self) -> usize {
+        usize::try_from(self.capacity.max_concepts).unwrap_or(usize::MAX)
     }
 
-    /// Decides a store of `id` (expiring at `expires_at_ms`) under `index` (the guard from
-    /// [`Bounded::lock`]) and records it as the most recently used.
-    pub(crate) fn admit(
-        &self,
-        index: &mut LruCache<Arc<str>, Option<u64>>,
-        id: &Arc<str>,
-        expires_at_ms: Option<u64>,
-    ) -> Admission {
-        if let Some(expiry) = index.get_mut(&**id) {
+    /// Ids held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Start-up: holds `ids` (oldest first, each with its expiry) and trims to
+    /// `MAX_CONCEPTS` when the policy allows it (the bound may have been lowered since).
+    pub(crate) fn restore(
+        &mut self,
+        ids: impl IntoIterator<Item = (Arc<str>, Option<u64>)>,
+    ) -> Restored {
+        for (id, expires_at_ms) in ids {
+            self.index.put(id, expires_at_ms);
+        }
+        let max = self.max();
+        if self.index.len() <= max {
+            return Restored::Within(Vec::new());
+        }
+        if self.capacity.policy == EvictionPolicy::None {
+            return Restored::Over(self.index.len());
+        }
+        let mut victims = Vec::new();
+        while self.index.len() > max {
+            match self.index.pop_lru() {
+                Some((victim, _)) => victims.push(victim),
+                None => break,
+            }
+        }
+        Restored::Within(victims)
+    }
+
+    /// Decides a store of `id` (expiring at `expires_at_ms`) and records it as the most
+    /// recently used.
+    pub(crate) fn admit(&mut self, id: &Arc<str>, expires_at_ms: Option<u64>) -> Admission {
+        if let Some(expiry) = self.index.get_mut(&**id) {
             *expiry = expires_at_ms;
             return Admission::Admit(Vec::new());
         }
-        let max = usize::try_from(self.capacity.max_concepts).unwrap_or(usize::MAX);
+        let max = self.max();
         let mut victims = Vec::new();
-        if index.len() >= max {
+        if self.index.len() >= max {
             if self.capacity.policy == EvictionPolicy::None {
                 return Admission::Full;
             }
-            while index.len() >= max {
-                match index.pop_lru() {
+            while self.index.len() >= max {
+                match self.index.pop_lru() {
                     Some((victim, _)) => victims.push(victim),
                     None => break,
                 }
             }
         }
-        index.put(Arc::clone(id), expires_at_ms);
+        self.index.put(Arc::clone(id), expires_at_ms);
         Admission::Admit(victims)
+    }
+
+    /// Decides a batch of stores (later items win): every distinct id is held afterwards,
+    /// so they must all fit. The batch's held ids become the most recent first, so its
+    /// evictions never pick an id of the batch: that Delete would be logged before the batch
+    /// record, and the id would come back untracked, over `MAX_CONCEPTS` (found by the engine
+    /// fuzz target).
+    pub(crate) fn admit_batch(&mut self, ids: &[(Arc<str>, Option<u64>)]) -> BatchAdmission {
+        let mut distinct: Vec<&Arc<str>> = ids.iter().map(|(id, _)| id).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() as u64 > self.capacity.max_concepts {
+            return BatchAdmission::TooMany {
+                distinct: distinct.len(),
+            };
+        }
+        let new_ids = distinct
+            .iter()
+            .filter(|id| !self.index.contains(&***id))
+            .count() as u64;
+        let room = self
+            .capacity
+            .max_concepts
+            .saturating_sub(self.index.len() as u64);
+        if self.capacity.policy == EvictionPolicy::None && new_ids > room {
+            return BatchAdmission::Full;
+        }
+        for id in &distinct {
+            self.index.promote(&***id);
+        }
+        let mut victims = Vec::new();
+        for (id, expires_at_ms) in ids {
+            if let Admission::Admit(mut evicted) = self.admit(id, *expires_at_ms) {
+                victims.append(&mut evicted);
+            }
+        }
+        BatchAdmission::Admit(victims)
+    }
+
+    /// A use of `id` (a get), if held.
+    pub(crate) fn touch(&mut self, id: &str) {
+        self.index.promote(id);
+    }
+
+    /// `id` is no longer held (a delete).
+    pub(crate) fn forget(&mut self, id: &str) {
+        self.index.pop(id);
+    }
+
+    /// None of `ids` is held any more (a type cleared).
+    pub(crate) fn forget_all(&mut self, ids: impl IntoIterator<Item = Arc<str>>) {
+        for id in ids {
+            self.index.pop(&*id);
+        }
+    }
+
+    /// The reaper found `id`'s applied store expired: forgets it and returns true only if
+    /// the newest decided store of the id is that one; a newer store still in the log queue
+    /// keeps it (its own entry is indexed when it is applied) and the expiry is not logged.
+    pub(crate) fn expire_if_due(&mut self, id: &str, now_ms: u64) -> bool {
+        match self.index.peek(id) {
+            Some(Some(expires_at_ms)) if *expires_at_ms <= now_ms => {
+                self.index.pop(id);
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -132,27 +267,15 @@ mod tests {
         });
         let mut index = bounded.lock();
         for name in ["a", "b", "c"] {
-            assert_eq!(
-                bounded.admit(&mut index, &id(name), None),
-                Admission::Admit(vec![])
-            );
+            assert_eq!(index.admit(&id(name), None), Admission::Admit(vec![]));
         }
         drop(index);
         bounded.touch("a");
         let mut index = bounded.lock();
-        assert_eq!(
-            bounded.admit(&mut index, &id("d"), None),
-            Admission::Admit(vec![id("b")])
-        );
+        assert_eq!(index.admit(&id("d"), None), Admission::Admit(vec![id("b")]));
         // Storing a held id again is a use, not an insertion.
-        assert_eq!(
-            bounded.admit(&mut index, &id("c"), None),
-            Admission::Admit(vec![])
-        );
-        assert_eq!(
-            bounded.admit(&mut index, &id("e"), None),
-            Admission::Admit(vec![id("a")])
-        );
+        assert_eq!(index.admit(&id("c"), None), Admission::Admit(vec![]));
+        assert_eq!(index.admit(&id("e"), None), Admission::Admit(vec![id("a")]));
         assert_eq!(index.len(), 3);
     }
 
@@ -163,15 +286,9 @@ mod tests {
             policy: EvictionPolicy::None,
         });
         let mut index = bounded.lock();
-        assert_eq!(
-            bounded.admit(&mut index, &id("a"), None),
-            Admission::Admit(vec![])
-        );
-        assert_eq!(bounded.admit(&mut index, &id("b"), None), Admission::Full);
-        assert_eq!(
-            bounded.admit(&mut index, &id("a"), None),
-            Admission::Admit(vec![])
-        );
+        assert_eq!(index.admit(&id("a"), None), Admission::Admit(vec![]));
+        assert_eq!(index.admit(&id("b"), None), Admission::Full);
+        assert_eq!(index.admit(&id("a"), None), Admission::Admit(vec![]));
         assert_eq!(index.len(), 1);
     }
 }

@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::EngineError;
+use crate::error::EngineError;
 
 /// The on-disk format version of the directory (manifest, snapshot and record formats).
 pub(crate) const FORMAT_VERSION: u32 = 1;

@@ -1,47 +1,25 @@
 //! The persistent half of the engine: the data directory, the log and checkpoints.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sutra_wal::{Ack, DirStorage, Latency, LatencySnapshot, Wal, WalConfig, WalError};
+use sutra_wal::{Ack, DirStorage, Latency, LatencySnapshot, Wal, WalError};
 use tracing::{info, warn};
 
-use super::datadir::{io_error, DataDir};
-use super::record::Record;
-use super::store::ConceptStore;
-use super::vectors::VectorStore;
-use super::{snapshot, Clock, EngineCounters, EngineError, RecoverySummary};
 use sutra_protocol::Concept;
 
-/// When checkpoints happen (besides clean shutdown).
-#[derive(Debug, Clone)]
-pub struct CheckpointConfig {
-    /// At most this long between checkpoints while there are writes (`CHECKPOINT_INTERVAL_SECS`).
-    pub interval: Duration,
-    /// Or as soon as this many log bytes were written since the last one
-    /// (`CHECKPOINT_WAL_BYTES`).
-    pub wal_bytes: u64,
-}
-
-impl CheckpointConfig {
-    /// Default `CHECKPOINT_INTERVAL_SECS`.
-    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
-    /// Default `CHECKPOINT_WAL_BYTES`: 256 MiB.
-    pub const DEFAULT_WAL_BYTES: u64 = 256 * 1024 * 1024;
-}
-
-impl Default for CheckpointConfig {
-    fn default() -> Self {
-        CheckpointConfig {
-            interval: Self::DEFAULT_INTERVAL,
-            wal_bytes: Self::DEFAULT_WAL_BYTES,
-        }
-    }
-}
+use crate::clock::Clock;
+use crate::config::{CheckpointConfig, PersistConfig};
+use crate::counters::{EngineCounters, RecoverySummary};
+use crate::datadir::{io_error, DataDir};
+use crate::error::EngineError;
+use crate::record::Record;
+use crate::snapshot;
+use crate::store::ConceptStore;
+use crate::vectors::VectorStore;
 
 /// How long a failed checkpoint (a full disk, say) waits before the next try.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(10);
@@ -129,17 +107,15 @@ fn replay_record(
 
 impl Persistence {
     pub(crate) fn open(
-        path: &Path,
-        wal_config: &WalConfig,
-        checkpoint: CheckpointConfig,
+        config: &PersistConfig,
         vector_dimension: u32,
-        mmap_vectors: bool,
         store: Arc<ConceptStore>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Persistence>, EngineError> {
         let started = Instant::now();
-        let dir = DataDir::open(path, vector_dimension)?;
-        let vectors = if mmap_vectors {
+        let (wal_config, checkpoint) = (&config.wal, config.checkpoint.clone());
+        let dir = DataDir::open(&config.data_dir, vector_dimension)?;
+        let vectors = if config.mmap_vectors {
             Some(VectorStore::open(&dir.path, vector_dimension)?)
         } else {
             None
@@ -170,7 +146,7 @@ impl Persistence {
             elapsed: started.elapsed(),
         };
         info!(
-            path = %path.display(),
+            path = %config.data_dir.display(),
             snapshot_lsn = checkpoint_lsn,
             snapshot_concepts = loaded,
             replayed_records = recovery.replayed,

@@ -23,14 +23,14 @@ use sutra_protocol::Concept;
 use super::datadir::{io_error, sync_dir, FORMAT_VERSION};
 use super::record::{self, Record};
 use super::vectors::VectorStore;
-use super::EngineError;
+use crate::error::EngineError;
 
 const MAGIC: &[u8; 8] = b"SUTRASNP";
 const HEADER_BYTES: usize = 32;
 /// Largest record a snapshot may hold: a concept is bounded by the frame limit (16 MiB).
 const MAX_RECORD_BYTES: u32 = 1 << 24;
 
-fn name(lsn: u64) -> String {
+pub(crate) fn name(lsn: u64) -> String {
     format!("snapshot-{lsn:020}.snap")
 }
 

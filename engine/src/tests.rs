@@ -10,6 +10,8 @@ use sutra_protocol::{
 };
 
 use super::*;
+use crate::*;
+use sutra_protocol::ErrorCode;
 
 fn id(value: &str) -> ConceptId {
     ConceptId::new(value, &Limits::default()).unwrap()
@@ -646,7 +648,7 @@ mod persistent {
             default_ttl: None,
             max_page_bytes: 1 << 20,
             vector_dimension: dimension,
-            durability: Durability::Persistent {
+            durability: Durability::Persistent(PersistConfig {
                 data_dir: dir.to_path_buf(),
                 wal: WalConfig {
                     segment_bytes: 64 * 1024,
@@ -656,7 +658,7 @@ mod persistent {
                 },
                 checkpoint: CheckpointConfig::default(),
                 mmap_vectors: true,
-            },
+            }),
             capacity: None,
         }
     }
@@ -807,8 +809,8 @@ mod persistent {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000));
         let mut config = config(dir.path(), 4);
-        if let Durability::Persistent { checkpoint, .. } = &mut config.durability {
-            checkpoint.interval = std::time::Duration::from_millis(100);
+        if let Durability::Persistent(persist) = &mut config.durability {
+            persist.checkpoint.interval = std::time::Duration::from_millis(100);
         }
         let engine = Engine::open(config, Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
         let settle = || std::thread::sleep(std::time::Duration::from_millis(600));
@@ -1059,8 +1061,8 @@ mod persistent {
         let dir = tempfile::tempdir().unwrap();
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
         let mut heap = config(dir.path(), 4);
-        if let Durability::Persistent { mmap_vectors, .. } = &mut heap.durability {
-            *mmap_vectors = false;
+        if let Durability::Persistent(persist) = &mut heap.durability {
+            persist.mmap_vectors = false;
         }
         let engine = Engine::open(heap.clone(), Arc::clone(&clock)).unwrap();
         store_now(&engine, with_vector("h", 3.0)).unwrap();

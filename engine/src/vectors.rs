@@ -20,7 +20,7 @@ use sutra_protocol::{Vector, VectorSource};
 
 use super::datadir::{io_error, sync_dir};
 use super::mmap::MappedSegment;
-use super::EngineError;
+use crate::error::EngineError;
 
 /// Target size of one vector segment file.
 const SEGMENT_TARGET_BYTES: usize = 8 * 1024 * 1024;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sutra_engine::{
-    Capacity, CheckpointConfig, Clock, Durability, Engine, EngineConfig, EngineError,
+    Capacity, CheckpointConfig, Clock, Durability, Engine, EngineConfig, EngineError, PersistConfig,
     EvictionPolicy, ManualClock,
 };
 use sutra_protocol::{Attributes, ConceptId, Limits, QueryByType, StoreConcept, Vector};
@@ -100,7 +100,7 @@ impl Harness {
             default_ttl: None,
             max_page_bytes: 1 << 20,
             vector_dimension: DIMENSION,
-            durability: Durability::Persistent {
+            durability: Durability::Persistent(PersistConfig {
                 data_dir: self.dir.path().to_path_buf(),
                 wal: WalConfig {
                     segment_bytes: 64 * 1024,
@@ -113,7 +113,7 @@ impl Harness {
                     wal_bytes: 1 << 30,
                 },
                 mmap_vectors: true,
-            },
+            }),
             capacity: self.capacity,
         }
     }

@@ -36,6 +36,8 @@ pub mod embed_json;
 mod error;
 pub mod fields;
 mod frame;
+#[cfg(any(test, feature = "test-util"))]
+pub mod hexdump;
 mod limits;
 pub mod request;
 pub mod response;

@@ -11,12 +11,12 @@
     reason = "tests index buffers they built themselves"
 )]
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio_util::codec::Encoder;
 
+use crate::hexdump::{check_document, Dump};
 use crate::*;
 
 /// The examples use a 4-dimensional vector so the dumps stay short; a default server expects
@@ -69,49 +69,10 @@ const STORE_BODY: [Field; 7] = [
 ];
 
 struct Walker<'a> {
-    bytes: &'a [u8],
-    out: String,
+    d: Dump<'a>,
 }
 
 impl Walker<'_> {
-    fn take(&mut self, n: usize, note: &str) -> Vec<u8> {
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        if head.is_empty() {
-            writeln!(self.out, "{:<24}# {note}", "").unwrap();
-        }
-        for (index, chunk) in head.chunks(8).enumerate() {
-            let hex: Vec<String> = chunk.iter().map(|byte| format!("{byte:02x}")).collect();
-            let note = if index == 0 { note } else { "..." };
-            writeln!(self.out, "{:<24}# {note}", hex.join(" ")).unwrap();
-        }
-        head.to_vec()
-    }
-
-    fn u32_le(&mut self, note: &str) -> u32 {
-        let raw = self.take(4, note);
-        u32::from_le_bytes(raw.try_into().unwrap())
-    }
-
-    fn string(&mut self, name: &str) {
-        let len = self.u32_le(&format!("{name}: length (u32 LE)"));
-        let text = String::from_utf8(self.bytes[..len as usize].to_vec()).unwrap();
-        self.take(len as usize, &format!("{name}: {text:?}"));
-    }
-
-    /// Annotates an option tag (1 present, 0 absent) and says whether a value follows.
-    fn option_tag(&mut self, name: &str) -> bool {
-        let tag = self.bytes[0];
-        self.take(
-            1,
-            &format!(
-                "{name}: option tag = {tag} ({})",
-                if tag == 1 { "present" } else { "absent" }
-            ),
-        );
-        tag == 1
-    }
-
     #[expect(
         clippy::too_many_lines,
         reason = "one arm per field kind, in one place"
@@ -119,20 +80,20 @@ impl Walker<'_> {
     fn field(&mut self, field: Field) {
         match field {
             Field::FrameLength => {
-                let value = u32::from_be_bytes(self.bytes[..4].try_into().unwrap());
-                self.take(4, &format!("frame length = {value} (u32 BIG-endian)"));
+                let value = u32::from_be_bytes(self.d.peek_bytes(4).try_into().unwrap());
+                self.d
+                    .take(4, &format!("frame length = {value} (u32 BIG-endian)"));
             }
             Field::Header => {
-                self.take(1, "version = 1");
-                let opcode = self.bytes[0];
+                self.d.take(1, "version = 1");
+                let opcode = self.d.peek();
                 let name = Opcode::from_u8(opcode).map_or("unknown", Opcode::name);
-                self.take(1, &format!("opcode = 0x{opcode:02x} ({name})"));
-                let id = u32::from_le_bytes(self.bytes[..4].try_into().unwrap());
-                self.take(4, &format!("request_id = {id} (u32 LE)"));
+                self.d.take(1, &format!("opcode = 0x{opcode:02x} ({name})"));
+                self.d.u32("request_id");
             }
             Field::Status => {
-                let status = self.bytes[0];
-                self.take(
+                let status = self.d.peek();
+                self.d.take(
                     1,
                     &format!(
                         "status = {status} ({})",
@@ -141,84 +102,52 @@ impl Walker<'_> {
                 );
             }
             Field::Bool(name) => {
-                let value = self.bytes[0];
-                self.take(1, &format!("{name} = {value} ({})", value == 1));
+                let value = self.d.peek();
+                self.d
+                    .take(1, &format!("{name} = {value} ({})", value == 1));
             }
             Field::U16(name) => {
-                let value = u16::from_le_bytes(self.bytes[..2].try_into().unwrap());
+                let value = u16::from_le_bytes(self.d.peek_bytes(2).try_into().unwrap());
                 let extra = if name == "error code" {
                     format!(" ({})", ErrorCode::from_u16(value))
                 } else {
                     String::new()
                 };
-                self.take(2, &format!("{name} = {value}{extra} (u16 LE)"));
+                self.d.take(2, &format!("{name} = {value}{extra} (u16 LE)"));
             }
             Field::U32(name) => {
-                let value = u32::from_le_bytes(self.bytes[..4].try_into().unwrap());
-                self.take(4, &format!("{name} = {value} (u32 LE)"));
+                self.d.u32(name);
             }
             Field::U64(name) => {
-                let value = u64::from_le_bytes(self.bytes[..8].try_into().unwrap());
-                self.take(8, &format!("{name} = {value} (u64 LE)"));
+                self.d.u64(name);
             }
-            Field::Str(name) => self.string(name),
-            Field::Attributes => {
-                let count = self.u32_le("attributes: count (u32 LE)");
-                for _ in 0..count {
-                    self.string("attribute key");
-                    self.string("attribute value");
-                }
-            }
-            Field::OptionVector => {
-                if self.option_tag("embedding") {
-                    let count = self.u32_le("embedding: count (u32 LE)");
-                    for index in 0..count {
-                        let value = f32::from_le_bytes(self.bytes[..4].try_into().unwrap());
-                        self.take(4, &format!("embedding[{index}] = {value} (f32 LE)"));
-                    }
-                }
-            }
-            Field::OptionU64(name) => {
-                if self.option_tag(name) {
-                    self.field(Field::U64(name));
-                }
-            }
-            Field::Concept => {
-                for field in [
-                    Field::Str("id"),
-                    Field::Str("content"),
-                    Field::Str("concept_type"),
-                    Field::Str("model"),
-                    Field::Attributes,
-                    Field::OptionVector,
-                    Field::U64("created_at_ms"),
-                    Field::OptionU64("expires_at_ms"),
-                ] {
-                    self.field(field);
-                }
-            }
+            Field::Str(name) => self.d.string(name),
+            Field::Attributes => self.d.attributes(),
+            Field::OptionVector => self.d.option_vector(),
+            Field::OptionU64(name) => self.d.option_u64(name),
+            Field::Concept => self.d.concept(),
             Field::Page => {
-                let count = self.u32_le("concepts: count (u32 LE)");
+                let count = self.d.u32_le("concepts: count (u32 LE)");
                 for _ in 0..count {
                     self.field(Field::Concept);
                 }
-                self.string("next_cursor");
+                self.d.string("next_cursor");
             }
             Field::Counters => {
-                let count = self.u32_le("counters: count (u32 LE)");
+                let count = self.d.u32_le("counters: count (u32 LE)");
                 for _ in 0..count {
-                    self.string("counter name");
+                    self.d.string("counter name");
                     self.field(Field::U64("counter value"));
                 }
             }
             Field::IdList => {
-                let count = self.u32_le("ids: count (u32 LE)");
+                let count = self.d.u32_le("ids: count (u32 LE)");
                 for _ in 0..count {
-                    self.string("id");
+                    self.d.string("id");
                 }
             }
             Field::StoreList => {
-                let count = self.u32_le("concepts: count (u32 LE)");
+                let count = self.d.u32_le("concepts: count (u32 LE)");
                 for _ in 0..count {
                     for field in STORE_BODY {
                         self.field(field);
@@ -226,10 +155,10 @@ impl Walker<'_> {
                 }
             }
             Field::OptionConceptList => {
-                let count = self.u32_le("concepts: count (u32 LE)");
+                let count = self.d.u32_le("concepts: count (u32 LE)");
                 for _ in 0..count {
-                    let tag = self.bytes[0];
-                    self.take(
+                    let tag = self.d.peek();
+                    self.d.take(
                         1,
                         &format!(
                             "concept: option tag = {tag} ({})",
@@ -242,12 +171,12 @@ impl Walker<'_> {
                 }
             }
             Field::OptionStr(name) => {
-                if self.option_tag(name) {
-                    self.string(name);
+                if self.d.option_tag(name) {
+                    self.d.string(name);
                 }
             }
             Field::LearnList => {
-                let count = self.u32_le("texts: count (u32 LE)");
+                let count = self.d.u32_le("texts: count (u32 LE)");
                 for _ in 0..count {
                     for field in LEARN_BODY {
                         self.field(field);
@@ -267,13 +196,13 @@ impl Walker<'_> {
                 }
             }
             Field::LearnedList => {
-                let count = self.u32_le("learned: count (u32 LE)");
+                let count = self.d.u32_le("learned: count (u32 LE)");
                 for _ in 0..count {
                     self.field(Field::LearnedBody);
                 }
             }
             Field::OutcomeList => {
-                let count = self.u32_le("outcomes: count (u32 LE)");
+                let count = self.d.u32_le("outcomes: count (u32 LE)");
                 for _ in 0..count {
                     self.field(Field::Bool("created"));
                     self.field(Field::U64("created_at_ms"));
@@ -291,18 +220,12 @@ fn annotated(bytes: &[u8], fields: &[Field]) -> (Vec<u8>, String) {
 
 fn annotate(bytes: &[u8], fields: &[Field]) -> String {
     let mut walker = Walker {
-        bytes,
-        out: String::new(),
+        d: Dump::new(bytes),
     };
     for field in fields {
         walker.field(*field);
     }
-    assert!(
-        walker.bytes.is_empty(),
-        "example has {} unannotated bytes",
-        walker.bytes.len()
-    );
-    walker.out
+    walker.d.finish()
 }
 
 fn limits() -> Limits {
@@ -751,74 +674,13 @@ fn protocol_md_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../PROTOCOL.md")
 }
 
-/// Replaces the fenced block after each example marker with `render(name)`, returning the
-/// new document and the names whose blocks differed.
-fn splice(
-    document: &str,
-    examples: &[(&'static str, (Vec<u8>, String))],
-) -> (String, Vec<&'static str>) {
-    let mut out = String::new();
-    let mut changed = Vec::new();
-    let mut rest = document;
-    while let Some(start) = rest.find("<!-- example: ") {
-        let (before, from_marker) = rest.split_at(start);
-        out.push_str(before);
-        let marker_end = from_marker
-            .find("-->")
-            .expect("unterminated example marker")
-            + 3;
-        let name = from_marker["<!-- example: ".len()..marker_end - 3].trim();
-        let (_, (_, dump)) = examples
-            .iter()
-            .find(|(example, _)| *example == name)
-            .unwrap_or_else(|| panic!("PROTOCOL.md names unknown example {name}"));
-        out.push_str(&from_marker[..marker_end]);
-        let after_marker = &from_marker[marker_end..];
-        let block_start = after_marker
-            .find("```text\n")
-            .expect("example marker without a ```text block");
-        let body_start = block_start + "```text\n".len();
-        let body_len = after_marker[body_start..]
-            .find("```")
-            .expect("unterminated block");
-        let current = &after_marker[body_start..body_start + body_len];
-        if current != dump {
-            changed.push(
-                examples
-                    .iter()
-                    .map(|(example, _)| *example)
-                    .find(|example| *example == name)
-                    .unwrap(),
-            );
-        }
-        out.push_str(&after_marker[..body_start]);
-        out.push_str(dump);
-        rest = &after_marker[body_start + body_len..];
-    }
-    out.push_str(rest);
-    (out, changed)
-}
-
 #[test]
 fn protocol_md_hex_dumps_match_the_encoder() {
-    let path = protocol_md_path();
-    let document = std::fs::read_to_string(&path).expect("PROTOCOL.md is readable");
-    let examples = examples();
-    for (name, _) in &examples {
-        assert!(
-            document.contains(&format!("<!-- example: {name} -->")),
-            "PROTOCOL.md lacks example {name}"
-        );
-    }
-    let (updated, changed) = splice(&document, &examples);
-    if std::env::var_os("UPDATE_PROTOCOL_MD").is_some() {
-        std::fs::write(&path, updated).unwrap();
-        return;
-    }
-    assert!(
-        changed.is_empty(),
-        "PROTOCOL.md hex dumps differ from the encoder for {changed:?}; see this module's docs"
-    );
+    let examples: Vec<(&'static str, String)> = examples()
+        .into_iter()
+        .map(|(name, (_, dump))| (name, dump))
+        .collect();
+    check_document(&protocol_md_path(), &examples, "UPDATE_PROTOCOL_MD");
 }
 
 #[test]

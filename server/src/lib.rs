@@ -47,7 +47,7 @@ use tracing::{info, warn};
 pub use auth::AuthConfig;
 pub use config::{Cli, ModelConfig, Role, ServerConfig};
 pub use engine::{Capacity, EvictionPolicy};
-use engine::{Clock, Durability, Engine, EngineConfig, EngineError, SystemClock};
+use engine::{Clock, Durability, Engine, EngineConfig, EngineError, PersistConfig, SystemClock};
 use executor::Executor;
 
 /// Connections the kernel holds for the accept loop (what `TcpListener::bind` uses); the
@@ -150,12 +150,12 @@ impl Server {
             capacity: config.capacity,
             max_page_bytes,
             vector_dimension: config.limits.vector_dimension,
-            durability: Durability::Persistent {
+            durability: Durability::Persistent(PersistConfig {
                 data_dir: config.storage_path.clone(),
                 wal: config.wal.clone(),
                 checkpoint: config.checkpoint.clone(),
                 mmap_vectors: config.mmap_enabled,
-            },
+            }),
         };
         // Recovery reads files and may take a while: keep it off the async workers.
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config, clock))

@@ -11,8 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use sutra_engine::Latencies;
-use sutra_engine::LatencySnapshot;
+use sutra_engine::{Latencies, LatencySnapshot};
 use sutra_protocol::{ErrorCode, Opcode, StatsSnapshot};
 
 /// A histogram kept elsewhere (by the log or the engine), exposed as it is at scrape time.

@@ -34,7 +34,7 @@ pub enum ModelError {
     Failed(String),
 }
 
-pub use crate::request::ReplicaRequest;
+pub use sutra_protocol::embed_json::ReplicaRequest;
 
 /// `POST /embed` answer of an ML-base replica.
 #[derive(Debug, Serialize, Deserialize)]

@@ -4,9 +4,9 @@
 use std::process::Command;
 use std::sync::Arc;
 
+use sutra_embedding_service::api::{router, Service};
+use sutra_embedding_service::ServiceConfig;
 use sutra_server::ModelConfig;
-use sutra_service::api::{router, Service};
-use sutra_service::ServiceConfig;
 use sutra_tests::TestServer;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,7 @@ async fn validate_check_passes_on_a_working_stack() -> anyhow::Result<()> {
     let service = Service::start(&ServiceConfig::for_tests(model_dir()), shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let service_url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(sutra_service::serve(
+    tokio::spawn(sutra_embedding_service::serve(
         listener,
         router(Arc::clone(&service)),
         shutdown.clone(),

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::request::Limits;
 use clap::{Args, Parser, Subcommand};
 use sutra_embed::BatcherConfig;
+pub use sutra_protocol::embed_json::Limits;
 
 /// sutra's embedding service: `serve` answers `/embed` from an L1 cache, a sutra-storage
 /// cache shard (L2) and the model; `ml-base` serves the model alone, as a replica behind a

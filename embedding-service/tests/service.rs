@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sutra_embed::{Output, Pipeline};
-use sutra_service::api::{router, Service};
-use sutra_service::config::{L2Config, ReplicaConfig};
-use sutra_service::ServiceConfig;
+use sutra_embedding_service::api::{router, Service};
+use sutra_embedding_service::config::{L2Config, ReplicaConfig};
+use sutra_embedding_service::ServiceConfig;
 use sutra_tests::TestServer;
 
 mod common;
@@ -40,7 +40,7 @@ impl Running {
         let service = Service::start(&config, shutdown.clone()).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        tokio::spawn(sutra_service::serve(
+        tokio::spawn(sutra_embedding_service::serve(
             listener,
             router(Arc::clone(&service)),
             shutdown.clone(),
@@ -338,7 +338,7 @@ async fn a_stalled_shard_loses_no_write_back_and_is_used_again_at_once() -> anyh
     let client = sutra_client::Client::connect(shard.addr.to_string()).await?;
     let ids: Vec<String> = texts
         .iter()
-        .map(|text| sutra_service::cache::l2_id("all-MiniLM-L6-v2", text))
+        .map(|text| sutra_embedding_service::cache::l2_id("all-MiniLM-L6-v2", text))
         .collect();
     for chunk in ids.chunks(200) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -505,12 +505,12 @@ async fn replicas_share_the_load_evenly_and_a_killed_one_fails_no_request() -> a
     }
     let counts = |service: &Running| -> Vec<u64> {
         match service.service.model() {
-            sutra_service::model::ModelSource::Replicas(replicas) => replicas
+            sutra_embedding_service::model::ModelSource::Replicas(replicas) => replicas
                 .replicas()
                 .iter()
                 .map(|replica| replica.requests.load(std::sync::atomic::Ordering::Relaxed))
                 .collect(),
-            sutra_service::model::ModelSource::Local { .. } => Vec::new(),
+            sutra_embedding_service::model::ModelSource::Local { .. } => Vec::new(),
         }
     };
     let balance = counts(&service);

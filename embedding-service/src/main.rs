@@ -5,8 +5,8 @@ use std::io::{IsTerminal, Write as _};
 
 use anyhow::Context;
 use clap::Parser;
-use sutra_service::config::{Cli, Role};
-use sutra_service::{api, ml_base, MlBaseConfig, ServiceConfig};
+use sutra_embedding_service::config::{Cli, Role};
+use sutra_embedding_service::{api, ml_base, MlBaseConfig, ServiceConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
         .log_internal_errors(false)
         .init();
     for warning in sutra_embed::seed_warnings(
-        sutra_service::config::SEED_VARIABLES_WITHOUT_EFFECT,
+        sutra_embedding_service::config::SEED_VARIABLES_WITHOUT_EFFECT,
         |name| std::env::var(name).ok(),
     ) {
         tracing::warn!("{warning}");
@@ -68,7 +68,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             tracing::info!(addr = %listener.local_addr()?, l2 = ?config.l2.as_ref().map(|l2| &l2.addr), replicas = ?config.replicas.as_ref().map(|r| &r.urls), "embedding service listening");
-            sutra_service::serve(listener, api::router(service), shutdown).await?;
+            sutra_embedding_service::serve(listener, api::router(service), shutdown).await?;
         }
         Role::MlBase(args) => {
             let config = MlBaseConfig::from(&args);
@@ -77,7 +77,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             tracing::info!(addr = %listener.local_addr()?, instance_id = %config.instance_id, "ML-base listening; loading the model");
-            let server = tokio::spawn(sutra_service::serve(
+            let server = tokio::spawn(sutra_embedding_service::serve(
                 listener,
                 ml_base::router(std::sync::Arc::clone(&state)),
                 shutdown.clone(),

@@ -17,13 +17,14 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sutra_protocol::embed_json as request;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{key, Counters, Key, L1, L2};
 use crate::config::{Limits, ServiceConfig};
+use crate::http::HttpError;
 use crate::metrics::{self, Metrics, UpstreamLabels};
 use crate::model::{Computed, ModelError, ModelSource, Replicas};
-use crate::{request, HttpError};
 
 /// The service's state.
 pub struct Service {

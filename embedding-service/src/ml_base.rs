@@ -12,11 +12,11 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sutra_embed::{Batcher, EmbedError, Output, Task};
+use sutra_protocol::embed_json as request;
 
 use crate::config::{Limits, LocalModel, MlBaseConfig};
+use crate::http::HttpError;
 use crate::model::{ReplicaHealth, ReplicaResponse};
-use crate::request;
-use crate::HttpError;
 
 /// Loads `model` off the async workers and starts its batcher.
 pub async fn load(model: &LocalModel) -> anyhow::Result<Batcher> {

@@ -1,23 +1,7 @@
-//! sutra's embedding service, in two roles of one binary (`sutra-embedding-service`):
-//!
-//! - **ML-base** ([`ml_base`]): serves the model over HTTP (`POST /embed`, `GET /health`);
-//!   concurrent requests are merged by the pipeline's dynamic batcher.
-//! - **Embedding service** ([`api`]): `POST /embed` (and OpenAI-style `POST /v1/embeddings`)
-//!   answered from an in-process L1 cache, then a sutra-storage cache shard (L2, survives
-//!   restarts), and only then the model: in-process, or ML-base replicas balanced by least
-//!   outstanding requests with health checks and failover ([`model`]); `GET /metrics` in
-//!   Prometheus' format ([`metrics`]).
+//! What both roles share over HTTP: serving a router until shutdown, and the JSON error
+//! body every failed request gets.
 
-pub mod api;
-pub mod cache;
-pub mod config;
-pub mod metrics;
-pub mod ml_base;
-pub mod model;
-/// The JSON request bodies (they live with the other wire formats, in `sutra-protocol`).
-pub use sutra_protocol::embed_json as request;
-
-pub use config::{MlBaseConfig, ServiceConfig};
+use sutra_protocol::embed_json::RequestError;
 
 /// Serves `router` on `listener` until `shutdown` is cancelled.
 pub async fn serve(
@@ -72,8 +56,8 @@ impl From<axum::extract::rejection::BytesRejection> for HttpError {
     }
 }
 
-impl From<request::RequestError> for HttpError {
-    fn from(error: request::RequestError) -> HttpError {
+impl From<RequestError> for HttpError {
+    fn from(error: RequestError) -> HttpError {
         let status = axum::http::StatusCode::from_u16(error.status)
             .unwrap_or(axum::http::StatusCode::BAD_REQUEST);
         HttpError::new(status, error.message)
