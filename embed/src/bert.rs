@@ -607,7 +607,7 @@ impl Bert {
             normed.copy_from_slice(states);
             norm_rows(normed, &layer.output_norm);
         }
-        self.feed_forward(&layer.mlp, states, pre, buffers, threads);
+        self.feed_forward(&layer.mlp, states, self.placement, buffers, threads);
         if !pre {
             norm_rows(states, &layer.output_norm);
         }
@@ -619,7 +619,7 @@ impl Bert {
         &self,
         mlp: &Mlp,
         states: &mut [f32],
-        pre: bool,
+        placement: Placement,
         buffers: &mut Buffers,
         threads: usize,
     ) {
@@ -629,7 +629,11 @@ impl Bert {
         let normed = &buffers.normed[..total * hidden];
         let inner = mlp.inner();
         let up = &mut buffers.up[..total * inner];
-        let input: &[f32] = if pre { normed } else { states };
+        let input: &[f32] = if placement == Placement::Pre {
+            normed
+        } else {
+            states
+        };
         match mlp {
             Mlp::Plain { up: weights, down } => {
                 linear(

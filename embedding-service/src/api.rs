@@ -21,9 +21,9 @@ use sutra_protocol::embed_json as request;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{key, Counters, Key, L1, L2};
-use crate::config::{Limits, ServiceConfig};
+use crate::config::{ServiceConfig, TextLimits};
 use crate::http::HttpError;
-use crate::metrics::{self, Metrics, UpstreamLabels};
+use crate::metrics::{self, ServiceMetrics, UpstreamLabels};
 use crate::model::{Computed, ModelError, ModelSource, Replicas};
 
 /// The service's state.
@@ -32,10 +32,10 @@ pub struct Service {
     dimension: usize,
     l1: L1,
     l2: Option<Arc<L2>>,
-    limits: Limits,
+    limits: TextLimits,
     requests: AtomicU64,
     texts: Counters,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServiceMetrics>,
 }
 
 impl Service {
@@ -63,7 +63,7 @@ impl Service {
             limits: config.limits,
             requests: AtomicU64::new(0),
             texts: Counters::default(),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(ServiceMetrics::default()),
         }))
     }
 

@@ -6,22 +6,22 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sutra_embed::BatcherConfig;
-pub use sutra_protocol::embed_json::Limits;
+pub use sutra_protocol::embed_json::TextLimits;
 
 /// sutra's embedding service: `serve` answers `/embed` from an L1 cache, a sutra-storage
 /// cache shard (L2) and the model; `ml-base` serves the model alone, as a replica behind a
 /// `serve` (ML_BASE_URL) or HAProxy.
 #[derive(Debug, Parser)]
 #[command(name = "sutra-embedding-service", version, max_term_width = 100)]
-pub struct Cli {
+pub struct ServiceCli {
     /// The role.
     #[command(subcommand)]
-    pub role: Role,
+    pub role: ServiceRole,
 }
 
 /// The two roles.
 #[derive(Debug, Subcommand)]
-pub enum Role {
+pub enum ServiceRole {
     /// The embedding service (port 8888): HTTP /embed, /v1/embeddings, /cache/stats,
     /// /cache/clear, /health.
     Serve(ServeArgs),
@@ -65,11 +65,11 @@ pub struct ModelArgs {
     #[arg(long, env = "EMBED_PRECISION", default_value = "f32")]
     pub embed_precision: sutra_embed::Precision,
     /// Most texts in one request.
-    #[arg(long, env = "EMBED_MAX_TEXTS", default_value_t = Limits::DEFAULT_MAX_TEXTS)]
+    #[arg(long, env = "EMBED_MAX_TEXTS", default_value_t = TextLimits::DEFAULT_MAX_TEXTS)]
     pub embed_max_texts: usize,
     /// Longest text, in bytes (longer texts are refused; texts over the model's token limit
     /// are truncated and flagged in the answer).
-    #[arg(long, env = "EMBED_MAX_TEXT_BYTES", default_value_t = Limits::DEFAULT_MAX_TEXT_BYTES)]
+    #[arg(long, env = "EMBED_MAX_TEXT_BYTES", default_value_t = TextLimits::DEFAULT_MAX_TEXT_BYTES)]
     pub embed_max_text_bytes: usize,
 }
 
@@ -184,8 +184,8 @@ impl ModelArgs {
         }
     }
 
-    fn limits(&self) -> Limits {
-        Limits {
+    fn limits(&self) -> TextLimits {
+        TextLimits {
             max_texts: self.embed_max_texts.max(1),
             max_text_bytes: self.embed_max_text_bytes.max(1),
         }
@@ -245,7 +245,7 @@ pub struct ServiceConfig {
     /// L2, if enabled.
     pub l2: Option<L2Config>,
     /// Request bounds.
-    pub limits: Limits,
+    pub limits: TextLimits,
     /// `EMBED_THREADS`.
     pub threads: usize,
 }
@@ -266,7 +266,7 @@ impl ServiceConfig {
             l1_capacity: 50_000,
             l1_ttl: Duration::from_secs(3600),
             l2: None,
-            limits: Limits::default(),
+            limits: TextLimits::default(),
             threads: 0,
         }
     }
@@ -310,7 +310,7 @@ pub struct MlBaseConfig {
     /// The model.
     pub model: LocalModel,
     /// Request bounds.
-    pub limits: Limits,
+    pub limits: TextLimits,
     /// `EMBED_THREADS`.
     pub threads: usize,
 }
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn help_names_every_environment_variable() {
-        let mut command = Cli::command();
+        let mut command = ServiceCli::command();
         for sub in ["serve", "ml-base"] {
             let help = command
                 .find_subcommand_mut(sub)
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn serve_flags_become_a_config() {
-        let cli = Cli::parse_from([
+        let cli = ServiceCli::parse_from([
             "sutra-embedding-service",
             "serve",
             "--port",
@@ -409,7 +409,7 @@ mod tests {
             "--sutra-cache-enabled",
             "false",
         ]);
-        let Role::Serve(args) = cli.role else {
+        let ServiceRole::Serve(args) = cli.role else {
             panic!("serve")
         };
         let config = ServiceConfig::from(&args);

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write as _};
 
 use anyhow::Context;
 use clap::Parser;
-use sutra_embedding_service::config::{Cli, Role};
+use sutra_embedding_service::config::{ServiceCli, ServiceRole};
 use sutra_embedding_service::{api, ml_base, MlBaseConfig, ServiceConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = ServiceCli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -36,8 +36,8 @@ fn main() -> std::process::ExitCode {
     }
     // Before the runtime's threads start: candle reads its thread count from the environment.
     let threads = match &cli.role {
-        Role::Serve(args) => args.model.embed_threads,
-        Role::MlBase(args) => args.model.embed_threads,
+        ServiceRole::Serve(args) => args.model.embed_threads,
+        ServiceRole::MlBase(args) => args.model.embed_threads,
     };
     sutra_embed::set_threads(threads);
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -57,11 +57,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(role: Role) -> anyhow::Result<()> {
+async fn run(role: ServiceRole) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone())?;
     match role {
-        Role::Serve(args) => {
+        ServiceRole::Serve(args) => {
             let config = ServiceConfig::from(&args);
             let service = api::Service::start(&config, shutdown.clone()).await?;
             let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -70,7 +70,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
             tracing::info!(addr = %listener.local_addr()?, l2 = ?config.l2.as_ref().map(|l2| &l2.addr), replicas = ?config.replicas.as_ref().map(|r| &r.urls), "embedding service listening");
             sutra_embedding_service::serve(listener, api::router(service), shutdown).await?;
         }
-        Role::MlBase(args) => {
+        ServiceRole::MlBase(args) => {
             let config = MlBaseConfig::from(&args);
             let state = ml_base::MlBase::new(&config);
             let listener = tokio::net::TcpListener::bind(&config.listen)

@@ -56,7 +56,7 @@ fn batch_histogram() -> Histogram {
 }
 
 /// Every series the service exports.
-pub struct Metrics {
+pub struct ServiceMetrics {
     registry: Registry,
     /// Finished requests.
     pub requests: Family<RequestLabels, Counter>,
@@ -76,8 +76,8 @@ pub struct Metrics {
     pub upstream_healthy: Family<UpstreamLabels, Gauge>,
 }
 
-impl Default for Metrics {
-    fn default() -> Metrics {
+impl Default for ServiceMetrics {
+    fn default() -> ServiceMetrics {
         let mut registry = Registry::with_prefix("sutra_embedding");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: Family<EndpointLabels, Histogram, fn() -> Histogram> =
@@ -120,7 +120,7 @@ impl Default for Metrics {
             "Whether a model upstream is in rotation",
             upstream_healthy.clone(),
         );
-        Metrics {
+        ServiceMetrics {
             registry,
             requests,
             latency,
@@ -134,7 +134,7 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
+impl ServiceMetrics {
     /// Counts a hit in `tier`.
     pub fn hit(&self, tier: &'static str, count: u64) {
         self.hits.get_or_create(&TierLabels { tier }).inc_by(count);
@@ -158,7 +158,11 @@ impl Metrics {
 }
 
 /// Middleware: counts and times every request by route and status.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+pub async fn track(
+    State(metrics): State<Arc<ServiceMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let endpoint = request
         .extensions()
         .get::<MatchedPath>()
@@ -182,7 +186,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 }
 
 /// `GET /metrics` body with its content type.
-pub fn exposition(metrics: &Metrics) -> Response {
+pub fn exposition(metrics: &ServiceMetrics) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use sutra_embed::{Batcher, EmbedError, Output, Task};
 use sutra_protocol::embed_json as request;
 
-use crate::config::{Limits, LocalModel, MlBaseConfig};
+use crate::config::{LocalModel, MlBaseConfig, TextLimits};
 use crate::http::HttpError;
 use crate::model::{ReplicaHealth, ReplicaResponse};
 
@@ -42,7 +42,7 @@ pub async fn load(model: &LocalModel) -> anyhow::Result<Batcher> {
 pub struct MlBase {
     instance_id: String,
     dimension: usize,
-    limits: Limits,
+    limits: TextLimits,
     batcher: OnceLock<Batcher>,
 }
 

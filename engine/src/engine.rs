@@ -13,7 +13,7 @@ use crate::config::{Durability, EngineConfig};
 use crate::counters::{EngineCounters, Latencies, RecoverySummary};
 use crate::error::EngineError;
 use crate::pending::{PendingInner, PendingWrite};
-use crate::persist;
+use crate::persist::{self, About};
 use crate::record::{self, Record};
 use crate::store::ConceptStore;
 
@@ -163,14 +163,14 @@ impl Engine {
         record: Result<Vec<u8>, sutra_protocol::EncodeError>,
         apply: impl FnOnce(&ConceptStore) -> T + Send + 'static,
     ) -> PendingWrite<T> {
-        self.commit_as(record, false, apply)
+        self.commit_as(record, About::Data, apply)
     }
 
     /// [`Engine::commit`], marking the server's own events for the checkpointer.
     fn commit_as<T: Send + 'static>(
         &self,
         record: Result<Vec<u8>, sutra_protocol::EncodeError>,
-        event: bool,
+        about: About,
         apply: impl FnOnce(&ConceptStore) -> T + Send + 'static,
     ) -> PendingWrite<T> {
         let Some(persistence) = &self.persistence else {
@@ -194,7 +194,7 @@ impl Engine {
                     .map_err(EngineError::from_append);
                 let _ = sender.send(outcome);
             }),
-            event,
+            about,
         );
         PendingWrite(PendingInner::Waiting(receiver))
     }
@@ -236,7 +236,9 @@ impl Engine {
         let now_ms = self.clock.now_ms();
         let concept = self.build_concept(request, now_ms)?;
         let record = record::encode_put(&concept);
-        Ok(self.commit_as(record, true, move |store| outcome(store, &concept, now_ms)))
+        Ok(self.commit_as(record, About::Events, move |store| {
+            outcome(store, &concept, now_ms)
+        }))
     }
 
     /// Stores several concepts as one log record: after a crash all of them are there or
@@ -415,7 +417,8 @@ impl Engine {
                 at_ms: now_ms,
             }
             .encode();
-            let _ = self.commit_as(record, event, move |store| {
+            let about = if event { About::Events } else { About::Data };
+            let _ = self.commit_as(record, about, move |store| {
                 if store.expire(&id, now_ms) && !event {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }

@@ -27,6 +27,16 @@ const CHECKPOINT_RETRY: Duration = Duration::from_secs(10);
 /// How often the checkpointer checks whether a checkpoint is due.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(100);
 
+/// What a log record is about, for the checkpointer: the server's own events never make a
+/// timed checkpoint due (each checkpoint writes one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum About {
+    /// Data: a client's write, an eviction, an expiry.
+    Data,
+    /// The server's own events (`SUTRA_EVENTS`), and their expiries.
+    Events,
+}
+
 pub(crate) struct Persistence {
     dir: DataDir,
     /// Vector slots in mapped segments (`MMAP_ENABLED`), or `None` to keep vectors on the heap.
@@ -213,10 +223,10 @@ impl Persistence {
         Ok(())
     }
 
-    /// Appends one record; `event` marks the server's own events (see
+    /// Appends one record; the server's own events are counted apart (see
     /// `event_bytes_since_checkpoint`).
-    pub(crate) fn append(&self, payload: Vec<u8>, ack: Ack, event: bool) {
-        if event {
+    pub(crate) fn append(&self, payload: Vec<u8>, ack: Ack, about: About) {
+        if about == About::Events {
             self.event_bytes_since_checkpoint
                 .fetch_add(payload.len() as u64, Ordering::Relaxed);
         }

@@ -7,9 +7,9 @@
 use libfuzzer_sys::fuzz_target;
 
 use sutra_protocol::embed_json as request;
-use request::{Limits, RequestError};
+use request::{TextLimits, RequestError};
 
-fn within(texts: &[String], limits: &Limits) {
+fn within(texts: &[String], limits: &TextLimits) {
     assert!(!texts.is_empty());
     assert!(texts.len() <= limits.max_texts);
     assert!(texts.iter().all(|text| text.len() <= limits.max_text_bytes));
@@ -26,7 +26,7 @@ fn refused(error: &RequestError) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits {
+    let limits = TextLimits {
         max_texts: 8,
         max_text_bytes: 64,
     };

@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 
 /// Request bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct TextLimits {
     /// Most texts per request.
     pub max_texts: usize,
     /// Longest text in bytes.
     pub max_text_bytes: usize,
 }
 
-impl Limits {
+impl TextLimits {
     /// Default `EMBED_MAX_TEXTS`.
     pub const DEFAULT_MAX_TEXTS: usize = 256;
     /// Default `EMBED_MAX_TEXT_BYTES`.
@@ -33,9 +33,9 @@ impl Limits {
     }
 }
 
-impl Default for Limits {
+impl Default for TextLimits {
     fn default() -> Self {
-        Limits {
+        TextLimits {
             max_texts: Self::DEFAULT_MAX_TEXTS,
             max_text_bytes: Self::DEFAULT_MAX_TEXT_BYTES,
         }
@@ -82,7 +82,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Requ
 }
 
 /// Refuses an empty list, too many texts, or a text over `max_text_bytes`.
-pub fn check_texts(texts: &[String], limits: &Limits) -> Result<(), RequestError> {
+pub fn check_texts(texts: &[String], limits: &TextLimits) -> Result<(), RequestError> {
     if texts.is_empty() {
         return Err(RequestError::bad("texts is empty"));
     }
@@ -124,7 +124,7 @@ pub struct EmbedRequest {
 }
 
 /// Parses and checks a `POST /embed` body.
-pub fn embed(body: &[u8], limits: &Limits) -> Result<EmbedRequest, RequestError> {
+pub fn embed(body: &[u8], limits: &TextLimits) -> Result<EmbedRequest, RequestError> {
     let request: EmbedRequest = parse_json(body)?;
     if request.normalize == Some(false) {
         return Err(RequestError::bad(
@@ -168,7 +168,7 @@ pub struct OpenAiRequest {
 /// Parses and checks a `POST /v1/embeddings` body (OpenAI's) for a model of `dimension`.
 pub fn openai(
     body: &[u8],
-    limits: &Limits,
+    limits: &TextLimits,
     dimension: usize,
 ) -> Result<OpenAiRequest, RequestError> {
     let request: OpenAiBody = parse_json(body)?;
@@ -212,7 +212,7 @@ fn yes() -> bool {
 }
 
 /// Parses and checks an ML-base `POST /embed` body.
-pub fn replica(body: &[u8], limits: &Limits) -> Result<ReplicaRequest, RequestError> {
+pub fn replica(body: &[u8], limits: &TextLimits) -> Result<ReplicaRequest, RequestError> {
     let request: ReplicaRequest = parse_json(body)?;
     if !request.normalize {
         return Err(RequestError::bad(
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn texts_are_bounded() {
-        let limits = Limits {
+        let limits = TextLimits {
             max_texts: 2,
             max_text_bytes: 3,
         };
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn broken_json_is_400_and_the_wrong_shape_422() {
-        let limits = Limits::default();
+        let limits = TextLimits::default();
         let status = |body: &str| {
             embed(body.as_bytes(), &limits)
                 .map(|_| ())
@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn openai_input_is_one_string_or_a_list_and_dimensions_are_bounded() {
-        let limits = Limits::default();
+        let limits = TextLimits::default();
         let one = openai(br#"{"input": "a"}"#, &limits, 256).unwrap();
         assert_eq!((one.texts, one.dimensions), (vec!["a".to_owned()], 256));
         let many = openai(br#"{"input": ["a", "b"], "dimensions": 64}"#, &limits, 256).unwrap();

@@ -171,10 +171,11 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
             any::<u32>(),
             any::<u64>(),
             "\\PC{0,8}",
-            any::<u64>()
+            any::<u64>(),
+            "\\PC{0,12}"
         )
             .prop_map(
-                |(status, role, vector_dimension, concepts, version, uptime_seconds)| {
+                |(status, role, vector_dimension, concepts, version, uptime_seconds, model)| {
                     (
                         0x01,
                         Response::Health(HealthInfo {
@@ -184,6 +185,7 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
                             concepts,
                             version,
                             uptime_seconds,
+                            model,
                         }),
                     )
                 }

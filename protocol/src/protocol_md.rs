@@ -309,6 +309,7 @@ fn examples() -> Vec<(&'static str, (Vec<u8>, String))> {
                         concepts: 42,
                         version: "0.1.0".to_owned(),
                         uptime_seconds: 3600,
+                        model: "all-MiniLM-L6-v2".to_owned(),
                     }),
                 ),
                 &with(
@@ -320,6 +321,7 @@ fn examples() -> Vec<(&'static str, (Vec<u8>, String))> {
                         U64("concepts"),
                         Str("version"),
                         U64("uptime_seconds"),
+                        Str("model"),
                     ],
                 ),
             ),

@@ -48,6 +48,9 @@ pub struct HealthInfo {
     pub version: String,
     /// Seconds since the server started.
     pub uptime_seconds: u64,
+    /// The embedding model behind LearnConcept (its name, as in learned ids); empty when the
+    /// server has none and learning answers NoModel.
+    pub model: String,
 }
 
 impl HealthInfo {
@@ -58,6 +61,7 @@ impl HealthInfo {
         dst.put_u64_le(self.concepts);
         wire::put_str(dst, &self.version, "version")?;
         dst.put_u64_le(self.uptime_seconds);
+        wire::put_str(dst, &self.model, "model")?;
         Ok(())
     }
 
@@ -69,6 +73,7 @@ impl HealthInfo {
             concepts: wire::get_u64(buf, "concepts")?,
             version: wire::get_str(buf, "version", u32::MAX)?.to_owned(),
             uptime_seconds: wire::get_u64(buf, "uptime_seconds")?,
+            model: wire::get_str(buf, "model", u32::MAX)?.to_owned(),
         })
     }
 }

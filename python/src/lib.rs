@@ -229,6 +229,10 @@ fn answer(py: Python<'_>, response: Result<Response, ClientError>) -> PyResult<P
             dict.set_item("concepts", health.concepts)?;
             dict.set_item("version", health.version)?;
             dict.set_item("uptime_seconds", health.uptime_seconds)?;
+            dict.set_item(
+                "model",
+                (!health.model.is_empty()).then_some(health.model.as_str()),
+            )?;
             dict.into_any()
         }
         Response::Stored(stored) => outcome(py, &stored)?.into_any(),

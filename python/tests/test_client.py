@@ -34,7 +34,8 @@ def client_for(server, **options) -> StorageClient:
 
 def test_the_seeds_store_and_get(server) -> None:
     client = client_for(server)
-    assert client.health_check()["status"] == "ok"
+    health = client.health_check()
+    assert health["status"] == "ok" and health["model"] is None  # no model: no learning
     metadata = ConceptMetadata(
         concept_type="embedding_cache",
         created_at=datetime.now().isoformat(),
@@ -322,6 +323,7 @@ def test_the_seeds_two_tier_cache_on_a_cache_shard(shard) -> None:
 
 def test_learning_through_the_server(learner) -> None:
     client = client_for(learner)
+    assert client.health_check()["model"] == "all-MiniLM-L6-v2"
     learned = client.learn_concept("The quick brown fox.", concept_type="note",
                                    attributes={"source": "test"})
     assert learned["id"].startswith("learn-") and learned["tokens"] > 0

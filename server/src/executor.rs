@@ -253,6 +253,11 @@ impl Executor {
             concepts: self.engine.counters().concepts,
             version: VERSION.to_owned(),
             uptime_seconds: self.started.elapsed().as_secs(),
+            model: self
+                .embedder
+                .as_ref()
+                .and_then(Embedder::model_name)
+                .unwrap_or_default(),
         }
     }
 
@@ -263,7 +268,8 @@ impl Executor {
         let counters = &self.counters;
         let gets = load(&counters.gets);
         let misses = load(&counters.gets_not_found);
-        let pairs: [(&str, u64); 30] = [
+        let limits = &self.limits;
+        let pairs: [(&str, u64); 38] = [
             ("concepts", engine.concepts),
             ("bytes_used", engine.bytes_used),
             ("uptime_seconds", self.started.elapsed().as_secs()),
@@ -297,6 +303,15 @@ impl Executor {
             ("persistent", u64::from(engine.persistent)),
             ("vector_slots_used", engine.vector_slots_used),
             ("vector_slots_allocated", engine.vector_slots_allocated),
+            // The limits a client sizes its requests by (GetMany, StoreMany, ids).
+            ("max_frame_bytes", u64::from(limits.max_frame_bytes)),
+            ("max_id_bytes", u64::from(limits.max_id_bytes)),
+            ("max_content_bytes", u64::from(limits.max_content_bytes)),
+            ("max_name_bytes", u64::from(limits.max_name_bytes)),
+            ("max_attributes", u64::from(limits.max_attributes)),
+            ("max_attribute_bytes", u64::from(limits.max_attribute_bytes)),
+            ("max_query_limit", u64::from(limits.max_query_limit)),
+            ("max_batch_items", u64::from(limits.max_batch_items)),
         ];
         StatsSnapshot {
             role: self.role.as_str().to_owned(),

@@ -26,6 +26,7 @@ pub fn health(health: &HealthInfo) -> Value {
         "concepts": health.concepts,
         "version": health.version,
         "uptime_seconds": health.uptime_seconds,
+        "model": if health.model.is_empty() { Value::Null } else { Value::from(health.model.as_str()) },
     })
 }
 

@@ -31,6 +31,15 @@ fn random_seed() -> u32 {
     seed
 }
 
+/// Whether a write of the batch buffer is also made durable now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// Written; synced later, by the policy.
+    Write,
+    /// Written and synced before the batch is acknowledged.
+    AndSync,
+}
+
 struct ActiveSegment {
     name: String,
     file: Box<dyn StorageFile>,
@@ -304,7 +313,7 @@ impl Writer {
             });
             if !fits {
                 // Finish the current segment durably, then open the next one.
-                if let Err(error) = self.flush_scratch(true) {
+                if let Err(error) = self.flush_scratch(Flush::AndSync) {
                     self.fail(&error, written);
                     ack(Err(error.clone()));
                     records.for_each(|(_, ack)| ack(Err(error.clone())));
@@ -337,11 +346,11 @@ impl Writer {
         // Under EverySec a heavy writer also syncs every EVERYSEC_SYNC_BYTES: one fdatasync
         // of a whole second of writes stalls the log for tens of milliseconds, several small
         // ones do not (measured in bench/RESULTS.md).
-        let sync = self.config.fsync == FsyncPolicy::Always
+        let due = self.config.fsync == FsyncPolicy::Always
             || (self.config.fsync == FsyncPolicy::EverySec
                 && (self.last_sync.elapsed() >= self.config.sync_interval
                     || unsynced >= EVERYSEC_SYNC_BYTES));
-        match self.flush_scratch(sync) {
+        match self.flush_scratch(if due { Flush::AndSync } else { Flush::Write }) {
             Ok(()) => self.acknowledge(written),
             Err(error) => self.fail(&error, written),
         }
@@ -370,8 +379,9 @@ impl Writer {
         }
     }
 
-    /// Writes the scratch buffer at the end of the active segment and optionally syncs it.
-    fn flush_scratch(&mut self, sync: bool) -> Result<(), WalError> {
+    /// Writes the scratch buffer at the end of the active segment, and syncs it with
+    /// [`Flush::AndSync`].
+    fn flush_scratch(&mut self, flush: Flush) -> Result<(), WalError> {
         let Some(active) = self.active.as_mut() else {
             return if self.scratch.is_empty() {
                 Ok(())
@@ -389,7 +399,7 @@ impl Writer {
             active.dirty = true;
             self.scratch.clear();
         }
-        if sync && active.dirty {
+        if flush == Flush::AndSync && active.dirty {
             let started = Instant::now();
             active
                 .file
@@ -408,7 +418,7 @@ impl Writer {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(WalError::Poisoned);
         }
-        let result = self.flush_scratch(true);
+        let result = self.flush_scratch(Flush::AndSync);
         if let Err(error) = &result {
             self.poison(error);
         }

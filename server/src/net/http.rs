@@ -214,12 +214,6 @@ async fn health(State(executor): State<Arc<Executor>>) -> Json<serde_json::Value
     let mut body = json::health(&info);
     if let Some(object) = body.as_object_mut() {
         let embedder = executor.embedder();
-        object.insert(
-            "model".to_owned(),
-            embedder
-                .and_then(crate::learn::Embedder::model_name)
-                .map_or(serde_json::Value::Null, Into::into),
-        );
         if let Some(url) = embedder.and_then(|embedder| embedder.service_url()) {
             object.insert("embedding_service".to_owned(), url.into());
         }

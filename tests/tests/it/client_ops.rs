@@ -33,6 +33,19 @@ async fn every_operation_round_trips_through_the_client() -> anyhow::Result<()> 
         ),
         ("ok", "normal", 256)
     );
+    assert_eq!(health.model, "", "no model: learning answers NoModel");
+    // The limits a client sizes its batches by are in Stats.
+    let stats = client.stats().await?;
+    let counter = |name: &str| {
+        stats
+            .counters
+            .iter()
+            .find(|(counter, _)| counter == name)
+            .map(|(_, value)| *value)
+    };
+    assert_eq!(counter("max_batch_items"), Some(256));
+    assert_eq!(counter("max_frame_bytes"), Some(4 * 1024 * 1024));
+    assert_eq!(counter("max_id_bytes"), Some(512));
 
     let outcome = client.store_concept(concept("doc-1", "note")).await?;
     assert!(outcome.created);

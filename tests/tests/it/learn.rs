@@ -59,6 +59,8 @@ async fn learn_stores_the_pipelines_vector_under_a_stable_id() -> anyhow::Result
     let (status, body) = http_get(server.addr, "/health").await?;
     assert_eq!(status, 200);
     assert!(body.contains("\"model\":\"all-MiniLM-L6-v2\""), "{body}");
+    // A binary client learns that learning works (and with which model) from Health.
+    assert_eq!(client.health_check().await?.model, "all-MiniLM-L6-v2");
     server.stop().await
 }
 
