@@ -6,7 +6,9 @@ use sutra_protocol::{
     Concept, HealthInfo, QueryPage, Request, Response, StatsSnapshot, StoreConcept, StoreOutcome,
 };
 
-use crate::{Client, ClientConfig, ClientError};
+use crate::client::Client;
+use crate::config::ClientConfig;
+use crate::error::ClientError;
 
 /// A blocking client: each call runs the async client on a private single-threaded runtime.
 /// Do not use it from inside an async runtime (tokio refuses nested `block_on`).

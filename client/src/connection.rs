@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Encoder, FramedRead};
 use tracing::debug;
 
-use crate::{ClientConfig, ClientError};
+use crate::config::ClientConfig;
+use crate::error::ClientError;
 
 type Reply = oneshot::Sender<Result<Response, ClientError>>;
 

@@ -49,7 +49,7 @@ pub enum EmbedError {
         /// The folder.
         dir: PathBuf,
         /// Asked for.
-        precision: crate::Precision,
+        precision: Precision,
         /// What the own pass lacks.
         reason: &'static str,
     },

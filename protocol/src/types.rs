@@ -30,7 +30,7 @@ impl ConceptId {
     /// [`crate::MAX_FRAME_BYTES_CAP`] bytes). Clients use this; the server applies its own,
     /// usually smaller, `MAX_ID_BYTES` and answers InvalidArgument beyond it.
     pub fn parse(id: &str) -> Result<ConceptId, DecodeError> {
-        Self::check(id, crate::MAX_FRAME_BYTES_CAP)?;
+        Self::check(id, crate::limits::MAX_FRAME_BYTES_CAP)?;
         Ok(ConceptId(Arc::from(id)))
     }
 

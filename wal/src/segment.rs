@@ -31,7 +31,7 @@
 
 #![deny(clippy::arithmetic_side_effects)]
 
-use crate::WalError;
+use crate::error::WalError;
 
 /// Bytes at the start of every segment.
 pub const MAGIC: &[u8; 8] = b"SUTRAWAL";

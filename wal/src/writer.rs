@@ -9,9 +9,13 @@ use std::time::{Instant, SystemTime};
 
 use tracing::{error, info, warn};
 
+use crate::channel::{Command, Shared};
+use crate::config::{FsyncPolicy, WalConfig};
+use crate::error::WalError;
 use crate::io::{Storage, StorageFile};
+use crate::lsn::Lsn;
 use crate::segment::{self, SEGMENT_HEADER_BYTES};
-use crate::{Ack, Command, FsyncPolicy, Lsn, Recovery, Shared, WalConfig, WalError};
+use crate::types::{Ack, Recovery};
 
 /// Under [`FsyncPolicy::EverySec`], the log also syncs once this many bytes are unsynced,
 /// so a heavy writer pays several short syncs instead of one long stall per second. It

@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use super::{SharedMut, PANEL};
+use super::simd::{self, SharedMut, PANEL};
 
 /// Inputs multiplied and summed by one VNNI lane: weights are packed in groups of 4 rows.
 const GROUP: usize = 4;
@@ -123,7 +123,7 @@ impl QuantizedRows {
             .zip(self.values.chunks_exact_mut(width.max(1)))
         {
             let mut range = [0.0_f32; 2];
-            super::min_max(row, &mut range);
+            simd::min_max(row, &mut range);
             // The range always holds 0, so zero is exact and padding costs nothing.
             let (low, high) = (range[0].min(0.0), range[1].max(0.0));
             let scale = if high > low {
@@ -138,7 +138,7 @@ impl QuantizedRows {
             )]
             let zero = (-low / scale).round().clamp(0.0, 255.0) as i32;
             #[allow(clippy::cast_precision_loss, reason = "0..=255")]
-            super::quantize_u8(row, 1.0 / scale, zero as f32, out);
+            simd::quantize_u8(row, 1.0 / scale, zero as f32, out);
             self.scales.push(scale);
             self.zeros.push(zero);
         }
@@ -170,7 +170,7 @@ pub fn matmul_int8(dst: &mut [f32], input: &QuantizedRows, weights: &PackedInt8,
     }
     let panels = outputs.div_ceil(PANEL);
     let target = SharedMut(dst.as_mut_ptr());
-    super::for_panel_ranges(panels, threads, |range| {
+    simd::for_panel_ranges(panels, threads, |range| {
         let mut sums = [[0_i32; PANEL]; TILE_ROWS];
         for panel in range {
             let first = panel * PANEL;
@@ -189,7 +189,7 @@ pub fn matmul_int8(dst: &mut [f32], input: &QuantizedRows, weights: &PackedInt8,
                     // writes them, and `dst` stays borrowed until every task has returned.
                     let out =
                         unsafe { std::slice::from_raw_parts_mut(target.get().add(at), width) };
-                    super::dequantize_add(
+                    simd::dequantize_add(
                         out,
                         &row_sums[..width],
                         &weights.scales[first..first + width],

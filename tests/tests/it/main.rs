@@ -19,6 +19,7 @@ mod durability;
 mod events;
 mod help;
 mod http;
+mod layout;
 mod learn;
 mod limits;
 mod raw_protocol;

@@ -1,0 +1,798 @@
+//! The f32 kernels: gemm products over packed panels, and the element-wise loops compiled a
+//! second time for AVX2 + FMA (`dispatched!`), which the INT8 products reuse.
+
+use std::sync::OnceLock;
+
+use gemm::Parallelism;
+
+/// How the right operand of a product is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rhs {
+    /// `k × n`, row-major: element (i, j) at `i * stride + j`.
+    RowMajor,
+    /// The transpose of a row-major `n × k` matrix: element (i, j) at `j * stride + i`.
+    Transposed,
+}
+
+/// Whether a product overwrites its destination or adds to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accumulate {
+    /// `dst = scale · lhs · rhs`.
+    Overwrite,
+    /// `dst += scale · lhs · rhs`.
+    Add,
+}
+
+/// A strided row-major view: `rows × cols` values, row `r` starting at `r * stride`.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Distance between the starts of two rows, at least `cols`.
+    pub stride: usize,
+}
+
+impl Shape {
+    /// A dense `rows × cols` matrix.
+    pub fn dense(rows: usize, cols: usize) -> Shape {
+        Shape {
+            rows,
+            cols,
+            stride: cols,
+        }
+    }
+
+    /// The number of values a slice must hold for this view (0 when empty).
+    fn span(self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            0
+        } else {
+            (self.rows - 1) * self.stride + self.cols
+        }
+    }
+}
+
+/// Products smaller than this many multiply-adds run on the calling thread: splitting them
+/// costs more than it saves.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// `dst (m × n) [+]= scale · lhs (m × k) · rhs (k × n)`, all strided views of slices.
+///
+/// # Panics
+/// When the shapes disagree or a view runs past its slice (a bug in the caller, never input).
+pub fn matmul(
+    dst: &mut [f32],
+    dst_shape: Shape,
+    lhs: &[f32],
+    lhs_shape: Shape,
+    rhs: &[f32],
+    rhs_stride: usize,
+    rhs_layout: Rhs,
+    scale: f32,
+    accumulate: Accumulate,
+    threads: usize,
+) {
+    let (m, k, n) = (lhs_shape.rows, lhs_shape.cols, dst_shape.cols);
+    assert_eq!(dst_shape.rows, m, "matmul: dst rows");
+    assert!(
+        dst_shape.stride >= n && lhs_shape.stride >= k,
+        "matmul: strides"
+    );
+    let rhs_view = match rhs_layout {
+        Rhs::RowMajor => Shape {
+            rows: k,
+            cols: n,
+            stride: rhs_stride,
+        },
+        Rhs::Transposed => Shape {
+            rows: n,
+            cols: k,
+            stride: rhs_stride,
+        },
+    };
+    assert!(rhs_view.stride >= rhs_view.cols, "matmul: rhs stride");
+    assert!(dst.len() >= dst_shape.span(), "matmul: dst too short");
+    assert!(lhs.len() >= lhs_shape.span(), "matmul: lhs too short");
+    assert!(rhs.len() >= rhs_view.span(), "matmul: rhs too short");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if accumulate == Accumulate::Overwrite {
+            for row in dst.chunks_mut(dst_shape.stride).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let (rhs_cs, rhs_rs) = match rhs_layout {
+        Rhs::RowMajor => (1, rhs_stride as isize),
+        Rhs::Transposed => (rhs_stride as isize, 1),
+    };
+    // Rayon(1) rather than None even on one thread: gemm sizes its packing buffer to the
+    // product under Rayon but to 768 columns under None, a fresh 1 MB allocation (and page
+    // clearing) per call for the few-token products of short texts.
+    let parallelism = if m * n * k >= PARALLEL_MIN_MACS {
+        Parallelism::Rayon(threads.max(1))
+    } else {
+        Parallelism::Rayon(1)
+    };
+    // SAFETY: every element gemm reads or writes lies inside its slice: the asserts above
+    // check the last element of each strided view (rows, columns and strides are those
+    // passed to gemm below), and unit column strides with row strides ≥ the row length mean
+    // distinct (row, column) pairs of `dst` are distinct elements. `dst` is borrowed mutably
+    // and the operands shared, so they cannot overlap.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_shape.stride as isize,
+            accumulate == Accumulate::Add,
+            lhs.as_ptr(),
+            1,
+            lhs_shape.stride as isize,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Output columns of one panel of [`Packed`] weights: the widest row block of gemm's AVX-512
+/// microkernel (4 × 16), and four of its AVX2 one.
+pub const PANEL: usize = 64;
+
+/// The weights of a dense layer (`inputs × outputs`, as `input · W`) packed as panels of
+/// [`PANEL`] output columns, each `inputs × PANEL` row-major and contiguous, the last padded
+/// with zeros. A product over a few rows then streams every weight from memory once and in
+/// order (the strided reads of a plain layout left short texts waiting on memory), and
+/// threads split the work by panels.
+pub struct Packed {
+    values: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl Packed {
+    /// Packs `weights`, `inputs × outputs` row-major.
+    ///
+    /// # Panics
+    /// When `weights` does not hold `inputs × outputs` values.
+    pub fn new(weights: &[f32], inputs: usize, outputs: usize) -> Packed {
+        assert_eq!(weights.len(), inputs * outputs, "Packed::new: shape");
+        let panels = outputs.div_ceil(PANEL);
+        let mut values = vec![0.0; panels * inputs * PANEL];
+        for (panel, block) in values.chunks_exact_mut(inputs * PANEL).enumerate() {
+            let first = panel * PANEL;
+            let width = PANEL.min(outputs - first);
+            for (row, packed) in block.chunks_exact_mut(PANEL).enumerate() {
+                let start = row * outputs + first;
+                packed[..width].copy_from_slice(&weights[start..start + width]);
+            }
+        }
+        Packed {
+            values,
+            inputs,
+            outputs,
+        }
+    }
+
+    /// Output columns.
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+}
+
+/// A pointer that may cross threads; [`matmul_packed`] and [`matmul_int8`] hand each thread
+/// other columns.
+#[derive(Clone, Copy)]
+pub(super) struct SharedMut(pub(super) *mut f32);
+// SAFETY: used only by `matmul_packed` and `matmul_int8`, whose tasks write disjoint columns
+// (their own panels) of one buffer that outlives them (the parallel loop returns before the
+// borrow ends).
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper, not the field).
+    pub(super) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst (rows × outputs, dense) += input (rows × inputs, dense) · weights`, the panels split
+/// across `threads` threads.
+///
+/// # Panics
+/// When a slice is shorter than its shape (a bug in the caller, never input).
+pub fn matmul_packed(
+    dst: &mut [f32],
+    input: &[f32],
+    rows: usize,
+    weights: &Packed,
+    threads: usize,
+) {
+    let (inputs, outputs) = (weights.inputs, weights.outputs);
+    assert!(dst.len() >= rows * outputs, "matmul_packed: dst too short");
+    assert!(
+        input.len() >= rows * inputs,
+        "matmul_packed: input too short"
+    );
+    if rows == 0 || outputs == 0 || inputs == 0 {
+        return;
+    }
+    let panels = outputs.div_ceil(PANEL);
+    let target = SharedMut(dst.as_mut_ptr());
+    for_panel_ranges(panels, threads, |range| {
+        for panel in range {
+            let first = panel * PANEL;
+            let width = PANEL.min(outputs - first);
+            let block = &weights.values[panel * inputs * PANEL..(panel + 1) * inputs * PANEL];
+            // SAFETY: the product writes rows 0..rows, columns first..first + width of `dst`
+            // (row stride `outputs`): its last element, (rows - 1) · outputs + first + width
+            // - 1, is below rows · outputs ≤ dst.len(). Each panel belongs to one group, so no
+            // two tasks write the same element, and `dst` stays borrowed until every task has
+            // returned. `input` (rows × inputs) and `block` (inputs × PANEL) are read within
+            // their slices, checked above and by construction.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    width,
+                    inputs,
+                    target.get().add(first),
+                    1,
+                    outputs as isize,
+                    true,
+                    input.as_ptr(),
+                    1,
+                    inputs as isize,
+                    block.as_ptr(),
+                    1,
+                    PANEL as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    // Rayon(1), not None: see `matmul`.
+                    Parallelism::Rayon(1),
+                );
+            }
+        }
+    });
+}
+
+/// Runs `run` over the panels `0..panels` of a product split into `threads` contiguous ranges,
+/// one per thread of the rayon pool (on the calling thread when there is one range).
+pub(super) fn for_panel_ranges(
+    panels: usize,
+    threads: usize,
+    run: impl Fn(std::ops::Range<usize>) + Sync,
+) {
+    let groups = threads.clamp(1, panels.max(1));
+    if groups == 1 {
+        run(0..panels);
+    } else {
+        use rayon::prelude::*;
+        (0..groups)
+            .into_par_iter()
+            .for_each(|group| run(panels * group / groups..panels * (group + 1) / groups));
+    }
+}
+
+/// Whether this CPU runs the AVX2 + FMA copies of the loops (checked once).
+fn has_avx2_fma() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Defines `pub fn $name(args)` that runs `$body` compiled for AVX2 + FMA when the CPU has
+/// them, else for the build's baseline. The body is the same code; only what the compiler may
+/// vectorise it with changes.
+macro_rules! dispatched {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn fast($($arg: $ty),*) {
+                body($($arg),*);
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2_fma() {
+                // SAFETY: `fast` only differs from `body` in the instructions it may use,
+                // AVX2 and FMA, and the CPU was just found to have both.
+                unsafe { fast($($arg),*) };
+                return;
+            }
+            body($($arg),*);
+        }
+    };
+}
+
+const LOG2_E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split in two so that `n · ln 2` subtracts exactly for |n| < 2^9.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+
+/// e^x for x ≤ 88 (larger inputs saturate to e^88), relative error below 2e-7; written so
+/// the compiler vectorises loops over it (no branches, no calls).
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2_E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Taylor series of e^r on |r| ≤ ln2/2 to the 7th power.
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+/// erf(x) as a rational function of x (odd degree 13 over even degree 8) on [-4, 4], ±1
+/// beyond; absolute error below 1e-6. The coefficients are the well-known minimax fit used by
+/// Eigen and XNNPACK for single precision.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10_f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024_1e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906e-4;
+    p = p * x2 - 2.954_600_2e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329_2e-3;
+    q = q * x2 - 1.426_474e-2;
+    x * p / q
+}
+
+dispatched! {
+    /// GELU with the exact erf, in place: `x · (1 + erf(x / √2)) / 2`.
+    fn gelu_erf(values: &mut [f32]) {
+        for value in values.iter_mut() {
+            let x = *value;
+            *value = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+dispatched! {
+    /// GELU with the tanh approximation, in place.
+    fn gelu_tanh(values: &mut [f32]) {
+        const C: f32 = 0.797_884_6; // √(2/π)
+        for value in values.iter_mut() {
+            let x = *value;
+            let inner = C * (x + 0.044_715 * x * x * x);
+            // tanh(u) = 1 - 2 / (e^{2u} + 1)
+            let tanh = 1.0 - 2.0 / (exp(2.0 * inner) + 1.0);
+            *value = 0.5 * x * (1.0 + tanh);
+        }
+    }
+}
+
+dispatched! {
+    /// ReLU in place.
+    fn relu(values: &mut [f32]) {
+        for value in values.iter_mut() {
+            *value = value.max(0.0);
+        }
+    }
+}
+
+/// Lanes of the reductions below: independent partial sums (or maxima) the compiler keeps in
+/// one vector register, since a single running total would serialise on its own result.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0_f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, value) in lanes.iter_mut().zip(chunk) {
+            *lane += value;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+#[inline(always)]
+fn squared_deviation(values: &[f32], mean: f32) -> f32 {
+    let mut lanes = [0.0_f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, value) in lanes.iter_mut().zip(chunk) {
+            *lane += (value - mean) * (value - mean);
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane = if value > *lane { value } else { *lane };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    lanes.iter().copied().fold(tail, f32::max)
+}
+
+dispatched! {
+    /// Softmax of each row of `values` (`width` values a row), in place.
+    fn softmax_rows(values: &mut [f32], width: usize) {
+        for row in values.chunks_exact_mut(width.max(1)) {
+            let max = max(row);
+            for value in row.iter_mut() {
+                *value = exp(*value - max);
+            }
+            let inverse = 1.0 / sum(row);
+            for value in row.iter_mut() {
+                *value *= inverse;
+            }
+        }
+    }
+}
+
+dispatched! {
+    /// Layer norm of each row of `values` (`weight.len()` values a row), in place, with
+    /// `weight` and `bias`.
+    fn layer_norm_rows(values: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+        let width = weight.len().max(1);
+        let n = width as f32;
+        for row in values.chunks_exact_mut(width) {
+            let mean = sum(row) / n;
+            let variance = squared_deviation(row, mean) / n;
+            let inverse = 1.0 / (variance + eps).sqrt();
+            for ((value, w), b) in row.iter_mut().zip(weight).zip(bias) {
+                *value = (*value - mean) * inverse * w + b;
+            }
+        }
+    }
+}
+
+dispatched! {
+    /// `rows += row` for each row of `rows` (`row.len()` values a row): a bias or a residual.
+    fn add_row(rows: &mut [f32], row: &[f32]) {
+        for chunk in rows.chunks_exact_mut(row.len().max(1)) {
+            for (value, add) in chunk.iter_mut().zip(row) {
+                *value += add;
+            }
+        }
+    }
+}
+
+dispatched! {
+    /// `dst += src`, element by element.
+    fn add(dst: &mut [f32], src: &[f32]) {
+        for (value, add) in dst.iter_mut().zip(src) {
+            *value += add;
+        }
+    }
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0_f32; LANES];
+    let mut left = a.chunks_exact(LANES);
+    let mut right = b.chunks_exact(LANES);
+    for (x, y) in (&mut left).zip(&mut right) {
+        for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += x * y;
+        }
+    }
+    let tail: f32 = left
+        .remainder()
+        .iter()
+        .zip(right.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+dispatched! {
+    /// Attention of one head over one short text, without gemm (whose fixed cost per call
+    /// outweighs products this small): `out (len × head) = softmax(q · kᵀ · scale) · v`,
+    /// where row `t` of q, k and v starts at `t * stride` of its slice. `scores` holds at
+    /// least `len × len` values.
+    fn attention_direct(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        stride: usize,
+        head: usize,
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32]
+    ) {
+        let len = out.len() / head.max(1);
+        let scores = &mut scores[..len * len];
+        for (t, row) in scores.chunks_exact_mut(len.max(1)).enumerate() {
+            let query = &q[t * stride..t * stride + head];
+            for (s, score) in row.iter_mut().enumerate() {
+                *score = dot(query, &k[s * stride..s * stride + head]) * scale;
+            }
+        }
+        for row in scores.chunks_exact_mut(len.max(1)) {
+            let max = max(row);
+            for value in row.iter_mut() {
+                *value = exp(*value - max);
+            }
+            let inverse = 1.0 / sum(row);
+            for value in row.iter_mut() {
+                *value *= inverse;
+            }
+        }
+        out.fill(0.0);
+        for (row, weights) in out.chunks_exact_mut(head.max(1)).zip(scores.chunks_exact(len.max(1))) {
+            for (s, &weight) in weights.iter().enumerate() {
+                for (o, x) in row.iter_mut().zip(&v[s * stride..s * stride + head]) {
+                    *o += weight * x;
+                }
+            }
+        }
+    }
+}
+
+dispatched! {
+    /// `up[i] *= silu(gate[i])`: SwiGLU's gating, `silu(g) = g / (1 + e^-g)`.
+    fn silu_mul(gate: &[f32], up: &mut [f32]) {
+        for (u, &g) in up.iter_mut().zip(gate) {
+            *u *= g / (1.0 + exp(-g));
+        }
+    }
+}
+
+dispatched! {
+    /// Rotary positions on consecutive heads of `head` values (GPT-NeoX layout): value `i`
+    /// of a head's first half and value `i` of its second half rotate by the angle whose
+    /// cosine and sine are `cos[i]` and `sin[i]`.
+    fn rotate_halves(values: &mut [f32], head: usize, cos: &[f32], sin: &[f32]) {
+        let half = head / 2;
+        for block in values.chunks_exact_mut(head.max(1)) {
+            let (first, second) = block.split_at_mut(half);
+            for (((a, b), &c), &s) in first.iter_mut().zip(second.iter_mut()).zip(cos).zip(sin) {
+                let (x, y) = (*a, *b);
+                *a = x * c - y * s;
+                *b = y * c + x * s;
+            }
+        }
+    }
+}
+
+dispatched! {
+    /// The smallest and largest of `values` into `range` (±∞ when empty).
+    fn min_max(values: &[f32], range: &mut [f32; 2]) {
+        let mut low = [f32::INFINITY; LANES];
+        let mut high = [f32::NEG_INFINITY; LANES];
+        let mut chunks = values.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for ((l, h), &v) in low.iter_mut().zip(high.iter_mut()).zip(chunk) {
+                *l = if v < *l { v } else { *l };
+                *h = if v > *h { v } else { *h };
+            }
+        }
+        let tail = chunks.remainder();
+        range[0] = low.iter().chain(tail).copied().fold(f32::INFINITY, f32::min);
+        range[1] = high.iter().chain(tail).copied().fold(f32::NEG_INFINITY, f32::max);
+    }
+}
+
+dispatched! {
+    /// `out = clamp(round(value · inverse + zero), 0, 255)` for each value: one row of
+    /// activations quantised to `u8` (out may be longer; the rest is left as it is).
+    fn quantize_u8(values: &[f32], inverse: f32, zero: f32, out: &mut [u8]) {
+        // Adding 2^23 to a value in 0..=255 leaves it, rounded to the nearest integer (ties
+        // to even), in the low bits of the sum's mantissa: a rounding and conversion made of
+        // one add and a mask, which vectorise where `round` is a libm call and `as` a
+        // saturating scalar conversion.
+        const ROUNDER: f32 = 8_388_608.0;
+        for (q, &value) in out.iter_mut().zip(values) {
+            let level = (value * inverse + zero).clamp(0.0, 255.0) + ROUNDER;
+            *q = (level.to_bits() & 0xff) as u8;
+        }
+    }
+}
+
+dispatched! {
+    /// `out[c] += scale · scales[c] · (sums[c] − zero · column_sums[c])`: integer sums of an
+    /// INT8 product back to f32.
+    fn dequantize_add(
+        out: &mut [f32],
+        sums: &[i32],
+        scales: &[f32],
+        column_sums: &[i32],
+        scale: f32,
+        zero: i32
+    ) {
+        for (((value, &sum), &column_scale), &column_sum) in
+            out.iter_mut().zip(sums).zip(scales).zip(column_sums)
+        {
+            *value += scale * column_scale * (sum - zero * column_sum) as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::float_cmp, reason = "exact results of exact inputs")]
+mod tests {
+    use super::*;
+
+    /// erf by its Taylor series in f64 (converges well for |x| ≤ 4 with enough terms).
+    fn erf_reference(x: f64) -> f64 {
+        let mut term = x;
+        let mut sum = x;
+        for n in 1..200 {
+            term *= -x * x / f64::from(n);
+            sum += term / f64::from(2 * n + 1);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn erf_is_within_1e6_of_the_series() {
+        let mut worst = 0.0_f64;
+        for step in -5000..=5000 {
+            let x = f64::from(step) / 1000.0;
+            let reference = if x.abs() > 4.5 {
+                x.signum()
+            } else {
+                erf_reference(x)
+            };
+            worst = worst.max((f64::from(erf(x as f32)) - reference).abs());
+        }
+        assert!(worst < 1e-6, "worst error {worst}");
+    }
+
+    #[test]
+    fn exp_is_within_2e7_relative() {
+        let mut worst = 0.0_f64;
+        for step in -8700..=8800 {
+            let x = f64::from(step) / 100.0;
+            let ours = f64::from(exp(x as f32));
+            let reference = (f64::from(x as f32)).exp();
+            worst = worst.max(((ours - reference) / reference).abs());
+        }
+        assert!(worst < 2e-7, "worst relative error {worst}");
+        assert_eq!(exp(-1000.0), exp(-87.0));
+        assert!(exp(f32::NEG_INFINITY) >= 0.0);
+    }
+
+    #[test]
+    fn softmax_and_layer_norm_match_their_definitions() {
+        let mut rows = vec![1.0, 2.0, 3.0, -1.0, 0.0, 1000.0];
+        softmax_rows(&mut rows, 3);
+        let e = [1.0_f32.exp(), 2.0_f32.exp(), 3.0_f32.exp()];
+        let sum: f32 = e.iter().sum();
+        for (ours, reference) in rows[..3].iter().zip(e.iter().map(|v| v / sum)) {
+            assert!((ours - reference).abs() < 1e-6);
+        }
+        assert!((rows[5] - 1.0).abs() < 1e-6 && rows[3] < 1e-30);
+
+        let mut rows = vec![1.0, 2.0, 3.0, 4.0];
+        layer_norm_rows(&mut rows, &[1.0, 2.0], &[0.0, 1.0], 0.0);
+        assert_eq!(rows, vec![-1.0, 3.0, -1.0, 3.0]);
+    }
+
+    #[test]
+    fn matmul_handles_strides_layouts_and_accumulation() {
+        // lhs 2×3 inside a stride-4 buffer; rhs 3×2 row-major and as a transposed 2×3.
+        let lhs = [1.0, 2.0, 3.0, 99.0, 4.0, 5.0, 6.0, 99.0];
+        let rhs = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let rhs_t = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0];
+        let expected = [4.0, 5.0, 10.0, 11.0];
+        let lhs_shape = Shape {
+            rows: 2,
+            cols: 3,
+            stride: 4,
+        };
+        for (rhs, layout, stride) in [(&rhs, Rhs::RowMajor, 2), (&rhs_t, Rhs::Transposed, 3)] {
+            let mut dst = [0.0; 4];
+            let shape = Shape::dense(2, 2);
+            matmul(
+                &mut dst,
+                shape,
+                &lhs,
+                lhs_shape,
+                rhs,
+                stride,
+                layout,
+                1.0,
+                Accumulate::Overwrite,
+                1,
+            );
+            assert_eq!(dst, expected);
+            matmul(
+                &mut dst,
+                shape,
+                &lhs,
+                lhs_shape,
+                rhs,
+                stride,
+                layout,
+                0.5,
+                Accumulate::Add,
+                2,
+            );
+            assert_eq!(dst, expected.map(|v| v * 1.5));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "lhs too short")]
+    fn matmul_refuses_a_view_past_its_slice() {
+        let mut dst = [0.0; 4];
+        matmul(
+            &mut dst,
+            Shape::dense(2, 2),
+            &[1.0; 5],
+            Shape::dense(2, 3),
+            &[1.0; 6],
+            2,
+            Rhs::RowMajor,
+            1.0,
+            Accumulate::Overwrite,
+            1,
+        );
+    }
+
+    #[test]
+    fn gelu_matches_the_exact_form() {
+        let mut values: Vec<f32> = (-60..=60).map(|v| v as f32 / 10.0).collect();
+        let inputs = values.clone();
+        gelu_erf(&mut values);
+        for (x, y) in inputs.iter().zip(&values) {
+            let reference =
+                0.5 * f64::from(*x) * (1.0 + erf_reference(f64::from(*x) / 2f64.sqrt()));
+            assert!(
+                (f64::from(*y) - reference).abs() < 1e-5,
+                "gelu({x}) = {y}, want {reference}"
+            );
+        }
+    }
+}
