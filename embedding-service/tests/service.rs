@@ -362,7 +362,7 @@ async fn a_stalled_shard_loses_no_write_back_and_is_used_again_at_once() -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_storage_server_learns_through_an_embedding_service() -> anyhow::Result<()> {
     use sutra_client::sutra_protocol::{ErrorCode, LearnConcept};
-    use sutra_server::remote::RemoteConfig;
+    use sutra_server::config::RemoteConfig;
     let replica = start_replica("learner").await?;
     let service = Running::start(ServiceConfig::for_tests(model_dir())).await?;
     let pipeline = Pipeline::load(&model_dir())?;

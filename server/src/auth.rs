@@ -11,33 +11,7 @@ use sha2::Digest;
 use subtle::ConstantTimeEq;
 use sutra_protocol::{ErrorCode, Request, Response};
 
-/// `SUTRA_AUTH_TOKEN`: the token's SHA-256 (the token itself is not kept) and whether health
-/// checks stay open.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AuthConfig {
-    /// SHA-256 of the token.
-    pub token_sha256: [u8; 32],
-    /// `SUTRA_AUTH_OPEN_HEALTH`.
-    pub open_health: bool,
-}
-
-impl AuthConfig {
-    /// Requires `token`.
-    pub fn new(token: &str, open_health: bool) -> AuthConfig {
-        AuthConfig {
-            token_sha256: sha2::Sha256::digest(token.as_bytes()).into(),
-            open_health,
-        }
-    }
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("open_health", &self.open_health)
-            .finish_non_exhaustive()
-    }
-}
+use crate::config::AuthConfig;
 
 /// The server's authentication: `None` config means none is required.
 #[derive(Debug)]

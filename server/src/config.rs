@@ -10,9 +10,6 @@ use sutra_embed::{BatcherConfig, Precision};
 use sutra_engine::{Capacity, CheckpointConfig, EvictionPolicy, FsyncPolicy, WalConfig};
 use sutra_protocol::Limits;
 
-use crate::auth::AuthConfig;
-use crate::remote::RemoteConfig;
-
 /// The embedding model the server loads for LearnConcept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelConfig {
@@ -713,6 +710,56 @@ impl Default for EventsConfig {
             interval: Self::DEFAULT_INTERVAL,
         }
     }
+}
+
+/// `SUTRA_AUTH_TOKEN`: the token's SHA-256 (the token itself is not kept) and whether health
+/// checks stay open.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// SHA-256 of the token.
+    pub token_sha256: [u8; 32],
+    /// `SUTRA_AUTH_OPEN_HEALTH`.
+    pub open_health: bool,
+}
+
+impl AuthConfig {
+    /// Requires `token`.
+    pub fn new(token: &str, open_health: bool) -> AuthConfig {
+        use sha2::Digest;
+        AuthConfig {
+            token_sha256: sha2::Sha256::digest(token.as_bytes()).into(),
+            open_health,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("open_health", &self.open_health)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `SUTRA_EMBEDDING_SERVICE_*` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// Base URL (`http://ml-base-lb:8887`); `/embed` is appended.
+    pub url: String,
+    /// Deadline of one call.
+    pub timeout: Duration,
+    /// Further tries of a call that failed for want of an answer.
+    pub retries: u32,
+    /// Most texts in one call.
+    pub max_batch: usize,
+}
+
+impl RemoteConfig {
+    /// Default `SUTRA_EMBEDDING_SERVICE_TIMEOUT_MS`: a batch of long texts on a loaded
+    /// replica can take seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `SUTRA_EMBEDDING_SERVICE_RETRIES`.
+    pub const DEFAULT_RETRIES: u32 = 2;
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::time::Instant;
 use sutra_engine::Engine;
 use sutra_protocol::{ErrorCode, HealthInfo, Limits, Request, Response, StatsSnapshot};
 
-use crate::auth::{Auth, AuthConfig};
-use crate::config::Role;
+use crate::auth::Auth;
+use crate::config::{AuthConfig, Role};
 use crate::learn::{self, Embedder, Learning};
 use crate::metrics::Metrics;
 use crate::reply::{engine_error, when_durable, Reply};

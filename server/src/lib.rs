@@ -1,6 +1,7 @@
 //! sutra-storage: the concept store and its TCP server.
 //!
-//! - [`config`]: the command line with environment fallbacks, turned into [`ServerConfig`].
+//! - [`config`]: the command line with environment fallbacks, turned into [`ServerConfig`]
+//!   and the settings of every other room; the ground floor: it imports no other module.
 //!   Nothing else reads the environment.
 //! - [`engine`] (the `sutra-engine` crate): the concept store (sharded map + type index, TTL
 //!   via an injected clock), made durable by the write-ahead log (`sutra-wal`) and
@@ -44,8 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use auth::AuthConfig;
-pub use config::{Cli, ModelConfig, Role, ServerConfig};
+pub use config::{AuthConfig, Cli, ModelConfig, Role, ServerConfig};
 pub use engine::{Capacity, EvictionPolicy};
 use engine::{Clock, Durability, Engine, EngineConfig, EngineError, PersistConfig, SystemClock};
 use executor::Executor;

@@ -15,26 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// `SUTRA_EMBEDDING_SERVICE_*` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteConfig {
-    /// Base URL (`http://ml-base-lb:8887`); `/embed` is appended.
-    pub url: String,
-    /// Deadline of one call.
-    pub timeout: Duration,
-    /// Further tries of a call that failed for want of an answer.
-    pub retries: u32,
-    /// Most texts in one call.
-    pub max_batch: usize,
-}
-
-impl RemoteConfig {
-    /// Default `SUTRA_EMBEDDING_SERVICE_TIMEOUT_MS`: a batch of long texts on a loaded
-    /// replica can take seconds.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-    /// Default `SUTRA_EMBEDDING_SERVICE_RETRIES`.
-    pub const DEFAULT_RETRIES: u32 = 2;
-}
+use crate::config::RemoteConfig;
 
 /// Wait before retry `n` (1-based): `n` times this.
 const BACKOFF: Duration = Duration::from_millis(200);
