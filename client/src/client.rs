@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sutra_protocol::{
     Concept, ConceptId, HealthInfo, LearnConcept, Learned, QueryByType, QueryPage, Request,
-    Response, StatsSnapshot, StoreConcept, StoreOutcome,
+    Response, Search, SearchResults, StatsSnapshot, StoreConcept, StoreOutcome,
 };
 use tokio::sync::{Mutex, Semaphore};
 
@@ -241,6 +241,14 @@ impl Client {
     pub async fn stats(&self) -> Result<StatsSnapshot, ClientError> {
         match self.call(Request::Stats).await? {
             Response::Stats(stats) => Ok(stats),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `Search`: the concepts nearest to a vector or a text, best first.
+    pub async fn search(&self, search: Search) -> Result<SearchResults, ClientError> {
+        match self.call(Request::Search(search)).await? {
+            Response::Found(results) => Ok(results),
             other => Err(unexpected(&other)),
         }
     }

@@ -15,6 +15,7 @@ use crate::error::EngineError;
 use crate::pending::{PendingInner, PendingWrite};
 use crate::persist::{self, About};
 use crate::record::{self, Record};
+use crate::search::{self, Neighbour};
 use crate::store::ConceptStore;
 
 /// The concept type of the server's own events (`SUTRA_EVENTS`). The engine treats them as
@@ -356,6 +357,13 @@ impl Engine {
             bounded.touch(id.as_str());
         }
         Ok(concept)
+    }
+
+    /// The `k` live concepts with an embedding most similar (cosine) to `query`, of
+    /// `concept_type` unless it is empty: best first, ties by id; exact (every vector is
+    /// compared). The query must have `VECTOR_DIMENSION` values (the protocol checks).
+    pub fn search_exact(&self, query: &[f32], k: usize, concept_type: &str) -> Vec<Neighbour> {
+        search::exact(&self.store, query, k, concept_type, self.clock.now_ms())
     }
 
     /// One page of live concepts of a type, in ascending id order after the cursor.

@@ -27,6 +27,7 @@ mod mmap;
 mod pending;
 mod persist;
 mod record;
+mod search;
 mod snapshot;
 #[cfg(test)]
 mod storage_md;
@@ -40,6 +41,7 @@ pub use counters::{EngineCounters, Latencies, RecoverySummary};
 pub use engine::{Engine, EVENT_TYPE};
 pub use error::EngineError;
 pub use pending::PendingWrite;
+pub use search::Neighbour;
 /// The log's settings and latency figures, for the engine's users (the server configures and
 /// reports them without depending on the log crate).
 pub use sutra_wal::{FsyncPolicy, Latency, LatencySnapshot, WalConfig};

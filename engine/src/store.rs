@@ -384,6 +384,45 @@ impl ConceptStore {
         )
     }
 
+    /// How many concept shards there are.
+    pub(super) fn shard_count(&self) -> usize {
+        self.concepts.len()
+    }
+
+    /// Runs `visit` on each live concept of shard `shard`. The shard is read-locked only while
+    /// its pointers are copied; `visit` runs after, so a slow visitor never holds up writers.
+    pub(super) fn for_each_live_in_shard(
+        &self,
+        shard: usize,
+        now_ms: u64,
+        mut visit: impl FnMut(&Arc<Concept>),
+    ) {
+        let Some(lock) = self.concepts.get(shard) else {
+            return;
+        };
+        let live: Vec<Arc<Concept>> = read(lock)
+            .values()
+            .filter(|concept| is_live(concept, now_ms))
+            .cloned()
+            .collect();
+        for concept in &live {
+            visit(concept);
+        }
+    }
+
+    /// The live concepts of one type (through the type index).
+    pub(super) fn live_of_type(&self, concept_type: &str, now_ms: u64) -> Vec<Arc<Concept>> {
+        self.ids_of_type(concept_type)
+            .into_iter()
+            .filter_map(|id| {
+                read(self.concept_shard(&id))
+                    .get(&id)
+                    .filter(|concept| is_live(concept, now_ms))
+                    .cloned()
+            })
+            .collect()
+    }
+
     /// Every live concept, for a checkpoint. Pointer copies only; shard by shard.
     pub(super) fn live_concepts(&self, now_ms: u64) -> Vec<Arc<Concept>> {
         let mut concepts = Vec::with_capacity(

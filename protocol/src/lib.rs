@@ -50,11 +50,12 @@ pub use frame::{FrameCodec, FRAME_HEADER_BYTES};
 pub use limits::{Limits, LimitsError, MAX_FRAME_BYTES_CAP, MAX_VECTOR_DIMENSION};
 pub use request::{
     decode_request, Header, LearnConcept, Opcode, QueryByType, Request, RequestDecodeError,
-    RequestFrame, StoreConcept, HEADER_BYTES, MAX_TOKEN_BYTES, PROTOCOL_VERSION,
+    RequestFrame, Search, SearchQuery, StoreConcept, HEADER_BYTES, MAX_TOKEN_BYTES,
+    PROTOCOL_VERSION,
 };
 pub use response::{
     decode_response, ErrorResponse, HealthInfo, Learned, QueryPage, Response, ResponseFrame,
-    StatsSnapshot, StoreOutcome, STATUS_ERROR, STATUS_OK,
+    SearchHit, SearchResults, StatsSnapshot, StoreOutcome, STATUS_ERROR, STATUS_OK,
 };
 pub use types::{Attributes, Concept, ConceptId, Vector, VectorSource};
 

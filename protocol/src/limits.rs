@@ -38,6 +38,8 @@ pub struct Limits {
     pub max_batch_items: u32,
     /// The exact embedding length (`VECTOR_DIMENSION`).
     pub vector_dimension: u32,
+    /// Most results of one `Search` (`MAX_SEARCH_K`).
+    pub max_search_k: u32,
 }
 
 impl Limits {
@@ -60,6 +62,8 @@ impl Limits {
     pub const DEFAULT_MAX_BATCH_ITEMS: u32 = 256;
     /// Default `VECTOR_DIMENSION`.
     pub const DEFAULT_VECTOR_DIMENSION: u32 = 256;
+    /// Default `MAX_SEARCH_K`.
+    pub const DEFAULT_MAX_SEARCH_K: u32 = 1000;
 
     /// The largest encoded concept these limits admit, in bytes, as it appears inside a
     /// `GetConceptById` response body. Used to check that one concept always fits a frame.
@@ -92,6 +96,7 @@ impl Limits {
             ("MAX_NAME_BYTES", self.max_name_bytes),
             ("MAX_QUERY_LIMIT", self.max_query_limit),
             ("MAX_BATCH_ITEMS", self.max_batch_items),
+            ("MAX_SEARCH_K", self.max_search_k),
         ] {
             if value == 0 {
                 return Err(LimitsError::Zero { name });
@@ -122,6 +127,7 @@ impl Default for Limits {
             max_query_limit: Self::DEFAULT_MAX_QUERY_LIMIT,
             max_batch_items: Self::DEFAULT_MAX_BATCH_ITEMS,
             vector_dimension: Self::DEFAULT_VECTOR_DIMENSION,
+            max_search_k: Self::DEFAULT_MAX_SEARCH_K,
         }
     }
 }

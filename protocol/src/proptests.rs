@@ -160,7 +160,33 @@ fn request() -> impl Strategy<Value = Request> {
                 })
             }),
         store().prop_map(Request::StoreConcept),
+        search().prop_map(Request::Search),
     ]
+}
+
+fn search() -> impl Strategy<Value = Search> {
+    (
+        prop_oneof![
+            vec(-1e3_f32..1e3, DIM as usize)
+                .prop_map(|values| SearchQuery::Vector(Vector::new(values, DIM).unwrap())),
+            "\\PC{1,40}".prop_map(SearchQuery::Text),
+        ],
+        1..=Limits::DEFAULT_MAX_SEARCH_K,
+        "\\PC{0,16}",
+        any::<bool>(),
+        any::<u32>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(query, k, concept_type, exact, ef, include_concepts)| Search {
+                query,
+                k,
+                concept_type,
+                exact,
+                ef,
+                include_concepts,
+            },
+        )
 }
 
 fn response() -> impl Strategy<Value = (u8, Response)> {
@@ -228,6 +254,20 @@ fn response() -> impl Strategy<Value = (u8, Response)> {
         }),
         any::<u64>().prop_map(|removed| (0x09, Response::Cleared { removed })),
         Just((0x0c, Response::Authenticated)),
+        vec(("[a-z0-9-]{1,20}", -1.0_f32..=1.0), 0..6).prop_map(|hits| (
+            0x0D,
+            Response::Found(SearchResults {
+                exact: hits.len() % 2 == 0,
+                hits: hits
+                    .into_iter()
+                    .map(|(id, score)| SearchHit {
+                        id: ConceptId::parse(&id).unwrap(),
+                        score,
+                        concept: None,
+                    })
+                    .collect(),
+            })
+        )),
         learned().prop_map(|learned| (0x0A, Response::Learned(learned))),
         vec(learned(), 0..4).prop_map(|learned| (0x0B, Response::LearnedMany(learned))),
         (

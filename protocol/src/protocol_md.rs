@@ -47,6 +47,8 @@ enum Field {
     LearnList,
     LearnedBody,
     LearnedList,
+    SearchRequest,
+    SearchAnswer,
 }
 
 const LEARN_BODY: [Field; 5] = [
@@ -199,6 +201,43 @@ impl Walker<'_> {
                 let count = self.d.u32_le("learned: count (u32 LE)");
                 for _ in 0..count {
                     self.field(Field::LearnedBody);
+                }
+            }
+            Field::SearchRequest => {
+                let kind = self.d.peek();
+                self.d.take(
+                    1,
+                    &format!(
+                        "query kind = {kind} ({})",
+                        if kind == 0 { "vector" } else { "text" }
+                    ),
+                );
+                if kind == 0 {
+                    let count = self.d.u32_le("query vector: count (u32 LE)");
+                    for index in 0..count {
+                        let value = f32::from_le_bytes(self.d.peek_bytes(4).try_into().unwrap());
+                        self.d
+                            .take(4, &format!("query vector[{index}] = {value} (f32 LE)"));
+                    }
+                } else {
+                    self.d.string("text");
+                }
+                self.d.u32("k");
+                self.d.string("concept_type");
+                self.field(Field::Bool("exact"));
+                self.d.u32("ef");
+                self.field(Field::Bool("include_concepts"));
+            }
+            Field::SearchAnswer => {
+                self.field(Field::Bool("exact"));
+                let count = self.d.u32_le("results: count (u32 LE)");
+                for _ in 0..count {
+                    self.d.string("id");
+                    let score = f32::from_le_bytes(self.d.peek_bytes(4).try_into().unwrap());
+                    self.d.take(4, &format!("score = {score} (f32 LE)"));
+                    if self.d.option_tag("concept") {
+                        self.d.concept();
+                    }
                 }
             }
             Field::OutcomeList => {
@@ -621,6 +660,49 @@ fn examples() -> Vec<(&'static str, (Vec<u8>, String))> {
                     ]),
                 ),
                 &with(&response_fields, &[Field::LearnedList]),
+            ),
+        ),
+        (
+            "search-request",
+            annotated(
+                &request(
+                    14,
+                    Request::Search(Search {
+                        concept_type: "note".to_owned(),
+                        ..Search::new(
+                            SearchQuery::Vector(
+                                Vector::new(vec![0.5, -1.0, 0.25, 2.0], DIM).unwrap(),
+                            ),
+                            2,
+                        )
+                    }),
+                ),
+                &with(&request_fields, &[Field::SearchRequest]),
+            ),
+        ),
+        (
+            "search-response",
+            annotated(
+                &response(
+                    14,
+                    0x0D,
+                    Response::Found(SearchResults {
+                        exact: true,
+                        hits: vec![
+                            SearchHit {
+                                id: ConceptId::new("doc-1", &limits()).unwrap(),
+                                score: 1.0,
+                                concept: None,
+                            },
+                            SearchHit {
+                                id: ConceptId::new("doc-7", &limits()).unwrap(),
+                                score: 0.5,
+                                concept: None,
+                            },
+                        ],
+                    }),
+                ),
+                &with(&response_fields, &[Field::SearchAnswer]),
             ),
         ),
         (

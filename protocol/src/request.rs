@@ -54,11 +54,13 @@ pub enum Opcode {
     LearnBatch = 0x0B,
     /// Present the shared secret (servers started with `SUTRA_AUTH_TOKEN`).
     Auth = 0x0C,
+    /// The stored concepts nearest to a vector or a text.
+    Search = 0x0D,
 }
 
 impl Opcode {
     /// Every opcode, in numeric order.
-    pub const ALL: [Opcode; 12] = [
+    pub const ALL: [Opcode; 13] = [
         Opcode::Health,
         Opcode::StoreConcept,
         Opcode::GetConceptById,
@@ -71,6 +73,7 @@ impl Opcode {
         Opcode::LearnConcept,
         Opcode::LearnBatch,
         Opcode::Auth,
+        Opcode::Search,
     ];
 
     /// The opcode for a wire byte, if known.
@@ -95,7 +98,8 @@ impl Opcode {
             | Opcode::QueryByType
             | Opcode::Stats
             | Opcode::GetMany
-            | Opcode::Auth => false,
+            | Opcode::Auth
+            | Opcode::Search => false,
         }
     }
 
@@ -114,6 +118,7 @@ impl Opcode {
             Opcode::LearnConcept => "LearnConcept",
             Opcode::LearnBatch => "LearnBatch",
             Opcode::Auth => "Auth",
+            Opcode::Search => "Search",
         }
     }
 }
@@ -331,6 +336,110 @@ impl QueryByType {
     }
 }
 
+/// What a `Search` looks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchQuery {
+    /// A vector of exactly `VECTOR_DIMENSION` finite values.
+    Vector(Vector),
+    /// A text, embedded by the server's model with the model's query prefix.
+    Text(String),
+}
+
+/// Body of `Search` (opcode 0x0D): the `k` stored concepts most similar (cosine) to a vector
+/// or a text, best first, ties by id; concepts without an embedding are never results.
+///
+/// | field | encoding |
+/// |---|---|
+/// | query | u8 kind (0 vector, 1 text), then a vector (count = `VECTOR_DIMENSION`) or a string (1..=`MAX_CONTENT_BYTES`) |
+/// | k | u32, 1..=`MAX_SEARCH_K` |
+/// | concept_type | string: only concepts of this type; empty for every type |
+/// | exact | bool: 1 compares with every stored vector; 0 lets the server use its index |
+/// | ef | u32: the index's search breadth (0: the server's default); ignored when exact |
+/// | include_concepts | bool: 1 returns each result's concept, 0 only ids and scores |
+#[derive(Debug, Clone, PartialEq)]
+pub struct Search {
+    /// The vector or text to compare with.
+    pub query: SearchQuery,
+    /// Results wanted.
+    pub k: u32,
+    /// Only this type; empty for every type.
+    pub concept_type: String,
+    /// Compare with every stored vector.
+    pub exact: bool,
+    /// The index's search breadth; 0 for the server's default.
+    pub ef: u32,
+    /// Return each result's concept.
+    pub include_concepts: bool,
+}
+
+impl Search {
+    /// A search for the `k` nearest concepts of any type to `query`, by the server's index,
+    /// returning ids and scores.
+    pub fn new(query: SearchQuery, k: u32) -> Search {
+        Search {
+            query,
+            k,
+            concept_type: String::new(),
+            exact: false,
+            ef: 0,
+            include_concepts: false,
+        }
+    }
+
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        match &self.query {
+            SearchQuery::Vector(vector) => {
+                dst.put_u8(0);
+                vector.encode(dst)?;
+            }
+            SearchQuery::Text(text) => {
+                dst.put_u8(1);
+                wire::put_str(dst, text, "text")?;
+            }
+        }
+        dst.put_u32_le(self.k);
+        wire::put_str(dst, &self.concept_type, "concept_type")?;
+        wire::put_bool(dst, self.exact);
+        dst.put_u32_le(self.ef);
+        wire::put_bool(dst, self.include_concepts);
+        Ok(())
+    }
+
+    fn decode(buf: &mut &[u8], limits: &Limits) -> Result<Search, DecodeError> {
+        let query = match wire::get_u8(buf, "query kind")? {
+            0 => SearchQuery::Vector(Vector::decode(buf, Some(limits.vector_dimension))?),
+            1 => {
+                let text = wire::get_str(buf, "text", limits.max_content_bytes)?;
+                if text.is_empty() {
+                    return Err(DecodeError::Empty { field: "text" });
+                }
+                SearchQuery::Text(text.to_owned())
+            }
+            _ => {
+                return Err(DecodeError::OutOfRange {
+                    field: "query kind",
+                    expected: "0 (vector) or 1 (text)",
+                })
+            }
+        };
+        let k = wire::get_u32(buf, "k")?;
+        if k == 0 || k > limits.max_search_k {
+            return Err(DecodeError::OutOfRange {
+                field: "k",
+                expected: "1 to MAX_SEARCH_K",
+            });
+        }
+        Ok(Search {
+            query,
+            k,
+            concept_type: wire::get_str(buf, "concept_type", limits.max_name_bytes)?.to_owned(),
+            exact: wire::get_bool(buf, "exact")?,
+            ef: wire::get_u32(buf, "ef")?,
+            include_concepts: wire::get_bool(buf, "include_concepts")?,
+        })
+    }
+}
+
 /// A request body.
 ///
 /// | opcode | request | body |
@@ -346,6 +455,8 @@ impl QueryByType {
 /// | 0x09 | ClearType | concept_type: string |
 /// | 0x0A | LearnConcept | [`LearnConcept`] |
 /// | 0x0B | LearnBatch | count: u32 (1..=`MAX_BATCH_ITEMS`), then count [`LearnConcept`] bodies |
+/// | 0x0C | Auth | token: string |
+/// | 0x0D | Search | [`Search`] |
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// Liveness and basic facts.
@@ -387,6 +498,8 @@ pub enum Request {
         /// The shared secret, at most [`MAX_TOKEN_BYTES`] bytes.
         token: String,
     },
+    /// The stored concepts nearest to a vector or a text.
+    Search(Search),
 }
 
 /// Longest `Auth` token, in bytes.
@@ -408,6 +521,7 @@ impl Request {
             Request::LearnConcept(_) => Opcode::LearnConcept,
             Request::LearnBatch(_) => Opcode::LearnBatch,
             Request::Auth { .. } => Opcode::Auth,
+            Request::Search(_) => Opcode::Search,
         }
     }
 
@@ -432,6 +546,7 @@ impl Request {
                 learns.iter().try_for_each(|learn| learn.encode(dst))
             }
             Request::Auth { token } => wire::put_str(dst, token, "token"),
+            Request::Search(search) => search.encode(dst),
         }
     }
 
@@ -499,6 +614,7 @@ impl Request {
             Opcode::Auth => Request::Auth {
                 token: wire::get_str(buf, "token", MAX_TOKEN_BYTES)?.to_owned(),
             },
+            Opcode::Search => Request::Search(Search::decode(buf, limits)?),
         })
     }
 }

@@ -16,7 +16,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::error::{DecodeError, EncodeError, ErrorCode};
 use crate::request::{Header, Opcode, PROTOCOL_VERSION};
-use crate::types::{Concept, FieldLimits};
+use crate::types::{Concept, ConceptId, FieldLimits};
 use crate::wire;
 
 /// The status byte (after the header) of a successful response.
@@ -254,6 +254,8 @@ pub enum Response {
     LearnedMany(Vec<Learned>),
     /// Reply to `Auth`: no body; the connection may now send any request.
     Authenticated,
+    /// Reply to `Search`: [`SearchResults`].
+    Found(SearchResults),
     /// Any request can fail with an error.
     Error(ErrorResponse),
 }
@@ -311,6 +313,7 @@ impl Response {
                 learned.iter().try_for_each(|item| item.encode(dst))
             }
             Response::Authenticated => Ok(()),
+            Response::Found(results) => results.encode(dst),
             Response::Error(error) => {
                 dst.put_u16_le(error.code.as_u16());
                 wire::put_str(dst, &error.message, "message")
@@ -366,7 +369,71 @@ impl Response {
                 Response::LearnedMany(learned)
             }
             Opcode::Auth => Response::Authenticated,
+            Opcode::Search => Response::Found(SearchResults::decode(buf)?),
         })
+    }
+}
+
+/// Body of a `Search` response: the results, best first (ties by id).
+///
+/// | field | encoding |
+/// |---|---|
+/// | exact | bool: 1 when every stored vector was compared (the answer is exact) |
+/// | count | u32, at most the request's `k` |
+/// | each result | id (string), score (f32 LE: the cosine similarity, -1 to 1), concept (option<Concept>: present when the request asked for concepts) |
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResults {
+    /// Whether every stored vector was compared.
+    pub exact: bool,
+    /// The results, best first.
+    pub hits: Vec<SearchHit>,
+}
+
+/// One result of a `Search`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The concept's id.
+    pub id: ConceptId,
+    /// Cosine similarity to the query.
+    pub score: f32,
+    /// The concept, when the request asked for it.
+    pub concept: Option<Arc<Concept>>,
+}
+
+impl SearchResults {
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        wire::put_bool(dst, self.exact);
+        wire::put_len(dst, self.hits.len(), "results")?;
+        for hit in &self.hits {
+            hit.id.encode(dst)?;
+            dst.put_f32_le(hit.score);
+            match &hit.concept {
+                Some(concept) => {
+                    dst.put_u8(1);
+                    concept.encode(dst)?;
+                }
+                None => dst.put_u8(0),
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<SearchResults, DecodeError> {
+        let exact = wire::get_bool(buf, "exact")?;
+        // An id (4 + 1), a score (4) and a tag (1).
+        let count = wire::get_count(buf, "results", u32::MAX, 10)?;
+        let mut hits = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = ConceptId::decode(buf, u32::MAX)?;
+            let score = f32::from_bits(wire::get_u32(buf, "score")?);
+            let concept = if wire::get_option_tag(buf, "concept")? {
+                Some(Arc::new(Concept::decode(buf, FieldLimits::UNBOUNDED)?))
+            } else {
+                None
+            };
+            hits.push(SearchHit { id, score, concept });
+        }
+        Ok(SearchResults { exact, hits })
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::error::{DecodeError, ErrorCode};
 use crate::limits::Limits;
-use crate::request::{LearnConcept, QueryByType, Request, StoreConcept};
+use crate::request::{LearnConcept, QueryByType, Request, Search, SearchQuery, StoreConcept};
 use crate::types::{Attributes, ConceptId};
 
 /// Page size of `TYPE <type>` when no limit is given.
@@ -23,6 +23,7 @@ pub const HELP: &[&str] = &[
     "TYPE <type> [limit] [cursor]  concepts of a type, paged by id",
     "STORE <id> <type> <content>   store a concept without a vector",
     "LEARN <type> <content>        embed the content with the server's model and store it",
+    "SEARCH <k> [type=<t>] <text>  the k concepts nearest to the text (the model embeds it)",
     "AUTH <token>                  authenticate (servers started with SUTRA_AUTH_TOKEN)",
     "QUIT                          close the connection",
 ];
@@ -141,6 +142,7 @@ pub fn parse_text_command(line: &str, limits: &Limits) -> Result<Option<TextComm
         "TYPE" => TextCommand::Request(Request::QueryByType(parse_type(rest, limits)?)),
         "STORE" => TextCommand::Request(Request::StoreConcept(parse_store(rest, limits)?)),
         "LEARN" => TextCommand::Request(Request::LearnConcept(parse_learn(rest, limits)?)),
+        "SEARCH" => TextCommand::Request(Request::Search(parse_search(rest, limits)?)),
         "AUTH" => {
             const USAGE: &str = "AUTH <token>";
             let (token, rest) = next_word(rest).ok_or(TextError::Usage { usage: USAGE })?;
@@ -182,6 +184,30 @@ fn parse_type(rest: &str, limits: &Limits) -> Result<QueryByType, TextError> {
         concept_type: concept_type.to_owned(),
         limit: limit.min(limits.max_query_limit),
         cursor: cursor.to_owned(),
+    })
+}
+
+fn parse_search(rest: &str, limits: &Limits) -> Result<Search, TextError> {
+    const USAGE: &str = "SEARCH <k> [type=<type>] <text>";
+    let (k, rest) = next_word(rest).ok_or(TextError::Usage { usage: USAGE })?;
+    let k = match k.parse::<u32>() {
+        Ok(k) if (1..=limits.max_search_k).contains(&k) => k,
+        _ => return Err(TextError::Usage { usage: USAGE }),
+    };
+    let (concept_type, rest) = match next_word(rest) {
+        Some((word, after)) if word.starts_with("type=") => (&word["type=".len()..], after),
+        _ => ("", rest),
+    };
+    let text = rest.trim_start_matches(is_separator);
+    if text.is_empty() {
+        return Err(TextError::Usage { usage: USAGE });
+    }
+    check_len("concept_type", concept_type, limits.max_name_bytes)?;
+    check_len("text", text, limits.max_content_bytes)?;
+    Ok(Search {
+        concept_type: concept_type.to_owned(),
+        include_concepts: true,
+        ..Search::new(SearchQuery::Text(text.to_owned()), k)
     })
 }
 

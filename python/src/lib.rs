@@ -19,8 +19,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use sutra_client::sutra_protocol::{
-    ConceptId, LearnConcept, Learned, QueryByType, Request, Response, StoreConcept, StoreOutcome,
-    Vector,
+    ConceptId, LearnConcept, Learned, QueryByType, Request, Response, Search, SearchQuery,
+    StoreConcept, StoreOutcome, Vector,
 };
 use sutra_client::{ClientConfig, ClientError};
 
@@ -288,6 +288,21 @@ fn answer(py: Python<'_>, response: Result<Response, ClientError>) -> PyResult<P
             list.into_any()
         }
         Response::Authenticated => py.None().into_bound(py),
+        Response::Found(results) => {
+            let list = PyList::empty(py);
+            for hit in results.hits {
+                let item = PyDict::new(py);
+                item.set_item("id", hit.id.as_str())?;
+                item.set_item("score", f64::from(hit.score))?;
+                let concept = match hit.concept {
+                    Some(found) => Bound::new(py, Concept::new(found))?.into_any(),
+                    None => py.None().into_bound(py),
+                };
+                item.set_item("concept", concept)?;
+                list.append(item)?;
+            }
+            list.into_any()
+        }
         Response::Error(failure) => {
             return Err(error(
                 py,
@@ -423,8 +438,8 @@ impl Client {
         self.inner.addr()
     }
 
-    /// Runs one call: `name` is the request (`health`, `stats`, `store`, `store_many`, `get`,
-    /// `get_many`, `query`, `delete`, `clear_type`, `learn`, `learn_batch`) and `args` its
+    /// Runs one call: `name` is the request (`health`, `stats`, `search`, `store`, `store_many`,
+    /// `get`, `get_many`, `query`, `delete`, `clear_type`, `learn`, `learn_batch`) and `args` its
     /// arguments (see `_native.pyi`). Blocks without the GIL when `callback` is `None`;
     /// otherwise returns at once and later calls `callback(ok, value_or_exception)`.
     #[pyo3(signature = (name, args, callback=None))]
@@ -564,6 +579,30 @@ fn build(py: Python<'_>, name: &str, args: &Bound<'_, PyTuple>) -> PyResult<Requ
             Request::Delete {
                 id: concept_id(py, &id)?,
             }
+        }
+        "search" => {
+            let (embedding, text, k, concept_type, exact, ef, include_concepts): (
+                Option<Bound<'_, PyAny>>,
+                Option<String>,
+                u32,
+                String,
+                bool,
+                u32,
+                bool,
+            ) = args.extract()?;
+            let query = match (embedding, text) {
+                (Some(embedding), None) => SearchQuery::Vector(vector(py, &embedding)?),
+                (None, Some(text)) => SearchQuery::Text(text),
+                _ => return Err(invalid(py, "give exactly one of vector= and text=")),
+            };
+            Request::Search(Search {
+                query,
+                k,
+                concept_type,
+                exact,
+                ef,
+                include_concepts,
+            })
         }
         "clear_type" => {
             let (concept_type,): (String,) = args.extract()?;

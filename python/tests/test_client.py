@@ -138,6 +138,35 @@ def test_concepts_read_as_python_would_convert_them(server) -> None:
     assert repr(concept).startswith("Concept(id='c1', concept_type='t', model='m', dimension=")
 
 
+def test_search_by_vector_sync_and_async(server) -> None:
+    client = client_for(server)
+    for index in range(12):
+        client.store_concept(f"s-{index:02}", "text", embedding=vector(index),
+                             metadata=ConceptMetadata(concept_type="even" if index % 2 == 0 else "odd"))
+    hits = client.search(vector=vector(4), k=3)
+    assert hits[0]["id"] == "s-04" and abs(hits[0]["score"] - 1.0) < 1e-5
+    assert hits[0]["concept"] is None and len(hits) == 3
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    odd = client.search(vector=np.array(vector(4), dtype=np.float32), k=20, concept_type="odd",
+                        include_concepts=True)
+    assert len(odd) == 6 and all(h["concept"].concept_type == "odd" for h in odd)
+
+    async def from_asyncio() -> List[str]:
+        aclient = AsyncStorageClient(host=server.host, port=server.port)
+        found = await aclient.search(vector=vector(7), k=1)
+        return [h["id"] for h in found]
+
+    assert asyncio.run(from_asyncio()) == ["s-07"]
+    with pytest.raises(sutra.InvalidArgument):
+        client.search(k=3)  # neither vector nor text
+    with pytest.raises(sutra.InvalidArgument):
+        client.search(vector=vector(1), k=0)
+    with pytest.raises(sutra.DimensionMismatch):
+        client.search(vector=[1.0, 2.0], k=3)
+    with pytest.raises(sutra.NoModel):
+        client.search(text="no model to embed this", k=3)
+
+
 def test_bad_input_is_refused_clearly_and_stores_nothing(server) -> None:
     client = client_for(server)
     with pytest.raises(sutra.DimensionMismatch) as wrong:

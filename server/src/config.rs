@@ -287,6 +287,10 @@ pub struct Cli {
     #[arg(long, env = "MAX_BATCH_ITEMS", default_value_t = Limits::DEFAULT_MAX_BATCH_ITEMS)]
     pub max_batch_items: u32,
 
+    /// Most results of one Search (k)
+    #[arg(long, env = "MAX_SEARCH_K", default_value_t = Limits::DEFAULT_MAX_SEARCH_K)]
+    pub max_search_k: u32,
+
     /// Most simultaneous connections. Further clients get a Busy error and are closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = ServerConfig::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -576,6 +580,7 @@ impl TryFrom<Cli> for ServerConfig {
                 max_query_limit: cli.max_query_limit,
                 max_batch_items: cli.max_batch_items,
                 vector_dimension: cli.vector_dimension,
+                max_search_k: cli.max_search_k,
             },
             max_connections: cli.max_connections,
             idle_timeout: Duration::from_secs(cli.idle_timeout_secs),

@@ -13,6 +13,7 @@ use crate::config::{AuthConfig, Role};
 use crate::learn::{self, Embedder, Learning};
 use crate::metrics::Metrics;
 use crate::reply::{engine_error, when_durable, Reply};
+use crate::search;
 
 /// The server version reported by Health.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,6 +32,7 @@ pub struct ServerCounters {
     queries: AtomicU64,
     deletes: AtomicU64,
     clears: AtomicU64,
+    searches: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -133,6 +135,15 @@ impl Executor {
             Request::Auth { .. } => Reply::Ready(Response::Authenticated),
             Request::Health => Reply::Ready(Response::Health(self.health())),
             Request::Stats => Reply::Ready(Response::Stats(self.stats())),
+            Request::Search(query) => {
+                bump(&self.counters.searches);
+                search::search(
+                    Arc::clone(&self.engine),
+                    self.embedder.clone(),
+                    &self.limits,
+                    query,
+                )
+            }
             Request::StoreConcept(store) => {
                 bump(&self.counters.stores);
                 when_durable(self.engine.store(store), Response::Stored)
@@ -269,7 +280,7 @@ impl Executor {
         let gets = load(&counters.gets);
         let misses = load(&counters.gets_not_found);
         let limits = &self.limits;
-        let pairs: [(&str, u64); 38] = [
+        let pairs: [(&str, u64); 40] = [
             ("concepts", engine.concepts),
             ("bytes_used", engine.bytes_used),
             ("uptime_seconds", self.started.elapsed().as_secs()),
@@ -293,6 +304,7 @@ impl Executor {
             ("queries", load(&counters.queries)),
             ("deletes", load(&counters.deletes)),
             ("clears", load(&counters.clears)),
+            ("searches", load(&counters.searches)),
             ("wal_appends", engine.wal_appends),
             ("wal_batches", engine.wal_batches),
             ("wal_syncs", engine.wal_syncs),
@@ -312,6 +324,7 @@ impl Executor {
             ("max_attribute_bytes", u64::from(limits.max_attribute_bytes)),
             ("max_query_limit", u64::from(limits.max_query_limit)),
             ("max_batch_items", u64::from(limits.max_batch_items)),
+            ("max_search_k", u64::from(limits.max_search_k)),
         ];
         StatsSnapshot {
             role: self.role.as_str().to_owned(),

@@ -1,7 +1,7 @@
 //! JSON views of responses, shared by the text mode and HTTP.
 
 use serde_json::{json, Map, Value};
-use sutra_protocol::{Concept, ErrorCode, HealthInfo, Response, StatsSnapshot};
+use sutra_protocol::{Concept, ErrorCode, HealthInfo, Response, SearchResults, StatsSnapshot};
 
 /// A concept as JSON.
 pub fn concept(concept: &Concept) -> Value {
@@ -116,6 +116,28 @@ pub fn reply(response: &Response) -> Value {
             "ok": true,
             "learned": learned.iter().map(learned_json).collect::<Vec<_>>(),
         }),
+        Response::Found(results) => json!({
+            "ok": true,
+            "exact": results.exact,
+            "results": search_hits(results),
+        }),
         Response::Error(error) => failure(error.code, &error.message),
     }
+}
+
+/// Search results as JSON: `[{"id", "score", "concept"?}]`, best first.
+pub fn search_hits(results: &SearchResults) -> Vec<Value> {
+    results
+        .hits
+        .iter()
+        .map(|hit| {
+            let mut item = Map::new();
+            item.insert("id".to_owned(), Value::from(hit.id.as_str()));
+            item.insert("score".to_owned(), Value::from(hit.score));
+            if let Some(found) = &hit.concept {
+                item.insert("concept".to_owned(), concept(found));
+            }
+            Value::Object(item)
+        })
+        .collect()
 }

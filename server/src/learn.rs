@@ -73,6 +73,26 @@ impl Embedder {
         }
     }
 
+    /// One query's vector, with the model's query prefix (an in-process model only: an
+    /// embedding service embeds documents).
+    pub(crate) async fn embed_query(&self, text: String) -> Result<Vec<f32>, Response> {
+        let Source::Local(batcher) = &self.source else {
+            return Err(Response::error(
+                ErrorCode::NoModel,
+                "a text search needs the model in this process (an embedding service embeds documents only): search by vector",
+            ));
+        };
+        let text = batcher.info().prefixes.apply(Task::Query, &text);
+        let mut vectors = batcher
+            .embed(vec![text], Output::Matryoshka(self.dimension as usize))
+            .await
+            .map_err(|error| embed_error(&error))?;
+        vectors
+            .pop()
+            .map(|item| item.vector)
+            .ok_or_else(|| Response::error(ErrorCode::Internal, "the model returned no vector"))
+    }
+
     /// The model's name and one vector per text (documents: the model's document prefix is
     /// applied, here or by the service).
     async fn embed(&self, texts: Vec<String>) -> Result<(String, Vec<Embedding>), Response> {

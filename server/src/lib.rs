@@ -36,6 +36,7 @@ mod net;
 pub mod reaper;
 pub mod remote;
 mod reply;
+mod search;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

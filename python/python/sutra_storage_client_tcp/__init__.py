@@ -227,6 +227,20 @@ def _store_items(concepts: Iterable[Mapping[str, Any]]) -> List[Tuple[Any, ...]]
     ]
 
 
+def _search_args(
+    vector: Optional[Embedding],
+    text: Optional[str],
+    k: int,
+    concept_type: str,
+    exact: bool,
+    ef: int,
+    include_concepts: bool,
+) -> Tuple[Any, ...]:
+    if (vector is None) == (text is None):
+        raise InvalidArgument("give exactly one of vector= and text=")
+    return (_embedding(vector), text, k, concept_type, exact, ef, include_concepts)
+
+
 def _learn_item(item: Union[str, Mapping[str, Any]]) -> Tuple[Any, ...]:
     if isinstance(item, str):
         return (item, "", {}, None, None)
@@ -474,6 +488,23 @@ class StorageClient(_Base):
         """The server's counters (``concepts``, ``requests_total``, ...)."""
         return self._native.call("stats", ())
 
+    def search(
+        self,
+        vector: Optional[Embedding] = None,
+        text: Optional[str] = None,
+        k: int = 10,
+        concept_type: str = "",
+        exact: bool = False,
+        ef: int = 0,
+        include_concepts: bool = False,
+    ) -> List[Dict[str, Any]]:
+        """The ``k`` stored concepts most similar (cosine) to ``vector`` or to ``text`` (the
+        server's model embeds it as a query), of ``concept_type`` if given: best first, each
+        ``{"id", "score", "concept"}`` (``concept`` is ``None`` unless ``include_concepts``)."""
+        return self._native.call(
+            "search", _search_args(vector, text, k, concept_type, exact, ef, include_concepts)
+        )
+
     def learn_concept(
         self,
         content: str,
@@ -606,6 +637,20 @@ class AsyncStorageClient(_Base):
 
     async def stats(self) -> Dict[str, Any]:
         return await self._call("stats")
+
+    async def search(
+        self,
+        vector: Optional[Embedding] = None,
+        text: Optional[str] = None,
+        k: int = 10,
+        concept_type: str = "",
+        exact: bool = False,
+        ef: int = 0,
+        include_concepts: bool = False,
+    ) -> List[Dict[str, Any]]:
+        return await self._call(
+            "search", *_search_args(vector, text, k, concept_type, exact, ef, include_concepts)
+        )
 
     async def learn_concept(
         self,

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
-use sutra_protocol::{ErrorCode, LearnConcept, Request, RequestFrame};
+use sutra_protocol::{ErrorCode, LearnConcept, Request, RequestFrame, Search, SearchQuery};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,7 @@ pub fn router(executor: Arc<Executor>) -> Router {
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/api/learn", post(learn))
+        .route("/api/search", post(search))
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -242,8 +243,116 @@ async fn metrics(State(executor): State<Arc<Executor>>) -> Response {
         .into_response()
 }
 
+/// `POST /api/search` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    text: Option<String>,
+    vector: Option<Vec<f32>>,
+    #[serde(default = "default_k")]
+    k: u32,
+    #[serde(default, rename = "type")]
+    concept_type: String,
+    #[serde(default)]
+    exact: bool,
+    #[serde(default)]
+    ef: u32,
+    #[serde(default)]
+    include_concepts: bool,
+}
+
+fn default_k() -> u32 {
+    10
+}
+
+/// `POST /api/search`: `{"text": ...}` or `{"vector": [...]}`, `"k"` (10), `"type"`,
+/// `"exact"`, `"ef"`, `"include_concepts"` -> `{"results": [{"id", "score", "concept"?}],
+/// "exact", "took_ms"}`. Checked by the binary protocol's own decoder, like learn.
+async fn search(
+    State(executor): State<Arc<Executor>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let invalid = |message: &str| {
+        error_response(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
+    };
+    let body: SearchBody = match body {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(body) => body,
+            Err(error) => return invalid(&format!("the body is not the search JSON: {error}")),
+        },
+        Err(rejection) => {
+            return error_response(
+                rejection.status(),
+                ErrorCode::InvalidArgument,
+                &rejection.body_text(),
+            )
+        }
+    };
+    let query = match (body.text, body.vector) {
+        (Some(text), None) => SearchQuery::Text(text),
+        (None, Some(values)) => {
+            let dimension = u32::try_from(values.len()).unwrap_or(u32::MAX);
+            match sutra_protocol::Vector::new(values, dimension) {
+                Ok(vector) => SearchQuery::Vector(vector),
+                Err(error) => return invalid(&format!("vector: {error}")),
+            }
+        }
+        _ => return invalid("give exactly one of \"text\" and \"vector\""),
+    };
+    let frame = RequestFrame {
+        request_id: 1,
+        request: Request::Search(Search {
+            query,
+            k: body.k,
+            concept_type: body.concept_type,
+            exact: body.exact,
+            ef: body.ef,
+            include_concepts: body.include_concepts,
+        }),
+    };
+    let mut payload = bytes::BytesMut::new();
+    if let Err(error) = frame.encode_payload(&mut payload) {
+        return invalid(&error.to_string());
+    }
+    let request = match sutra_protocol::decode_request(&payload, executor.limits()) {
+        Ok(frame) => frame.request,
+        Err(error) => {
+            let code = error.error.code();
+            let status = if code == ErrorCode::DimensionMismatch {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return error_response(status, code, &error.error.to_string());
+        }
+    };
+    match executor.call_and_wait(request).await {
+        sutra_protocol::Response::Found(results) => Json(serde_json::json!({
+            "results": json::search_hits(&results),
+            "exact": results.exact,
+            "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+        }))
+        .into_response(),
+        sutra_protocol::Response::Error(sutra_protocol::ErrorResponse { code, message }) => {
+            let status = match code {
+                ErrorCode::NoModel | ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            error_response(status, code, &message)
+        }
+        other => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            &format!("unexpected answer {other:?}"),
+        ),
+    }
+}
+
 /// The endpoints, for the error of a request that matches none.
-const ENDPOINTS: &str = "GET /health, GET /api/health, GET /stats, GET /metrics or POST /api/learn";
+const ENDPOINTS: &str =
+    "GET /health, GET /api/health, GET /stats, GET /metrics, POST /api/learn or POST /api/search";
 
 async fn not_found() -> Response {
     error_response(

@@ -23,5 +23,6 @@ mod layout;
 mod learn;
 mod limits;
 mod raw_protocol;
+mod search;
 mod shutdown;
 mod text_mode;
