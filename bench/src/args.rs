@@ -34,12 +34,15 @@ pub enum Test {
     GetMany,
     /// StoreMany of `--batch` concepts with random ids (one request per batch).
     StoreMany,
+    /// Search for the `--search-k` concepts nearest to the bench vector (exact, ids and
+    /// scores); prefill the store first (`--prefill` or a store test).
+    Search,
 }
 
 impl Test {
     /// Every test; a default run takes the first five in this order (writes before the reads
     /// that need them, deletes last).
-    pub const ALL: [Test; 7] = [
+    pub const ALL: [Test; 8] = [
         Test::Store,
         Test::Get,
         Test::Mixed,
@@ -47,6 +50,7 @@ impl Test {
         Test::Delete,
         Test::GetMany,
         Test::StoreMany,
+        Test::Search,
     ];
 
     /// The lowercase name used in `-t` and in JSON.
@@ -59,6 +63,7 @@ impl Test {
             Test::Mixed => "mixed",
             Test::GetMany => "getmany",
             Test::StoreMany => "storemany",
+            Test::Search => "search",
         }
     }
 }
@@ -190,6 +195,10 @@ pub struct Args {
     /// Page size of the query test.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub query_limit: u32,
+
+    /// Results per search (`-t search`), at most the server's MAX_SEARCH_K
+    #[arg(long, default_value_t = 10)]
+    pub search_k: u32,
 
     /// Concept type of stored concepts and of the query test.
     #[arg(long, default_value = "bench")]

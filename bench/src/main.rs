@@ -63,6 +63,7 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<TestReport>> {
         concept_type: args.concept_type.clone(),
         query_limit: args.query_limit,
         batch: args.batch,
+        search_k: args.search_k,
     })?);
     let info = RunInfo {
         address: address.clone(),

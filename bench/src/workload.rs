@@ -4,8 +4,8 @@
 
 use bytes::BytesMut;
 use sutra_protocol::{
-    Attributes, ConceptId, FrameCodec, QueryByType, Request, RequestFrame, StoreConcept, Vector,
-    FRAME_HEADER_BYTES, MAX_FRAME_BYTES_CAP,
+    Attributes, ConceptId, FrameCodec, QueryByType, Request, RequestFrame, Search, SearchQuery,
+    StoreConcept, Vector, FRAME_HEADER_BYTES, MAX_FRAME_BYTES_CAP,
 };
 use tokio_util::codec::Encoder;
 
@@ -33,6 +33,8 @@ pub enum Kind {
     GetMany,
     /// A StoreMany.
     StoreMany,
+    /// A Search.
+    Search,
 }
 
 impl Kind {
@@ -120,6 +122,8 @@ pub struct Shape {
     pub query_limit: u32,
     /// Items per GetMany and StoreMany.
     pub batch: u32,
+    /// Results per Search.
+    pub search_k: u32,
 }
 
 /// The encoded templates of every request kind; shared by all connections.
@@ -131,6 +135,7 @@ pub struct Templates {
     query: Template,
     get_many: Template,
     store_many: Template,
+    search: Template,
 }
 
 impl Templates {
@@ -157,7 +162,18 @@ impl Templates {
             ttl_seconds: None,
         };
         let batch = shape.batch.max(1);
+        // The query is the stored vector itself (every score is 1; the cost of an exact
+        // search does not depend on the values). Without a dimension there is nothing to
+        // search for: the search template is never sent (a store without vectors).
+        let query = store.embedding.clone().map_or(
+            SearchQuery::Text("sutra-bench".to_owned()),
+            SearchQuery::Vector,
+        );
         Ok(Templates {
+            search: Template::new(Request::Search(Search {
+                exact: true,
+                ..Search::new(query, shape.search_k.max(1))
+            }))?,
             get_many: Template::new(Request::GetMany {
                 ids: (0..batch)
                     .map(|_| placeholder())
@@ -233,6 +249,7 @@ impl Generator {
             Test::Query => Kind::Query,
             Test::GetMany => Kind::GetMany,
             Test::StoreMany => Kind::StoreMany,
+            Test::Search => Kind::Search,
             Test::Mixed => {
                 if self.rng.u8(0..100) < self.get_percent {
                     Kind::Get
@@ -248,6 +265,7 @@ impl Generator {
             Kind::Query => &self.templates.query,
             Kind::GetMany => &self.templates.get_many,
             Kind::StoreMany => &self.templates.store_many,
+            Kind::Search => &self.templates.search,
         };
         // Sequential ids: request n of a k-key request takes keys n*k .. n*k+k-1.
         let keys = template.key_digits.len() as u64;
@@ -281,7 +299,22 @@ mod tests {
             concept_type: "bench".to_owned(),
             query_limit: 10,
             batch: 4,
+            search_k: 7,
         }
+    }
+
+    #[test]
+    fn search_asks_for_k_nearest_to_the_stored_vector() {
+        let templates = Arc::new(Templates::new(&shape()).unwrap());
+        let mut generator = Generator::new(templates, 1, 100, 90, Ids::Random);
+        let mut bytes = Vec::new();
+        let (_, kind) = generator.append(Test::Search, 0, &mut bytes);
+        assert_eq!(kind, Kind::Search);
+        let Request::Search(search) = decode(&bytes).request else {
+            panic!("not a search");
+        };
+        assert_eq!((search.k, search.exact), (7, true));
+        assert!(matches!(search.query, SearchQuery::Vector(vector) if vector.len() == 256));
     }
 
     fn decode(bytes: &[u8]) -> RequestFrame {
