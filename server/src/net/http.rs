@@ -134,6 +134,29 @@ fn learn_request(body: LearnBody) -> Result<LearnConcept, String> {
     Ok(learn)
 }
 
+/// A request body as the JSON of endpoint `what`, whatever its Content-Type says
+/// (`curl -d '{...}'`, as the seed writes it, sends application/x-www-form-urlencoded); else
+/// the 400 (or 413, over the body limit) to answer.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<T, Box<Response>> {
+    let bytes = body.map_err(|rejection| {
+        Box::new(error_response(
+            rejection.status(),
+            ErrorCode::InvalidArgument,
+            &rejection.body_text(),
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidArgument,
+            &format!("the body is not the {what} JSON: {error}"),
+        ))
+    })
+}
+
 /// `POST /api/learn`: LearnConcept over HTTP; 201 with the concept id. The body is read as
 /// JSON whatever its Content-Type. The request is checked
 /// by the binary protocol's own decoder under the server's limits, so HTTP accepts exactly
@@ -145,20 +168,9 @@ async fn learn(
     let invalid = |message: &str| {
         error_response(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
     };
-    // The body is JSON whatever Content-Type says: `curl -d '{...}'`, as the seed writes it,
-    // sends application/x-www-form-urlencoded.
-    let body: LearnBody = match body {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(body) => body,
-            Err(error) => return invalid(&format!("the body is not the learn JSON: {error}")),
-        },
-        Err(rejection) => {
-            return error_response(
-                rejection.status(),
-                ErrorCode::InvalidArgument,
-                &rejection.body_text(),
-            )
-        }
+    let body: LearnBody = match json_body(body, "learn") {
+        Ok(body) => body,
+        Err(response) => return *response,
     };
     let learn = match learn_request(body) {
         Ok(learn) => learn,
@@ -276,18 +288,9 @@ async fn search(
     let invalid = |message: &str| {
         error_response(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
     };
-    let body: SearchBody = match body {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(body) => body,
-            Err(error) => return invalid(&format!("the body is not the search JSON: {error}")),
-        },
-        Err(rejection) => {
-            return error_response(
-                rejection.status(),
-                ErrorCode::InvalidArgument,
-                &rejection.body_text(),
-            )
-        }
+    let body: SearchBody = match json_body(body, "search") {
+        Ok(body) => body,
+        Err(response) => return *response,
     };
     let query = match (body.text, body.vector) {
         (Some(text), None) => SearchQuery::Text(text),
