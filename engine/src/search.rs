@@ -73,6 +73,23 @@ impl TopK {
         }
     }
 
+    /// Offers `concept` with `score`; its pointer is copied only if it is kept.
+    fn offer_ref(&mut self, concept: &Arc<Concept>, score: f32) {
+        let beaten = self.heap.len() >= self.k
+            && self.heap.peek().is_some_and(|worst| {
+                score
+                    .total_cmp(&worst.0.score)
+                    .then_with(|| worst.0.concept.id.as_str().cmp(concept.id.as_str()))
+                    != Ordering::Greater
+            });
+        if !beaten {
+            self.offer(Neighbour {
+                concept: Arc::clone(concept),
+                score,
+            });
+        }
+    }
+
     fn offer(&mut self, candidate: Neighbour) {
         if self.heap.len() < self.k {
             self.heap.push(Worst(candidate));
@@ -154,10 +171,7 @@ pub(crate) fn exact(
     };
     let consider = |top: &mut TopK, concept: &Arc<Concept>| {
         if let Some(embedding) = &concept.embedding {
-            top.offer(Neighbour {
-                concept: Arc::clone(concept),
-                score: cosine(&query, embedding.as_slice()),
-            });
+            top.offer_ref(concept, cosine(&query, embedding.as_slice()));
         }
     };
     if !concept_type.is_empty() {

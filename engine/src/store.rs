@@ -389,8 +389,9 @@ impl ConceptStore {
         self.concepts.len()
     }
 
-    /// Runs `visit` on each live concept of shard `shard`. The shard is read-locked only while
-    /// its pointers are copied; `visit` runs after, so a slow visitor never holds up writers.
+    /// Runs `visit` on each live concept of shard `shard`, under the shard's read lock (one
+    /// of 64: writers to it wait, readers do not). Copying the pointers out first cost an
+    /// atomic increment and decrement per concept, a quarter of an exact search.
     pub(super) fn for_each_live_in_shard(
         &self,
         shard: usize,
@@ -400,12 +401,10 @@ impl ConceptStore {
         let Some(lock) = self.concepts.get(shard) else {
             return;
         };
-        let live: Vec<Arc<Concept>> = read(lock)
+        for concept in read(lock)
             .values()
             .filter(|concept| is_live(concept, now_ms))
-            .cloned()
-            .collect();
-        for concept in &live {
+        {
             visit(concept);
         }
     }

@@ -1,10 +1,11 @@
 //! `Search`: the stored concepts nearest to a vector, or to a text the model embeds as a
 //! query. Exact for now: every stored vector (of the type asked for) is compared.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sutra_engine::Engine;
 use sutra_protocol::{ErrorCode, Limits, Response, Search, SearchHit, SearchQuery, SearchResults};
+use tokio::sync::Semaphore;
 
 use crate::learn::Embedder;
 use crate::reply::Reply;
@@ -26,14 +27,18 @@ pub(crate) fn search(
     } = search;
     let k = k as usize;
     match query {
-        SearchQuery::Vector(vector) => Reply::Ready(answer(
-            &engine,
-            vector.as_slice(),
-            k,
-            &concept_type,
-            include_concepts,
-            max_frame_bytes,
-        )),
+        SearchQuery::Vector(vector) => Reply::Pending(Box::pin(async move {
+            let query = vector.as_slice().to_vec();
+            off_the_runtime(
+                engine,
+                query,
+                k,
+                concept_type,
+                include_concepts,
+                max_frame_bytes,
+            )
+            .await
+        })),
         SearchQuery::Text(text) => {
             let Some(embedder) = embedder else {
                 return Reply::Ready(Response::error(
@@ -43,19 +48,59 @@ pub(crate) fn search(
             };
             Reply::Pending(Box::pin(async move {
                 match embedder.embed_query(text).await {
-                    Ok(vector) => answer(
-                        &engine,
-                        &vector,
-                        k,
-                        &concept_type,
-                        include_concepts,
-                        max_frame_bytes,
-                    ),
+                    Ok(query) => {
+                        off_the_runtime(
+                            engine,
+                            query,
+                            k,
+                            concept_type,
+                            include_concepts,
+                            max_frame_bytes,
+                        )
+                        .await
+                    }
                     Err(response) => response,
                 }
             }))
         }
     }
+}
+
+/// Searches scanning at once: the cores' number (each scan splits across up to 4 threads
+/// itself). More wait for a turn instead of starting threads of their own.
+fn scans() -> &'static Semaphore {
+    static SCANS: OnceLock<Semaphore> = OnceLock::new();
+    SCANS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from)))
+}
+
+/// Runs the scan on tokio's blocking threads: it takes milliseconds per 10,000 vectors, which
+/// would hold an async worker (and every connection on it) for as long.
+async fn off_the_runtime(
+    engine: Arc<Engine>,
+    query: Vec<f32>,
+    k: usize,
+    concept_type: String,
+    include_concepts: bool,
+    max_frame_bytes: usize,
+) -> Response {
+    let Ok(_turn) = scans().acquire().await else {
+        return Response::error(ErrorCode::Busy, "the server is shutting down");
+    };
+    tokio::task::spawn_blocking(move || {
+        answer(
+            &engine,
+            &query,
+            k,
+            &concept_type,
+            include_concepts,
+            max_frame_bytes,
+        )
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Response::error(ErrorCode::Internal, "the search failed; see the server log")
+    })
 }
 
 fn answer(
