@@ -67,13 +67,6 @@ impl<'a> Dump<'a> {
         head.to_vec()
     }
 
-    /// A u8 `name = value`.
-    pub fn u8(&mut self, name: &str) -> u8 {
-        let value = self.peek();
-        self.take(1, &format!("{name} = {value}"));
-        value
-    }
-
     /// A little-endian u32 under `note` as given.
     pub fn u32_le(&mut self, note: &str) -> u32 {
         let raw = self.take(4, note);

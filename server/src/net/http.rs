@@ -202,22 +202,7 @@ async fn learn(
             })),
         )
             .into_response(),
-        sutra_protocol::Response::Error(sutra_protocol::ErrorResponse { code, message }) => {
-            let status = match code {
-                ErrorCode::NoModel | ErrorCode::Busy | ErrorCode::StorageUnavailable => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                ErrorCode::Full => StatusCode::INSUFFICIENT_STORAGE,
-                ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            error_response(status, code, &message)
-        }
-        other => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Internal,
-            &format!("unexpected answer {other:?}"),
-        ),
+        other => failure(other),
     }
 }
 
@@ -322,12 +307,7 @@ async fn search(
         Ok(frame) => frame.request,
         Err(error) => {
             let code = error.error.code();
-            let status = if code == ErrorCode::DimensionMismatch {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            return error_response(status, code, &error.error.to_string());
+            return error_response(status_of(code), code, &error.error.to_string());
         }
     };
     match executor.call_and_wait(request).await {
@@ -337,13 +317,29 @@ async fn search(
             "took_ms": started.elapsed().as_secs_f64() * 1000.0,
         }))
         .into_response(),
+        other => failure(other),
+    }
+}
+
+/// The HTTP status of a protocol error code.
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::NoModel | ErrorCode::Busy | ErrorCode::StorageUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorCode::Full => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::DimensionMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// An endpoint's answer when the request did not succeed: the error with its status, or a 500
+/// for an answer of the wrong kind (a bug).
+fn failure(answer: sutra_protocol::Response) -> Response {
+    match answer {
         sutra_protocol::Response::Error(sutra_protocol::ErrorResponse { code, message }) => {
-            let status = match code {
-                ErrorCode::NoModel | ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            error_response(status, code, &message)
+            error_response(status_of(code), code, &message)
         }
         other => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
