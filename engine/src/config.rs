@@ -6,6 +6,7 @@ use std::time::Duration;
 use sutra_wal::WalConfig;
 
 use crate::capacity::Capacity;
+use crate::index::IndexConfig;
 
 /// Where writes go.
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct EngineConfig {
     pub durability: Durability,
     /// `MAX_CONCEPTS` and `EVICTION_POLICY`; `None` keeps everything.
     pub capacity: Option<Capacity>,
+    /// `VECTOR_INDEX` and the HNSW settings.
+    pub index: IndexConfig,
 }
 
 /// When checkpoints happen (besides clean shutdown).

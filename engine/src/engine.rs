@@ -12,10 +12,11 @@ use crate::clock::Clock;
 use crate::config::{Durability, EngineConfig};
 use crate::counters::{EngineCounters, Latencies, RecoverySummary};
 use crate::error::EngineError;
+use crate::index::{IndexConfig, IndexKind, IndexStats, VectorIndex};
 use crate::pending::{PendingInner, PendingWrite};
 use crate::persist::{self, About};
 use crate::record::{self, Record};
-use crate::search::{self, Neighbour};
+use crate::search::{self, Found, Neighbour};
 use crate::store::ConceptStore;
 
 /// The concept type of the server's own events (`SUTRA_EVENTS`). The engine treats them as
@@ -62,7 +63,14 @@ impl Engine {
     /// its manifest, loads the newest snapshot, replays the log and starts the checkpointer.
     /// Blocking; call it off the async runtime.
     pub fn open(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine, EngineError> {
-        let store = Arc::new(ConceptStore::new());
+        let index = match config.index.kind {
+            IndexKind::Hnsw => Some(VectorIndex::start(
+                &config.index,
+                config.vector_dimension as usize,
+            )?),
+            IndexKind::Exact | IndexKind::None => None,
+        };
+        let store = Arc::new(ConceptStore::new(index));
         let persistence = match &config.durability {
             Durability::InMemory => None,
             Durability::Persistent(persist) => Some(persist::Persistence::open(
@@ -364,6 +372,95 @@ impl Engine {
     /// compared). The query must have `VECTOR_DIMENSION` values (the protocol checks).
     pub fn search_exact(&self, query: &[f32], k: usize, concept_type: &str) -> Vec<Neighbour> {
         search::exact(&self.store, query, k, concept_type, self.clock.now_ms())
+    }
+
+    /// The `k` live concepts with an embedding most similar (cosine) to `query`, of
+    /// `concept_type` unless it is empty: best first, ties by id. Exact when asked, when
+    /// `VECTOR_INDEX=exact`, or when the vectors searched (all, or the type's) are fewer than
+    /// `SEARCH_EXACT_BELOW`; otherwise through the index, with search breadth `ef` (0: the
+    /// default `HNSW_EF_SEARCH`). Refused with `VECTOR_INDEX=none`.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        concept_type: &str,
+        exact: bool,
+        ef: usize,
+    ) -> Result<Found, EngineError> {
+        let settings = &self.config.index;
+        if settings.kind == IndexKind::None {
+            return Err(EngineError::Invalid(
+                "search is off on this server (VECTOR_INDEX=none, a cache shard's default); start it with VECTOR_INDEX=exact or hnsw".to_owned(),
+            ));
+        }
+        if ef > IndexConfig::MAX_EF {
+            return Err(EngineError::Invalid(format!(
+                "ef {ef} is over the limit of {}",
+                IndexConfig::MAX_EF
+            )));
+        }
+        let now_ms = self.clock.now_ms();
+        let ef = if ef == 0 { settings.ef_search } else { ef };
+        let index = self
+            .store
+            .index()
+            .filter(|index| !exact && self.graph_pays(index.len(), concept_type, ef));
+        Ok(match index {
+            Some(index) => Found {
+                neighbours: search::approximate(
+                    &self.store,
+                    index,
+                    query,
+                    k,
+                    ef,
+                    concept_type,
+                    now_ms,
+                )?,
+                exact: false,
+            },
+            None => Found {
+                neighbours: search::exact(&self.store, query, k, concept_type, now_ms),
+                exact: true,
+            },
+        })
+    }
+
+    /// Whether the graph beats comparing every vector searched: `stored` vectors in all, those
+    /// of `concept_type` when it is not empty. Below `SEARCH_EXACT_BELOW` the scan is cheap
+    /// (0 always takes the graph: for measurements). A filter keeping a share `s` of the
+    /// vectors makes a graph walk visit about 4·M·ef/s nodes (it passes over the others), each
+    /// about 1.5 times the cost of a scanned vector, while the scan costs one comparison per
+    /// vector of the type: the graph pays when type² ≥ 6·M·ef·stored. Unfiltered, that is
+    /// stored ≥ 6·M·ef (6,144 at the defaults).
+    fn graph_pays(&self, stored: usize, concept_type: &str, ef: usize) -> bool {
+        let settings = &self.config.index;
+        if settings.exact_below == 0 {
+            return true;
+        }
+        let searched = if concept_type.is_empty() {
+            stored
+        } else {
+            self.store.type_len(concept_type)
+        };
+        let (searched, stored) = (searched as u128, stored as u128);
+        searched >= settings.exact_below as u128
+            && searched * searched >= 6 * settings.m as u128 * ef.max(1) as u128 * stored
+    }
+
+    /// The vector index's figures; `None` without one (`VECTOR_INDEX` exact or none).
+    pub fn index_stats(&self) -> Option<IndexStats> {
+        self.store.index().map(|index| index.stats())
+    }
+
+    /// Stored vectors the index has not taken in yet (cheap: no walk of the graph); `None`
+    /// without an index.
+    pub fn index_pending(&self) -> Option<u64> {
+        self.store.index().map(|index| index.pending())
+    }
+
+    /// `VECTOR_INDEX`.
+    pub fn index_kind(&self) -> IndexKind {
+        self.config.index.kind
     }
 
     /// One page of live concepts of a type, in ascending id order after the cursor.

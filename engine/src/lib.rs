@@ -23,11 +23,14 @@ mod counters;
 mod datadir;
 mod engine;
 mod error;
+mod hnsw;
+mod index;
 mod mmap;
 mod pending;
 mod persist;
 mod record;
 mod search;
+mod similarity;
 mod snapshot;
 #[cfg(test)]
 mod storage_md;
@@ -40,8 +43,9 @@ pub use config::{CheckpointConfig, Durability, EngineConfig, PersistConfig};
 pub use counters::{EngineCounters, Latencies, RecoverySummary};
 pub use engine::{Engine, EVENT_TYPE};
 pub use error::EngineError;
+pub use index::{IndexConfig, IndexKind, IndexStats};
 pub use pending::PendingWrite;
-pub use search::Neighbour;
+pub use search::{Found, Neighbour};
 /// The log's settings and latency figures, for the engine's users (the server configures and
 /// reports them without depending on the log crate).
 pub use sutra_wal::{FsyncPolicy, Latency, LatencySnapshot, WalConfig};

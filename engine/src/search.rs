@@ -3,11 +3,14 @@
 //! threads when there are many vectors. It is also the ground truth an index is measured by.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 
 use sutra_protocol::Concept;
 
+use crate::error::EngineError;
+use crate::index::VectorIndex;
+use crate::similarity::{cosine, unit};
 use crate::store::ConceptStore;
 
 /// Below this many stored concepts one thread scans them all (threads cost more than they
@@ -117,46 +120,6 @@ impl TopK {
     }
 }
 
-/// `(query · v, v · v)` in one pass, sixteen lanes wide so the compiler vectorises it; compiled
-/// also for AVX-512 and for AVX2 + FMA and chosen at run time (`multiversion`), since the
-/// build's baseline is SSE2.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma"))]
-fn dot_and_norm(query: &[f32], values: &[f32]) -> (f32, f32) {
-    const LANES: usize = 16;
-    let mut dot = [0.0_f32; LANES];
-    let mut norm = [0.0_f32; LANES];
-    let mut pairs = query.chunks_exact(LANES).zip(values.chunks_exact(LANES));
-    for (q, v) in &mut pairs {
-        for lane in 0..LANES {
-            dot[lane] += q[lane] * v[lane];
-            norm[lane] += v[lane] * v[lane];
-        }
-    }
-    let tail = query.len() - query.len() % LANES;
-    let (mut dot_sum, mut norm_sum): (f32, f32) = (dot.iter().sum(), norm.iter().sum());
-    for (q, v) in query[tail..].iter().zip(&values[tail..]) {
-        dot_sum += q * v;
-        norm_sum += v * v;
-    }
-    (dot_sum, norm_sum)
-}
-
-/// Cosine similarity of a unit-length `query` with `values`.
-fn cosine(unit_query: &[f32], values: &[f32]) -> f32 {
-    let (dot, norm) = dot_and_norm(unit_query, values);
-    if norm > 0.0 {
-        (dot / norm.sqrt()).clamp(-1.0, 1.0)
-    } else {
-        0.0
-    }
-}
-
-/// The query scaled to unit length; `None` for a zero vector (it is similar to nothing).
-fn unit(query: &[f32]) -> Option<Vec<f32>> {
-    let norm = query.iter().map(|value| value * value).sum::<f32>().sqrt();
-    (norm > 0.0).then(|| query.iter().map(|value| value / norm).collect())
-}
-
 /// The `k` live concepts with an embedding most similar to `query` (of `concept_type` when it
 /// is not empty), best first, ties by id.
 pub(crate) fn exact(
@@ -214,21 +177,42 @@ pub(crate) fn exact(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What a search found, and how.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Best first, ties by id.
+    pub neighbours: Vec<Neighbour>,
+    /// Whether every stored vector (of the type) was compared.
+    pub exact: bool,
+}
 
-    #[test]
-    fn cosine_is_the_normalised_dot_product() {
-        let query = unit(&[3.0, 4.0]).unwrap();
-        assert!((cosine(&query, &[3.0, 4.0]) - 1.0).abs() < 1e-6);
-        assert!((cosine(&query, &[-3.0, -4.0]) + 1.0).abs() < 1e-6);
-        assert!(cosine(&query, &[4.0, -3.0]).abs() < 1e-6);
-        assert!(cosine(&query, &[0.0, 0.0]).abs() < f32::EPSILON);
-        assert!(unit(&[0.0, 0.0]).is_none());
-        let long: Vec<f32> = (0..19_u8).map(f32::from).collect();
-        let (dot, norm) = dot_and_norm(&long, &long);
-        let expected: f32 = long.iter().map(|v| v * v).sum();
-        assert!((dot - expected).abs() < 1e-3 && (norm - expected).abs() < 1e-3);
+/// The `k` live concepts nearest to `query` by the index: its candidates (the graph's `ef`
+/// best and the best of the vectors it has not taken in yet), each checked against the store
+/// (live, of the type, with a vector) and scored from its stored vector.
+pub(crate) fn approximate(
+    store: &ConceptStore,
+    index: &VectorIndex,
+    query: &[f32],
+    k: usize,
+    ef: usize,
+    concept_type: &str,
+    now_ms: u64,
+) -> Result<Vec<Neighbour>, EngineError> {
+    let Some(query) = unit(query) else {
+        return Ok(Vec::new());
+    };
+    let mut top = TopK::new(k);
+    let mut seen = HashSet::new();
+    for id in index.candidates(&query, k, ef, concept_type)? {
+        let Some(concept) = store.peek(&id, now_ms) else {
+            continue;
+        };
+        if !seen.insert(id) || (!concept_type.is_empty() && concept.concept_type != concept_type) {
+            continue;
+        }
+        if let Some(embedding) = &concept.embedding {
+            top.offer_ref(&concept, cosine(&query, embedding.as_slice()));
+        }
     }
+    Ok(top.into_sorted())
 }

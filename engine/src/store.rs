@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 use hashbrown::{DefaultHashBuilder, HashMap};
 use sutra_protocol::{Concept, ConceptId, QueryByType, QueryPage};
 
+use crate::index::VectorIndex;
+
 /// Number of shards in each map: enough that 2-16 cores rarely meet on one lock.
 const SHARD_COUNT: usize = 64;
 const _: () = assert!(SHARD_COUNT.is_power_of_two());
@@ -55,11 +57,14 @@ pub(super) struct ConceptStore {
     bytes_used: AtomicU64,
     /// (expires_at_ms, id) of every stored concept with an expiry, for the reaper.
     expiry: Mutex<BTreeSet<(u64, Arc<str>)>>,
+    /// The vector index (`VECTOR_INDEX=hnsw`), told of every change under the id's shard lock.
+    index: Option<Arc<VectorIndex>>,
 }
 
 impl ConceptStore {
-    pub(super) fn new() -> ConceptStore {
+    pub(super) fn new(index: Option<Arc<VectorIndex>>) -> ConceptStore {
         ConceptStore {
+            index,
             hasher: DefaultHashBuilder::default(),
             concepts: (0..SHARD_COUNT).map(|_| RwLock::default()).collect(),
             types: (0..SHARD_COUNT).map(|_| RwLock::default()).collect(),
@@ -121,6 +126,9 @@ impl ConceptStore {
         let new_bytes = concept.encoded_len() as u64;
         let mut shard = write(self.concept_shard(&id));
         let previous = shard.insert(Arc::clone(&id), Arc::clone(concept));
+        if let Some(index) = &self.index {
+            index.put(concept);
+        }
         if previous.as_ref().and_then(|old| old.expires_at_ms) != concept.expires_at_ms {
             let mut expiry = self.expiry();
             if let Some(at) = previous.as_ref().and_then(|old| old.expires_at_ms) {
@@ -155,9 +163,13 @@ impl ConceptStore {
             let concept = Arc::new(concept);
             let id = Arc::clone(concept.id.as_arc());
             let bytes = concept.encoded_len() as u64;
-            let previous =
-                write(self.concept_shard(&id)).insert(Arc::clone(&id), Arc::clone(&concept));
+            let mut shard = write(self.concept_shard(&id));
+            let previous = shard.insert(Arc::clone(&id), Arc::clone(&concept));
             debug_assert!(previous.is_none(), "snapshot ids are unique");
+            if let Some(index) = &self.index {
+                index.put(&concept);
+            }
+            drop(shard);
             if let Some(at) = concept.expires_at_ms {
                 self.expiry().insert((at, Arc::clone(&id)));
             }
@@ -203,7 +215,12 @@ impl ConceptStore {
         }
     }
 
+    /// Unlinks a concept its caller removed from the map, still holding the id's shard lock
+    /// (so that the index cannot forget a newer vector of the id).
     fn forget(&self, removed: &Concept) {
+        if let Some(index) = &self.index {
+            index.forget(removed.id.as_str());
+        }
         if let Some(at) = removed.expires_at_ms {
             self.expiry().remove(&(at, Arc::clone(removed.id.as_arc())));
         }
@@ -258,7 +275,6 @@ impl ConceptStore {
         }
         match shard.remove(id.as_str()) {
             Some(removed) => {
-                drop(shard);
                 self.forget(&removed);
                 true
             }
@@ -278,6 +294,27 @@ impl ConceptStore {
             .get(concept_type)
             .map(|ids| ids.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// How many concepts (live or expired) a type holds.
+    pub(super) fn type_len(&self, concept_type: &str) -> usize {
+        read(self.type_shard(concept_type))
+            .get(concept_type)
+            .map_or(0, BTreeSet::len)
+    }
+
+    /// The index, when there is one.
+    pub(super) fn index(&self) -> Option<&Arc<VectorIndex>> {
+        self.index.as_ref()
+    }
+
+    /// The live concept with this id, without removing it if it expired (for searches, which
+    /// hold no write locks).
+    pub(super) fn peek(&self, id: &str, now_ms: u64) -> Option<Arc<Concept>> {
+        read(self.concept_shard(id))
+            .get(id)
+            .filter(|concept| is_live(concept, now_ms))
+            .cloned()
     }
 
     /// Removes every concept of a type; returns how many of them were live.
@@ -471,6 +508,17 @@ impl ConceptStore {
         }
         assert_eq!(indexed, count, "type index and map disagree");
         assert_eq!(self.expiry_len(), expiring, "expiry index and map disagree");
+        if let Some(index) = &self.index {
+            let mut with_vectors = std::collections::HashSet::new();
+            for shard in &*self.concepts {
+                for (id, concept) in read(shard).iter() {
+                    if concept.embedding.is_some() {
+                        with_vectors.insert(Arc::clone(id));
+                    }
+                }
+            }
+            assert!(index.ids() == with_vectors, "vector index and map disagree");
+        }
         assert_eq!(self.counters(), (count, bytes));
     }
 }

@@ -36,6 +36,7 @@ fn in_memory(default_ttl: Option<Duration>, max_page_bytes: usize) -> EngineConf
         vector_dimension: 4,
         durability: Durability::InMemory,
         capacity: None,
+        index: IndexConfig::default(),
     }
 }
 
@@ -660,6 +661,7 @@ mod persistent {
                 mmap_vectors: true,
             }),
             capacity: None,
+            index: IndexConfig::default(),
         }
     }
 
@@ -1169,4 +1171,297 @@ fn storage_errors_map_to_storage_unavailable_with_a_clear_message() {
         source: Arc::new(std::io::Error::from_raw_os_error(5)),
     });
     assert!(!failed.client_message().contains("/secret"));
+}
+
+/// The HNSW index against the exact scan, and under change.
+mod vector_index {
+    use std::collections::HashSet;
+    use std::time::Instant;
+
+    use super::*;
+
+    const DIMENSION: u32 = 32;
+
+    /// Deterministic values in -1..1 (xorshift).
+    fn vector(seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..DIMENSION)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                #[expect(clippy::cast_precision_loss, reason = "test data")]
+                let value = (state >> 40) as f32 / (1_u64 << 24) as f32;
+                value * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn request(key: &str, concept_type: &str, values: Vec<f32>) -> StoreConcept {
+        StoreConcept {
+            embedding: Some(Vector::new(values, DIMENSION).unwrap()),
+            ..store_request(key, concept_type, None)
+        }
+    }
+
+    /// An engine whose searches go through the graph however few vectors it holds.
+    fn hnsw_engine(clock: &Arc<ManualClock>) -> Engine {
+        let mut config = in_memory(None, 1 << 20);
+        config.vector_dimension = DIMENSION;
+        config.index.exact_below = 0;
+        Engine::open(config, Arc::clone(clock) as Arc<dyn Clock>).unwrap()
+    }
+
+    fn settle(engine: &Engine) {
+        let start = Instant::now();
+        while engine.index_pending().unwrap() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "the indexer never caught up"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn ids(found: &Found) -> Vec<String> {
+        found
+            .neighbours
+            .iter()
+            .map(|neighbour| neighbour.concept.id.to_string())
+            .collect()
+    }
+
+    fn recall(engine: &Engine, queries: std::ops::Range<u64>, concept_type: &str) -> f64 {
+        let (mut hits, mut wanted) = (0_usize, 0_usize);
+        for seed in queries {
+            let query = vector(seed);
+            let approximate = engine.search(&query, 10, concept_type, false, 0).unwrap();
+            let exact = engine.search(&query, 10, concept_type, true, 0).unwrap();
+            assert!(!approximate.exact && exact.exact);
+            let truth: HashSet<String> = ids(&exact).into_iter().collect();
+            hits += ids(&approximate)
+                .iter()
+                .filter(|id| truth.contains(*id))
+                .count();
+            wanted += truth.len();
+        }
+        #[expect(clippy::cast_precision_loss, reason = "counts of a test")]
+        let recall = hits as f64 / wanted as f64;
+        recall
+    }
+
+    #[test]
+    fn the_graph_finds_what_the_exact_scan_finds() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let engine = hnsw_engine(&clock);
+        for seed in 0..4_000_u64 {
+            let concept_type = if seed % 100 == 0 { "rare" } else { "common" };
+            store_now(
+                &engine,
+                request(&format!("v{seed}"), concept_type, vector(seed)),
+            )
+            .unwrap();
+        }
+        // Before the graph has them, the queue is searched exactly: a stored vector is found
+        // at once.
+        let found = engine.search(&vector(3_999), 1, "", false, 0).unwrap();
+        assert_eq!(ids(&found), ["v3999"]);
+        settle(&engine);
+        let stats = engine.index_stats().unwrap();
+        assert_eq!(stats.indexed, 4_000);
+        assert!(stats.memory_bytes > 4_000 * u64::from(DIMENSION) * 4);
+        let all = recall(&engine, 10_000..10_100, "");
+        assert!(all >= 0.95, "recall@10 {all}");
+        // A type of 1% of the vectors, through the filtered graph.
+        let rare = recall(&engine, 10_000..10_100, "rare");
+        assert!(rare >= 0.95, "filtered recall@10 {rare}");
+        let found = engine.search(&vector(7), 5, "rare", false, 0).unwrap();
+        assert!(found
+            .neighbours
+            .iter()
+            .all(|neighbour| neighbour.concept.concept_type == "rare"));
+        assert_eq!(found.neighbours.len(), 5);
+        engine.store.check_invariants();
+    }
+
+    #[test]
+    fn deleted_expired_and_overwritten_vectors_are_never_found() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let engine = hnsw_engine(&clock);
+        for seed in 0..500_u64 {
+            let mut request = request(&format!("v{seed}"), "note", vector(seed));
+            request.ttl_seconds = (seed % 10 == 1).then_some(60);
+            store_now(&engine, request).unwrap();
+        }
+        settle(&engine);
+        for seed in (0..500_u64).filter(|seed| seed % 10 == 0) {
+            assert!(delete_now(&engine, &id(&format!("v{seed}"))).unwrap());
+        }
+        // v2, v12, ... move to the vectors of 1002, 1012, ...
+        for seed in (0..500_u64).filter(|seed| seed % 10 == 2) {
+            store_now(
+                &engine,
+                request(&format!("v{seed}"), "note", vector(seed + 1_000)),
+            )
+            .unwrap();
+        }
+        clock.advance_ms(61_000);
+        let check = |engine: &Engine| {
+            for seed in 0..500_u64 {
+                let own = engine.search(&vector(seed), 3, "", false, 0).unwrap();
+                for neighbour in &own.neighbours {
+                    let number: u64 = neighbour.concept.id.as_str()[1..].parse().unwrap();
+                    assert!(number % 10 != 0, "deleted {number} found");
+                    assert!(number % 10 != 1, "expired {number} found");
+                }
+                match seed % 10 {
+                    0 | 1 => {}
+                    2 => {
+                        // Found under its new vector, with the score of that vector.
+                        let moved = engine
+                            .search(&vector(seed + 1_000), 1, "", false, 0)
+                            .unwrap();
+                        assert_eq!(ids(&moved), [format!("v{seed}")]);
+                        assert!(moved.neighbours[0].score > 0.999);
+                        // Its old vector is gone: nothing matches the query exactly.
+                        assert!(own.neighbours.iter().all(|n| n.score < 0.99), "{seed}");
+                    }
+                    _ => assert_eq!(own.neighbours[0].concept.id.as_str(), format!("v{seed}")),
+                }
+            }
+        };
+        // Once while the overwrites wait in the queue, once from the graph.
+        check(&engine);
+        settle(&engine);
+        check(&engine);
+        assert_eq!(engine.reap_expired(1_000), 50);
+        settle(&engine);
+        check(&engine);
+        engine.store.check_invariants();
+    }
+
+    #[test]
+    fn eight_writers_and_eight_searchers_at_once() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let engine = hnsw_engine(&clock);
+        // Ids under "gone/" are deleted before the searchers start and never stored again.
+        for seed in 0..200_u64 {
+            store_now(
+                &engine,
+                request(&format!("gone/{seed}"), "note", vector(seed)),
+            )
+            .unwrap();
+            delete_now(&engine, &id(&format!("gone/{seed}"))).unwrap();
+        }
+        std::thread::scope(|scope| {
+            for writer in 0..8_u64 {
+                let engine = &engine;
+                scope.spawn(move || {
+                    for round in 0..300_u64 {
+                        let key = format!("w{writer}/{}", round % 50);
+                        if round % 7 == 6 {
+                            delete_now(engine, &id(&key)).unwrap();
+                        } else {
+                            let seed = writer * 1_000_000 + round;
+                            store_now(engine, request(&key, "note", vector(seed))).unwrap();
+                        }
+                    }
+                });
+            }
+            for searcher in 0..8_u64 {
+                let engine = &engine;
+                scope.spawn(move || {
+                    for round in 0..200_u64 {
+                        let query = vector(searcher * 7_919 + round);
+                        let found = engine.search(&query, 10, "", false, 0).unwrap();
+                        let unit = crate::similarity::unit(&query).unwrap();
+                        for pair in found.neighbours.windows(2) {
+                            assert!(pair[0].score >= pair[1].score, "not best first");
+                        }
+                        for neighbour in &found.neighbours {
+                            assert!(!neighbour.concept.id.as_str().starts_with("gone/"));
+                            let stored = neighbour.concept.embedding.as_ref().unwrap();
+                            let score = crate::similarity::cosine(&unit, stored.as_slice());
+                            assert!(
+                                (score - neighbour.score).abs() < 1e-5,
+                                "score of another vector"
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        settle(&engine);
+        engine.store.check_invariants();
+        // Every surviving vector is found by itself.
+        for writer in 0..8_u64 {
+            for slot in 0..50_u64 {
+                let key = format!("w{writer}/{slot}");
+                if let Ok(concept) = engine.get(&id(&key)) {
+                    let values = concept.embedding.as_ref().unwrap().as_slice().to_vec();
+                    let found = engine.search(&values, 1, "", false, 0).unwrap();
+                    assert_eq!(ids(&found), [key]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_selective_filter_is_answered_by_a_scan() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let mut config = in_memory(None, 1 << 20);
+        config.vector_dimension = DIMENSION;
+        config.index.exact_below = 1;
+        let engine = Engine::open(config, Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+        for seed in 0..7_000_u64 {
+            let concept_type = if seed % 100 == 0 { "rare" } else { "common" };
+            store_now(
+                &engine,
+                request(&format!("v{seed}"), concept_type, vector(seed)),
+            )
+            .unwrap();
+        }
+        // 7,000 >= 6·M·ef = 6,144: the graph; 70² < 6·16·64·7,000: the scan.
+        assert!(!engine.search(&vector(1), 10, "", false, 0).unwrap().exact);
+        assert!(
+            !engine
+                .search(&vector(1), 10, "common", false, 0)
+                .unwrap()
+                .exact
+        );
+        assert!(
+            engine
+                .search(&vector(1), 10, "rare", false, 0)
+                .unwrap()
+                .exact
+        );
+        // A wide search of a smaller store scans.
+        assert!(engine.search(&vector(1), 10, "", false, 200).unwrap().exact);
+    }
+
+    #[test]
+    fn exact_index_and_none_choose_how_searches_run() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let mut config = in_memory(None, 1 << 20);
+        config.index = IndexConfig::new(IndexKind::None);
+        let none = Engine::open(config.clone(), Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+        let refused = none.search(&[1.0; 4], 1, "", false, 0).unwrap_err();
+        assert!(
+            refused.to_string().contains("VECTOR_INDEX=none"),
+            "{refused}"
+        );
+        assert!(none.index_stats().is_none());
+        config.index = IndexConfig::new(IndexKind::Exact);
+        let exact = Engine::open(config, Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+        store_now(&exact, store_request("a", "note", None)).unwrap();
+        let found = exact.search(&[1.0; 4], 1, "", false, 0).unwrap();
+        assert!(found.exact);
+        assert_eq!(ids(&found), ["a"]);
+        // Below SEARCH_EXACT_BELOW an hnsw engine scans too.
+        let (hnsw, _) = engine();
+        store_now(&hnsw, store_request("a", "note", None)).unwrap();
+        assert!(hnsw.search(&[1.0; 4], 1, "", false, 0).unwrap().exact);
+        let too_broad = hnsw.search(&[1.0; 4], 1, "", false, 20_000).unwrap_err();
+        assert!(too_broad.to_string().contains("ef 20000"), "{too_broad}");
+    }
 }

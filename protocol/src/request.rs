@@ -353,8 +353,8 @@ pub enum SearchQuery {
 /// | query | u8 kind (0 vector, 1 text), then a vector (count = `VECTOR_DIMENSION`) or a string (1..=`MAX_CONTENT_BYTES`) |
 /// | k | u32, 1..=`MAX_SEARCH_K` |
 /// | concept_type | string: only concepts of this type; empty for every type |
-/// | exact | bool: 1 compares with every stored vector (sutra-storage always does) |
-/// | ef | u32: an approximate index's search breadth (0: default); sutra-storage ignores it |
+/// | exact | bool: 1 compares with every stored vector, 0 lets the server use its index |
+/// | ef | u32: the index's search breadth (0: the server's default) |
 /// | include_concepts | bool: 1 returns each result's concept, 0 only ids and scores |
 #[derive(Debug, Clone, PartialEq)]
 pub struct Search {
@@ -366,8 +366,7 @@ pub struct Search {
     pub concept_type: String,
     /// Compare with every stored vector.
     pub exact: bool,
-    /// An approximate index's search breadth (0: its default); sutra-storage, whose search is
-    /// exact, ignores it.
+    /// The index's search breadth (0: the server's default, `HNSW_EF_SEARCH`).
     pub ef: u32,
     /// Return each result's concept.
     pub include_concepts: bool,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use sutra_embed::{BatcherConfig, Precision};
-use sutra_engine::{Capacity, CheckpointConfig, EvictionPolicy, FsyncPolicy, WalConfig};
+use sutra_engine::{
+    Capacity, CheckpointConfig, EvictionPolicy, FsyncPolicy, IndexConfig, IndexKind, WalConfig,
+};
 use sutra_protocol::Limits;
 
 /// The embedding model the server loads for LearnConcept.
@@ -56,6 +58,17 @@ pub enum EvictionArg {
     /// Evict the least recently used concept.
     Lru,
     /// Refuse writes of new ids with a Full error.
+    None,
+}
+
+/// `VECTOR_INDEX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IndexArg {
+    /// An HNSW graph: searches compare the query with a few thousand vectors.
+    Hnsw,
+    /// No index: every search compares the query with every stored vector.
+    Exact,
+    /// No search: Search requests are refused.
     None,
 }
 
@@ -291,6 +304,36 @@ pub struct Cli {
     #[arg(long, env = "MAX_SEARCH_K", default_value_t = Limits::DEFAULT_MAX_SEARCH_K)]
     pub max_search_k: u32,
 
+    /// How searches run [default: hnsw in the normal role, none in the cache_shard role]:
+    /// `hnsw` keeps an HNSW graph of every stored vector (built in the background, so stores
+    /// never wait for it; vectors not in it yet are compared exactly); `exact` compares every
+    /// stored vector; `none` refuses searches and keeps no index.
+    #[arg(long, env = "VECTOR_INDEX", value_enum)]
+    pub vector_index: Option<IndexArg>,
+
+    /// HNSW links per vector and layer (2-128): more is better recall and more memory.
+    #[arg(long, env = "HNSW_M", default_value_t = IndexConfig::DEFAULT_M)]
+    pub hnsw_m: usize,
+
+    /// HNSW candidate list while a vector is added (1-10000): more is a better graph, built
+    /// more slowly.
+    #[arg(long, env = "HNSW_EF_CONSTRUCTION", default_value_t = IndexConfig::DEFAULT_EF_CONSTRUCTION)]
+    pub hnsw_ef_construction: usize,
+
+    /// HNSW candidate list of a search that names no `ef` (1-10000; a search uses at least k):
+    /// more is better recall, more slowly.
+    #[arg(long, env = "HNSW_EF_SEARCH", default_value_t = IndexConfig::DEFAULT_EF_SEARCH)]
+    pub hnsw_ef_search: usize,
+
+    /// Threads adding stored vectors to the HNSW graph [default: the number of cores].
+    #[arg(long, env = "HNSW_THREADS")]
+    pub hnsw_threads: Option<usize>,
+
+    /// A search over fewer vectors than this (all stored ones, or the type it filters on)
+    /// compares every one instead of using the graph: faster there, and exact.
+    #[arg(long, env = "SEARCH_EXACT_BELOW", default_value_t = IndexConfig::DEFAULT_EXACT_BELOW)]
+    pub search_exact_below: usize,
+
     /// Most simultaneous connections. Further clients get a Busy error and are closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = ServerConfig::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -381,6 +424,8 @@ pub struct ServerConfig {
     pub default_ttl: Option<Duration>,
     /// `MAX_CONCEPTS` and `EVICTION_POLICY`; `None` keeps everything.
     pub capacity: Option<Capacity>,
+    /// `VECTOR_INDEX` and the HNSW settings.
+    pub index: IndexConfig,
     /// The TTL reaper.
     pub reaper: ReaperConfig,
     /// The embedding model for LearnConcept, if any.
@@ -435,6 +480,7 @@ impl ServerConfig {
             role: Role::Normal,
             default_ttl: None,
             capacity: None,
+            index: IndexConfig::default(),
             reaper: ReaperConfig::default(),
             model: None,
             embedding_service: None,
@@ -533,6 +579,25 @@ impl TryFrom<Cli> for ServerConfig {
                     EvictionArg::None => EvictionPolicy::None,
                 },
             });
+        let index_kind = match cli.vector_index {
+            Some(IndexArg::Hnsw) => IndexKind::Hnsw,
+            Some(IndexArg::Exact) => IndexKind::Exact,
+            Some(IndexArg::None) => IndexKind::None,
+            None => match cli.role {
+                Role::Normal => IndexKind::Hnsw,
+                Role::CacheShard => IndexKind::None,
+            },
+        };
+        let index = IndexConfig {
+            kind: index_kind,
+            m: cli.hnsw_m,
+            ef_construction: cli.hnsw_ef_construction,
+            ef_search: cli.hnsw_ef_search,
+            exact_below: cli.search_exact_below,
+            threads: cli
+                .hnsw_threads
+                .unwrap_or_else(|| IndexConfig::new(index_kind).threads),
+        };
         let config = ServerConfig {
             listen_addr: SocketAddr::new(cli.host, port),
             storage_path: cli.storage_path,
@@ -553,6 +618,7 @@ impl TryFrom<Cli> for ServerConfig {
                 .filter(|seconds| *seconds > 0)
                 .map(Duration::from_secs),
             capacity,
+            index,
             reaper: ReaperConfig {
                 interval: Duration::from_millis(cli.reaper_interval_ms),
                 batch: cli.reaper_batch,
@@ -825,6 +891,12 @@ mod tests {
             "DEFAULT_TTL_SECONDS",
             "MAX_CONCEPTS",
             "EVICTION_POLICY",
+            "VECTOR_INDEX",
+            "HNSW_M",
+            "HNSW_EF_CONSTRUCTION",
+            "HNSW_EF_SEARCH",
+            "HNSW_THREADS",
+            "SEARCH_EXACT_BELOW",
             "REAPER_INTERVAL_MS",
             "REAPER_BATCH",
             "SUTRA_MODEL_DIR",

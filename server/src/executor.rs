@@ -275,12 +275,13 @@ impl Executor {
     /// Every counter, by name (the names are documented in PROTOCOL.md).
     pub fn stats(&self) -> StatsSnapshot {
         let engine = self.engine.counters();
+        let index = self.engine.index_stats().unwrap_or_default();
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let counters = &self.counters;
         let gets = load(&counters.gets);
         let misses = load(&counters.gets_not_found);
         let limits = &self.limits;
-        let pairs: [(&str, u64); 40] = [
+        let pairs: [(&str, u64); 44] = [
             ("concepts", engine.concepts),
             ("bytes_used", engine.bytes_used),
             ("uptime_seconds", self.started.elapsed().as_secs()),
@@ -315,6 +316,13 @@ impl Executor {
             ("persistent", u64::from(engine.persistent)),
             ("vector_slots_used", engine.vector_slots_used),
             ("vector_slots_allocated", engine.vector_slots_allocated),
+            ("index_vectors", index.indexed),
+            ("index_pending", index.pending),
+            ("index_memory_bytes", index.memory_bytes),
+            (
+                "index_bytes_per_vector",
+                index.memory_bytes.checked_div(index.indexed).unwrap_or(0),
+            ),
             // The limits a client sizes its requests by (GetMany, StoreMany, ids).
             ("max_frame_bytes", u64::from(limits.max_frame_bytes)),
             ("max_id_bytes", u64::from(limits.max_id_bytes)),

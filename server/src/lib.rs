@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::{AuthConfig, Cli, ModelConfig, Role, ServerConfig};
-pub use engine::{Capacity, EvictionPolicy};
+pub use engine::{Capacity, EvictionPolicy, IndexConfig, IndexKind};
 use engine::{Clock, Durability, Engine, EngineConfig, EngineError, PersistConfig, SystemClock};
 use executor::Executor;
 
@@ -149,6 +149,7 @@ impl Server {
         let engine_config = EngineConfig {
             default_ttl: config.default_ttl,
             capacity: config.capacity,
+            index: config.index.clone(),
             max_page_bytes,
             vector_dimension: config.limits.vector_dimension,
             durability: Durability::Persistent(PersistConfig {

@@ -1,5 +1,5 @@
 //! `Search`: the stored concepts nearest to a vector, or to a text the model embeds as a
-//! query. Exact for now: every stored vector (of the type asked for) is compared.
+//! query; through the engine's HNSW index or, when asked or configured, exactly.
 
 use std::sync::{Arc, OnceLock};
 
@@ -22,22 +22,22 @@ pub(crate) fn search(
         query,
         k,
         concept_type,
+        exact,
+        ef,
         include_concepts,
-        ..
     } = search;
-    let k = k as usize;
+    let how = How {
+        k: k as usize,
+        concept_type,
+        exact,
+        ef: ef as usize,
+        include_concepts,
+        max_frame_bytes,
+    };
     match query {
         SearchQuery::Vector(vector) => Reply::Pending(Box::pin(async move {
             let query = vector.as_slice().to_vec();
-            off_the_runtime(
-                engine,
-                query,
-                k,
-                concept_type,
-                include_concepts,
-                max_frame_bytes,
-            )
-            .await
+            off_the_runtime(engine, query, how).await
         })),
         SearchQuery::Text(text) => {
             let Some(embedder) = embedder else {
@@ -48,22 +48,22 @@ pub(crate) fn search(
             };
             Reply::Pending(Box::pin(async move {
                 match embedder.embed_query(text).await {
-                    Ok(query) => {
-                        off_the_runtime(
-                            engine,
-                            query,
-                            k,
-                            concept_type,
-                            include_concepts,
-                            max_frame_bytes,
-                        )
-                        .await
-                    }
+                    Ok(query) => off_the_runtime(engine, query, how).await,
                     Err(response) => response,
                 }
             }))
         }
     }
+}
+
+/// What a search asks besides its query.
+struct How {
+    k: usize,
+    concept_type: String,
+    exact: bool,
+    ef: usize,
+    include_concepts: bool,
+    max_frame_bytes: usize,
 }
 
 /// Searches scanning at once: the cores' number (each scan splits across up to 4 threads
@@ -76,42 +76,32 @@ fn scans() -> &'static Semaphore {
 
 /// Runs the scan on tokio's blocking threads: it takes milliseconds per 10,000 vectors, which
 /// would hold an async worker (and every connection on it) for as long.
-async fn off_the_runtime(
-    engine: Arc<Engine>,
-    query: Vec<f32>,
-    k: usize,
-    concept_type: String,
-    include_concepts: bool,
-    max_frame_bytes: usize,
-) -> Response {
+async fn off_the_runtime(engine: Arc<Engine>, query: Vec<f32>, how: How) -> Response {
     let Ok(_turn) = scans().acquire().await else {
         return Response::error(ErrorCode::Busy, "the server is shutting down");
     };
-    tokio::task::spawn_blocking(move || {
-        answer(
-            &engine,
-            &query,
-            k,
-            &concept_type,
-            include_concepts,
-            max_frame_bytes,
-        )
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Response::error(ErrorCode::Internal, "the search failed; see the server log")
-    })
+    tokio::task::spawn_blocking(move || answer(&engine, &query, &how))
+        .await
+        .unwrap_or_else(|_| {
+            Response::error(ErrorCode::Internal, "the search failed; see the server log")
+        })
 }
 
-fn answer(
-    engine: &Engine,
-    query: &[f32],
-    k: usize,
-    concept_type: &str,
-    include_concepts: bool,
-    max_frame_bytes: usize,
-) -> Response {
-    let found = engine.search_exact(query, k, concept_type);
+fn answer(engine: &Engine, query: &[f32], how: &How) -> Response {
+    let &How {
+        k,
+        ref concept_type,
+        exact,
+        ef,
+        include_concepts,
+        max_frame_bytes,
+    } = how;
+    let found = match engine.search(query, k, concept_type, exact, ef) {
+        Ok(found) => found,
+        Err(error) => return Response::error(error.code(), error.to_string()),
+    };
+    let exact = found.exact;
+    let found = found.neighbours;
     // Header, status, exact, count; each hit's id, score and tag; the concepts asked for.
     let bytes = found.iter().fold(16, |sum: usize, neighbour| {
         let concept = if include_concepts {
@@ -128,7 +118,7 @@ fn answer(
         );
     }
     Response::Found(SearchResults {
-        exact: true,
+        exact,
         hits: found
             .into_iter()
             .map(|neighbour| SearchHit {

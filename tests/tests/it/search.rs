@@ -352,3 +352,115 @@ async fn searches_during_writes_see_only_live_vectors() -> anyhow::Result<()> {
     assert_eq!(ids(&results), expected);
     server.stop().await
 }
+
+/// Waits until the HNSW graph holds every stored vector; returns the stats then.
+async fn settled(client: &Client) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    let start = std::time::Instant::now();
+    loop {
+        let counters: std::collections::HashMap<String, u64> =
+            client.stats().await?.counters.into_iter().collect();
+        if counters.get("index_pending") == Some(&0) {
+            return Ok(counters);
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "the index never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// recall@10 of the index against the exact answer over `queries`, filtered by `concept_type`.
+async fn recall(
+    client: &Client,
+    queries: std::ops::Range<u64>,
+    concept_type: &str,
+) -> anyhow::Result<f64> {
+    let (mut hits, mut wanted) = (0_usize, 0_usize);
+    for seed in queries {
+        let mut exact = by_vector(&random_vector(seed), 10);
+        exact.concept_type = concept_type.to_owned();
+        // Uniform random vectors in 256 dimensions are the hardest case for a graph: search
+        // wider than the default, as for data without structure.
+        let approximate = Search {
+            exact: false,
+            ef: 200,
+            ..exact.clone()
+        };
+        let truth = client.search(exact).await?;
+        let found = client.search(approximate).await?;
+        assert!(truth.exact && !found.exact, "the index answered");
+        let truth = ids(&truth);
+        hits += ids(&found).iter().filter(|id| truth.contains(id)).count();
+        wanted += truth.len();
+    }
+    Ok(hits as f64 / wanted as f64)
+}
+
+#[tokio::test]
+async fn the_hnsw_index_keeps_recall_over_the_protocol_and_across_a_restart() -> anyhow::Result<()>
+{
+    let graph_always = |config: &mut ServerConfig| config.index.exact_below = 0;
+    let server = TestServer::start_with(graph_always).await?;
+    let client = Client::connect(server.addr_string()).await?;
+    for batch in 0..20_u64 {
+        let concepts = (batch * 100..(batch + 1) * 100)
+            .map(|seed| {
+                let concept_type = if seed % 100 == 0 { "rare" } else { "common" };
+                store(&format!("v{seed}"), concept_type, Some(random_vector(seed)))
+            })
+            .collect();
+        client.store_many(concepts).await?;
+    }
+    let counters = settled(&client).await?;
+    assert_eq!(counters["index_vectors"], 2_000);
+    assert!(
+        counters["index_bytes_per_vector"] > 4 * DIM as u64,
+        "{counters:?}"
+    );
+    let all = recall(&client, 5_000..5_030, "").await?;
+    assert!(all >= 0.95, "recall@10 {all}");
+    let rare = recall(&client, 5_000..5_030, "rare").await?;
+    assert!(rare >= 0.95, "recall@10 of a 1% type {rare}");
+    // A search breadth beyond the limit is refused.
+    let mut too_broad = by_vector(&random_vector(1), 10);
+    too_broad.exact = false;
+    too_broad.ef = 1_000_000;
+    let error = client.search(too_broad).await.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            ClientError::Server {
+                code: ErrorCode::InvalidArgument,
+                ..
+            }
+        ),
+        "{error}"
+    );
+
+    // After a restart the graph is rebuilt in the background; meanwhile vectors not in it are
+    // compared exactly, so a stored vector is found at once.
+    let data = server.stop_keeping_data().await?;
+    let server = TestServer::start_in(data, graph_always).await?;
+    let client = Client::connect(server.addr_string()).await?;
+    let mut own = by_vector(&random_vector(1_234), 1);
+    own.exact = false;
+    assert_eq!(ids(&client.search(own).await?), ["v1234"]);
+    settled(&client).await?;
+    let after = recall(&client, 5_000..5_030, "").await?;
+    assert!(after >= 0.95, "recall@10 after a restart {after}");
+    server.stop().await?;
+
+    // VECTOR_INDEX=none refuses searches.
+    let server = TestServer::start_with(|config| {
+        config.index.kind = sutra_server::IndexKind::None;
+    })
+    .await?;
+    let client = Client::connect(server.addr_string()).await?;
+    let error = client
+        .search(by_vector(&random_vector(1), 1))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("VECTOR_INDEX=none"), "{error}");
+    server.stop().await
+}
