@@ -9,17 +9,20 @@
 //! # Layout
 //!
 //! Nodes are numbered in insertion order and live in fixed-size chunks created on first use,
-//! so the graph grows without ever moving a node: readers need no lock to reach one. A node
-//! holds its vector, its key, a deleted flag and, per layer, a neighbour list of atomics
-//! (`[count, ids...]`).
+//! so the graph grows without ever moving a node: readers need no lock to reach one. Within a
+//! chunk each property is an array indexed by the node's slot: vectors back to back
+//! ([`VectorSlots`], write-once), keys, deleted flags, the layer-0 neighbour lists
+//! (`[count, ids...]`, atomics) and, for the few nodes above layer 0, their upper lists. A
+//! node's vector and links are thus computed addresses, which a search prefetches.
 //!
 //! # Concurrency
 //!
-//! A node is published (its chunk slot set) and all its own neighbour lists are written before
-//! any link to it is, so a reader never follows a link to nothing, nor to a dead end. Writers change a node's neighbour list under that node's
-//! lock; readers read lists without locks, and may see a list mid-update: every id in it is a
-//! published node either way, which is all a search needs. The entry point is one atomic word,
-//! changed under a lock.
+//! A node's vector is published and all its own neighbour lists are written before any link
+//! to it is, so a reader never follows a link to nothing, nor to a dead end. Writers change a
+//! node's list under that node's lock, with release stores; readers read lists without locks,
+//! with acquire loads (so a node reached through a link has a visible vector), and may see a
+//! list mid-update: every id in it is a published node either way, which is all a search
+//! needs. The entry point is one atomic word, changed under a lock.
 //!
 //! # Deletion
 //!
@@ -33,11 +36,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::similarity::dot;
+use crate::slots::{prefetch, VectorSlots};
 
 /// Nodes per chunk.
-const CHUNK_BITS: u32 = 14;
+const CHUNK_BITS: u32 = 13;
 const CHUNK: usize = 1 << CHUNK_BITS;
-/// Chunks the graph may have: 2^30 nodes, more than a u32 id leaves room for anyway.
+/// Chunks the graph may have (2^29 nodes).
 const MAX_CHUNKS: usize = 1 << 16;
 /// The highest layer a node may get.
 const MAX_LEVEL: usize = 16;
@@ -73,40 +77,62 @@ impl Ord for Near {
     }
 }
 
-struct Node {
-    /// Unit length.
-    vector: Box<[f32]>,
-    key: u64,
-    deleted: AtomicBool,
-    /// Per layer: `[count, neighbour ids...]`.
-    layers: Box<[Box<[AtomicU32]>]>,
-    /// Held while this node's lists change.
-    lock: Mutex<()>,
+/// `CHUNK` nodes, each property an array by slot.
+struct Chunk {
+    vectors: VectorSlots,
+    keys: Box<[AtomicU64]>,
+    deleted: Box<[AtomicBool]>,
+    /// Layer 0: `CHUNK × (m0 + 1)` words, `[count, ids...]` per node.
+    links: Box<[AtomicU32]>,
+    /// Layers 1..=level of the nodes above layer 0: `level × (m + 1)` words.
+    upper: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    /// Held while the node's lists change.
+    locks: Box<[Mutex<()>]>,
 }
 
-impl Node {
-    fn neighbours(&self, layer: usize, into: &mut Vec<u32>) {
-        into.clear();
-        let Some(list) = self.layers.get(layer) else {
-            return;
-        };
-        let count = list[0].load(Ordering::Acquire) as usize;
-        into.extend(
-            list[1..=count.min(list.len() - 1)]
-                .iter()
-                .map(|id| id.load(Ordering::Relaxed)),
-        );
+impl Chunk {
+    fn new(dimension: usize, m0: usize) -> Chunk {
+        Chunk {
+            vectors: VectorSlots::new(CHUNK, dimension),
+            keys: (0..CHUNK).map(|_| AtomicU64::new(0)).collect(),
+            deleted: (0..CHUNK).map(|_| AtomicBool::new(false)).collect(),
+            links: (0..CHUNK * (m0 + 1)).map(|_| AtomicU32::new(0)).collect(),
+            upper: (0..CHUNK).map(|_| OnceLock::new()).collect(),
+            locks: (0..CHUNK).map(|_| Mutex::new(())).collect(),
+        }
     }
 
-    fn set_neighbours(&self, layer: usize, ids: &[u32]) {
-        let list = &self.layers[layer];
-        let count = ids.len().min(list.len() - 1);
-        for (slot, id) in list[1..=count].iter().zip(ids) {
-            slot.store(*id, Ordering::Relaxed);
-        }
-        #[expect(clippy::cast_possible_truncation, reason = "at most 2 * M_MAX")]
-        list[0].store(count as u32, Ordering::Release);
+    fn bytes(&self) -> usize {
+        self.vectors.bytes()
+            + self.keys.len() * 8
+            + self.deleted.len()
+            + self.links.len() * 4
+            + self.upper.len() * std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>()
+            + self.locks.len() * std::mem::size_of::<Mutex<()>>()
     }
+}
+
+/// Reads a `[count, ids...]` list into `into`.
+fn read_list(list: &[AtomicU32], into: &mut Vec<u32>) {
+    into.clear();
+    let Some((count, ids)) = list.split_first() else {
+        return;
+    };
+    let count = (count.load(Ordering::Acquire) as usize).min(ids.len());
+    into.extend(ids[..count].iter().map(|id| id.load(Ordering::Acquire)));
+}
+
+/// Writes `ids` (as many as fit) into a `[count, ids...]` list.
+fn write_list(list: &[AtomicU32], ids: &[u32]) {
+    let Some((count, slots)) = list.split_first() else {
+        return;
+    };
+    let kept = ids.len().min(slots.len());
+    for (slot, id) in slots.iter().zip(&ids[..kept]) {
+        slot.store(*id, Ordering::Release);
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "at most 2 * M_MAX")]
+    count.store(kept as u32, Ordering::Release);
 }
 
 /// Per-thread scratch: the visited marks of one search.
@@ -128,7 +154,8 @@ impl Visited {
         }
     }
 
-    /// Marks `node`; returns whether it was new.
+    /// Marks `node`; returns whether it was new (nodes added after the search began are
+    /// never new).
     fn visit(&mut self, node: u32) -> bool {
         let Some(mark) = self.marks.get_mut(node as usize) else {
             return false;
@@ -147,6 +174,11 @@ thread_local! {
 pub(crate) trait Accept {
     /// Whether the node with this key may be a result.
     fn accept(&self, key: u64) -> bool;
+
+    /// Whether every key is accepted (so keys need not be read).
+    fn takes_all(&self) -> bool {
+        false
+    }
 }
 
 /// Every node.
@@ -154,6 +186,10 @@ pub(crate) struct Any;
 
 impl Accept for Any {
     fn accept(&self, _key: u64) -> bool {
+        true
+    }
+
+    fn takes_all(&self) -> bool {
         true
     }
 }
@@ -173,7 +209,7 @@ pub(crate) struct Hnsw {
     m0: usize,
     ef_construction: usize,
     level_scale: f64,
-    chunks: Box<[OnceLock<Box<[OnceLock<Node>]>>]>,
+    chunks: Box<[OnceLock<Chunk>]>,
     next: AtomicU32,
     /// `level << 32 | node`, or [`NO_ENTRY`].
     entry: AtomicU64,
@@ -208,13 +244,54 @@ impl Hnsw {
         }
     }
 
-    fn node(&self, id: u32) -> Option<&Node> {
+    fn place(&self, id: u32) -> Option<(&Chunk, usize)> {
         let id = id as usize;
-        self.chunks
-            .get(id >> CHUNK_BITS)?
-            .get()?
-            .get(id & (CHUNK - 1))?
-            .get()
+        Some((self.chunks.get(id >> CHUNK_BITS)?.get()?, id & (CHUNK - 1)))
+    }
+
+    fn vector(&self, id: u32) -> Option<&[f32]> {
+        let (chunk, slot) = self.place(id)?;
+        chunk.vectors.read(slot)
+    }
+
+    fn prefetch(&self, id: u32) {
+        if let Some((chunk, slot)) = self.place(id) {
+            chunk.vectors.prefetch(slot);
+        }
+    }
+
+    /// `id`'s `[count, ids...]` list on `layer`, if it reaches that layer.
+    fn list(&self, id: u32, layer: usize) -> Option<&[AtomicU32]> {
+        let (chunk, slot) = self.place(id)?;
+        if layer == 0 {
+            let width = self.m0 + 1;
+            chunk.links.get(slot * width..(slot + 1) * width)
+        } else {
+            let width = self.m + 1;
+            chunk.upper[slot]
+                .get()?
+                .get((layer - 1) * width..layer * width)
+        }
+    }
+
+    fn neighbours(&self, id: u32, layer: usize, into: &mut Vec<u32>) {
+        match self.list(id, layer) {
+            Some(list) => read_list(list, into),
+            None => into.clear(),
+        }
+    }
+
+    /// Whether a search may return `id`: not deleted, and accepted.
+    fn takes(&self, id: u32, accept: &impl Accept, deleted_too: bool) -> bool {
+        if accept.takes_all() && (deleted_too || self.len() == self.nodes() as u64) {
+            // Nothing to look up (a deletion racing with this search is caught by the caller,
+            // which checks every result against the store).
+            return true;
+        }
+        self.place(id).is_some_and(|(chunk, slot)| {
+            (deleted_too || !chunk.deleted[slot].load(Ordering::Relaxed))
+                && accept.accept(chunk.keys[slot].load(Ordering::Relaxed))
+        })
     }
 
     fn level_of(&self, id: u32) -> usize {
@@ -238,8 +315,8 @@ impl Hnsw {
     }
 
     fn distance(&self, query: &[f32], id: u32) -> f32 {
-        self.node(id)
-            .map_or(f32::INFINITY, |node| -dot(query, &node.vector))
+        self.vector(id)
+            .map_or(f32::INFINITY, |vector| -dot(query, vector))
     }
 
     /// Nodes ever added (deleted ones included).
@@ -252,7 +329,7 @@ impl Hnsw {
         self.live.load(Ordering::Relaxed)
     }
 
-    /// Bytes the nodes hold: vectors, neighbour lists and bookkeeping.
+    /// Bytes the graph holds: vectors, neighbour lists and bookkeeping.
     pub(crate) fn memory_bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -279,18 +356,21 @@ impl Hnsw {
             visited.start(self.nodes());
             let mut candidates: BinaryHeap<Reverse<Near>> = BinaryHeap::with_capacity(ef * 4);
             let mut results: BinaryHeap<Near> = BinaryHeap::with_capacity(ef + 1);
-            let takes = |node: &Node| {
-                (deleted_too || !node.deleted.load(Ordering::Relaxed)) && accept.accept(node.key)
-            };
             for near in start {
                 visited.visit(near.node);
                 candidates.push(Reverse(*near));
-                if self.node(near.node).is_some_and(takes) {
+                if self.takes(near.node, accept, deleted_too) {
                     results.push(*near);
                 }
             }
             let mut neighbours = Vec::with_capacity(self.m0);
+            let mut fresh = Vec::with_capacity(self.m0);
             while let Some(Reverse(nearest)) = candidates.pop() {
+                if let Some(Reverse(next)) = candidates.peek() {
+                    if let Some(list) = self.list(next.node, layer) {
+                        prefetch(&list[0]);
+                    }
+                }
                 if results.len() >= ef
                     && results
                         .peek()
@@ -298,23 +378,22 @@ impl Hnsw {
                 {
                     break;
                 }
-                let Some(node) = self.node(nearest.node) else {
-                    continue;
-                };
-                node.neighbours(layer, &mut neighbours);
-                for &id in &neighbours {
-                    if !visited.visit(id) {
-                        continue;
-                    }
-                    let Some(neighbour) = self.node(id) else {
+                self.neighbours(nearest.node, layer, &mut neighbours);
+                fresh.clear();
+                fresh.extend(neighbours.iter().copied().filter(|id| visited.visit(*id)));
+                for &id in &fresh {
+                    self.prefetch(id);
+                }
+                for &id in &fresh {
+                    let Some(vector) = self.vector(id) else {
                         continue;
                     };
-                    let distance = -dot(query, &neighbour.vector);
+                    let distance = -dot(query, vector);
                     let worst = results.peek().map_or(f32::INFINITY, |worst| worst.distance);
                     if results.len() < ef || distance < worst {
                         let near = Near { distance, node: id };
                         candidates.push(Reverse(near));
-                        if takes(neighbour) {
+                        if self.takes(id, accept, deleted_too) {
                             results.push(near);
                             if results.len() > ef {
                                 results.pop();
@@ -338,10 +417,7 @@ impl Hnsw {
             let mut changed = true;
             while changed {
                 changed = false;
-                let Some(node) = self.node(nearest.node) else {
-                    break;
-                };
-                node.neighbours(layer, &mut neighbours);
+                self.neighbours(nearest.node, layer, &mut neighbours);
                 for &id in &neighbours {
                     let distance = self.distance(query, id);
                     if distance < nearest.distance {
@@ -371,96 +447,93 @@ impl Hnsw {
         found
             .into_iter()
             .take(k)
-            .filter_map(|near| Some((self.node(near.node)?.key, -near.distance)))
+            .filter_map(|near| {
+                let (chunk, slot) = self.place(near.node)?;
+                Some((chunk.keys[slot].load(Ordering::Relaxed), -near.distance))
+            })
             .collect()
     }
 
     /// hnswlib's neighbour heuristic: from `candidates` (nearest first), keep one only if it
     /// is nearer to the new node than to every neighbour kept so far; at most `max`.
     fn select(&self, candidates: &[Near], max: usize) -> Vec<u32> {
-        let mut kept: Vec<Near> = Vec::with_capacity(max);
+        let mut kept: Vec<(Near, &[f32])> = Vec::with_capacity(max);
         for candidate in candidates {
             if kept.len() >= max {
                 break;
             }
-            let Some(node) = self.node(candidate.node) else {
+            let Some(vector) = self.vector(candidate.node) else {
                 continue;
             };
             let diverse = kept
                 .iter()
-                .all(|other| self.distance(&node.vector, other.node) > candidate.distance);
+                .all(|(_, other)| -dot(vector, other) > candidate.distance);
             if diverse {
-                kept.push(*candidate);
+                kept.push((*candidate, vector));
             }
         }
-        kept.into_iter().map(|near| near.node).collect()
+        kept.into_iter().map(|(near, _)| near.node).collect()
     }
 
     /// Adds `to` to `from`'s list on `layer`; a full list is pruned by the heuristic.
     fn link(&self, from: u32, to: u32, layer: usize) {
-        let Some(node) = self.node(from) else {
+        let (Some((chunk, slot)), Some(list), Some(vector)) =
+            (self.place(from), self.list(from, layer), self.vector(from))
+        else {
             return;
         };
-        let _guard = node.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = chunk.locks[slot]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut ids = Vec::with_capacity(self.m0 + 1);
-        node.neighbours(layer, &mut ids);
+        read_list(list, &mut ids);
         if ids.contains(&to) {
             return;
         }
         let capacity = self.capacity(layer);
-        if ids.len() < capacity {
-            ids.push(to);
-            node.set_neighbours(layer, &ids);
+        ids.push(to);
+        if ids.len() <= capacity {
+            write_list(list, &ids);
             return;
         }
-        ids.push(to);
         let mut candidates: Vec<Near> = ids
             .iter()
             .map(|&id| Near {
-                distance: self.distance(&node.vector, id),
+                distance: self.distance(vector, id),
                 node: id,
             })
             .collect();
         candidates.sort_unstable();
         let kept = self.select(&candidates, capacity);
-        node.set_neighbours(layer, &kept);
+        write_list(list, &kept);
     }
 
-    /// Adds a unit vector under `key`; returns its node id.
-    pub(crate) fn insert(&self, key: u64, vector: Vec<f32>) -> u32 {
-        debug_assert_eq!(vector.len(), self.dimension);
+    /// Adds a unit vector under `key`; returns its node id, or `None` when the graph is full
+    /// (2^29 nodes) or the vector has another dimension.
+    pub(crate) fn insert(&self, key: u64, vector: &[f32]) -> Option<u32> {
+        if vector.len() != self.dimension {
+            return None;
+        }
         let id = self.next.fetch_add(1, Ordering::AcqRel);
         let level = self.level_of(id);
-        let layers: Box<[Box<[AtomicU32]>]> = (0..=level)
-            .map(|layer| {
-                (0..=self.capacity(layer))
-                    .map(|_| AtomicU32::new(0))
-                    .collect()
-            })
-            .collect();
-        let link_bytes: usize = (0..=level)
-            .map(|layer| (self.capacity(layer) + 1) * 4)
-            .sum();
-        let bytes = vector.len() * 4 + link_bytes + std::mem::size_of::<Node>() + 16;
-        let node = Node {
-            vector: vector.into_boxed_slice(),
-            key,
-            deleted: AtomicBool::new(false),
-            layers,
-            lock: Mutex::new(()),
-        };
         let index = id as usize;
-        let Some(chunk) = self.chunks.get(index >> CHUNK_BITS) else {
-            // 2^30 nodes: the graph is full; the vector stays findable by the exact pass.
-            return id;
-        };
-        let chunk = chunk.get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
-        let _ = chunk[index & (CHUNK - 1)].set(node);
-        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        let chunk = self.chunks.get(index >> CHUNK_BITS)?.get_or_init(|| {
+            let chunk = Chunk::new(self.dimension, self.m0);
+            self.bytes
+                .fetch_add(chunk.bytes() as u64, Ordering::Relaxed);
+            chunk
+        });
+        let slot = index & (CHUNK - 1);
+        chunk.keys[slot].store(key, Ordering::Relaxed);
+        if level > 0 {
+            let words = level * (self.m + 1);
+            let _ = chunk.upper[slot].set((0..words).map(|_| AtomicU32::new(0)).collect());
+            self.bytes.fetch_add(words as u64 * 4, Ordering::Relaxed);
+        }
+        // Publishes the vector (and, before it, the key and the lists).
+        chunk.vectors.write(slot, vector);
         self.live.fetch_add(1, Ordering::Relaxed);
-        let Some(node) = self.node(id) else {
-            return id;
-        };
+        let query = chunk.vectors.read(slot)?;
 
         let entry = match self.entry() {
             Some(entry) => entry,
@@ -474,24 +547,27 @@ impl Hnsw {
                     None => {
                         self.entry
                             .store((level as u64) << 32 | u64::from(id), Ordering::Release);
-                        return id;
+                        return Some(id);
                     }
                 }
             }
         };
         // Every list of the new node is set before any node links to it: another thread
         // that reaches it then finds a complete node, never a dead end.
-        let query = &node.vector;
         let mut nearest = self.descend(query, entry, level);
         let mut chosen_per_layer = Vec::with_capacity(level + 1);
         for layer in (0..=level.min(entry.1)).rev() {
             let found =
                 self.search_layer(query, &[nearest], self.ef_construction, layer, &Any, true);
             let found: Vec<Near> = found.into_iter().filter(|near| near.node != id).collect();
-            let chosen = self.select(&found, self.capacity(layer));
-            {
-                let _guard = node.lock.lock().unwrap_or_else(PoisonError::into_inner);
-                node.set_neighbours(layer, &chosen);
+            // M links of its own on every layer, as hnswlib makes; layer 0 lists fill up to
+            // 2 M with the links of later nodes.
+            let chosen = self.select(&found, self.m);
+            if let Some(list) = self.list(id, layer) {
+                let _guard = chunk.locks[slot]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                write_list(list, &chosen);
             }
             chosen_per_layer.push((layer, chosen));
             if let Some(first) = found.first() {
@@ -513,13 +589,13 @@ impl Hnsw {
                     .store((level as u64) << 32 | u64::from(id), Ordering::Release);
             }
         }
-        id
+        Some(id)
     }
 
     /// Marks a node deleted: it still routes searches but is never a result.
     pub(crate) fn delete(&self, id: u32) {
-        if let Some(node) = self.node(id) {
-            if !node.deleted.swap(true, Ordering::AcqRel) {
+        if let Some((chunk, slot)) = self.place(id) {
+            if !chunk.deleted[slot].swap(true, Ordering::AcqRel) {
                 self.live.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -546,7 +622,7 @@ mod tests {
     fn finds_each_vector_and_skips_deleted_ones() {
         let graph = Hnsw::new(16, 8, 64);
         for seed in 0..2_000 {
-            graph.insert(seed, vector(seed, 16));
+            graph.insert(seed, &vector(seed, 16)).unwrap();
         }
         assert_eq!(graph.len(), 2_000);
         let mut found = 0;

@@ -405,7 +405,7 @@ impl VectorIndex {
             // A zero vector is similar to nothing: it is never a result, and stays out.
             let node = queued
                 .vector
-                .map(|vector| self.graph.insert(key, vector.to_vec()));
+                .and_then(|vector| self.graph.insert(key, &vector));
             added.push((key, node));
         }
         let mut stale = Vec::new();

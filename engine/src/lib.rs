@@ -31,6 +31,7 @@ mod persist;
 mod record;
 mod search;
 mod similarity;
+mod slots;
 mod snapshot;
 #[cfg(test)]
 mod storage_md;
