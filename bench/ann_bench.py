@@ -3,14 +3,20 @@ as sutra-ann-bench, measured the same way: build time, then queries/s and recall
 search breadth, one query per call on one thread, and batches on THREADS threads.
 
     python ann_bench.py data BASE QUERIES N Q DIM CLUSTERS SPREAD   (writes the two files)
+    python ann_bench.py paragraphs DIR N Q PARAGRAPHS.json QUESTIONS.json
+    python ann_bench.py json2f32 VECTORS.json OUT.f32
     python ann_bench.py hnswlib|faiss BASE QUERIES DIM M EF_CONSTRUCTION BUILD_THREADS EFS THREADS K SECONDS
+    python ann_bench.py report RESULTS.jsonl THREADS DATA VECTORS
 
 Vectors are raw little-endian f32. Recall is against numpy's exact inner products (the
 vectors are unit length, so inner product is cosine similarity). Prints one JSON object.
 """
 
+import gzip
 import json
 import os
+import re
+import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +40,126 @@ def make_data(base_path, queries_path, n, q, dim, clusters, spread):
 
     draw(n).tofile(base_path)
     draw(q).tofile(queries_path)
+
+
+def paragraphs(root, n, q, out_paragraphs, out_questions):
+    """Paragraphs of 200-1500 characters from the text files under `root` (gzip too), unique,
+    in a fixed order; the questions are the first sentences of an evenly spaced Q of them."""
+    seen, found = set(), []
+    for directory, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            try:
+                opener = gzip.open if name.endswith(".gz") else open
+                with opener(path, "rt", encoding="utf-8", errors="strict") as file:
+                    text = file.read(2_000_000)
+            except (OSError, UnicodeDecodeError, EOFError):
+                continue
+            for block in re.split(r"\n\s*\n", text):
+                block = " ".join(block.split())
+                if 200 <= len(block) <= 1500 and sum(c.isalpha() for c in block) > len(block) // 2:
+                    if block not in seen:
+                        seen.add(block)
+                        found.append(block)
+                        if len(found) >= n:
+                            break
+            if len(found) >= n:
+                break
+        if len(found) >= n:
+            break
+    step = max(1, len(found) // q)
+    questions = [re.split(r"(?<=[.!?])\s", found[i])[0][:300] for i in range(0, len(found), step)][:q]
+    with open(out_paragraphs, "w") as file:
+        json.dump(found, file)
+    with open(out_questions, "w") as file:
+        json.dump(questions, file)
+    print(f"{len(found)} paragraphs, {len(questions)} questions", file=sys.stderr)
+
+
+def json2f32(source, target):
+    with open(source) as file:
+        np.asarray(json.load(file), dtype="<f4").tofile(target)
+
+
+def report(path, threads, data, vectors):
+    """Medians over rounds per side and ef; ratios of sutra to each anchor."""
+    runs = [json.loads(line) for line in open(path) if line.strip()]
+    sides = {}
+    for run in runs:
+        sides.setdefault(run["side"], []).append(run)
+    med = statistics.median
+
+    def cases(side, filter_name="none"):
+        table = {}
+        for run in sides.get(side, []):
+            for case in run["cases"]:
+                if case.get("filter", "none") != filter_name:
+                    continue
+                entry = table.setdefault(case["ef"], {"recall": [], "qps_1": [], "qps_n": [], "scanned": False})
+                entry["recall"].append(case["recall"])
+                if side == "sutra":
+                    entry["qps_1" if case["threads"] == 1 else "qps_n"].append(case["qps"])
+                    entry["scanned"] |= case.get("scanned", False)
+                else:
+                    entry["qps_1"].append(case["qps_1"])
+                    entry["qps_n"].append(case["qps_n"])
+        return {ef: {key: (med(v) if isinstance(v, list) else v) for key, v in e.items()} for ef, e in table.items()}
+
+    print(f"## {data} data, {vectors} vectors, {len(sides.get('sutra', []))} rounds\n")
+    print("| side | build s | bytes/vector |")
+    print("|---|---:|---:|")
+    for side, side_runs in sides.items():
+        print(f"| {side} | {med(r['build_s'] for r in side_runs):.1f} | {med(r['bytes_per_vector'] for r in side_runs):.0f} |")
+    print()
+    ours = cases("sutra")
+    anchors = [side for side in sides if side != "sutra"]
+    header = "| ef | sutra recall@10 | sutra q/s 1 thread | sutra q/s " + str(threads) + " threads |"
+    rule = "|---:|---:|---:|---:|"
+    for side in anchors:
+        header += f" {side} recall | {side} q/s 1 | {side} q/s {threads} | ratio 1 | ratio {threads} |"
+        rule += "---:|---:|---:|---:|---:|"
+    print(header)
+    print(rule)
+    theirs = {side: cases(side) for side in anchors}
+    for ef in sorted(ours):
+        row = f"| {ef} | {ours[ef]['recall']:.4f} | {ours[ef]['qps_1']:.0f} | {ours[ef]['qps_n']:.0f} |"
+        for side in anchors:
+            other = theirs[side].get(ef)
+            if other is None:
+                row += " | | | | |"
+                continue
+            row += (f" {other['recall']:.4f} | {other['qps_1']:.0f} | {other['qps_n']:.0f} |"
+                    f" {ours[ef]['qps_1'] / other['qps_1']:.2f}x | {ours[ef]['qps_n'] / other['qps_n']:.2f}x |")
+        print(row)
+    # The same recall: sutra's queries/s interpolated (linearly in recall) between the two of
+    # its search breadths whose recalls bracket the anchor's.
+    curve = sorted((e["recall"], e["qps_1"], e["qps_n"]) for e in ours.values())
+
+    def at_recall(recall, column):
+        for (r0, *q0), (r1, *q1) in zip(curve, curve[1:]):
+            if r0 <= recall <= r1:
+                t = 0.0 if r1 == r0 else (recall - r0) / (r1 - r0)
+                return q0[column] + t * (q1[column] - q0[column])
+        return None
+
+    for side in anchors:
+        print(f"\nAt {side}'s recall (sutra's queries/s interpolated between its two nearest ef):\n")
+        print(f"| {side} ef | recall@10 | {side} q/s 1 | sutra q/s 1 | ratio | {side} q/s {threads} | sutra q/s {threads} | ratio |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for ef, other in sorted(theirs[side].items()):
+            one, many = at_recall(other["recall"], 0), at_recall(other["recall"], 1)
+            if one is None:
+                continue
+            print(f"| {ef} | {other['recall']:.4f} | {other['qps_1']:.0f} | {one:.0f} | {one / other['qps_1']:.2f}x |"
+                  f" {other['qps_n']:.0f} | {many:.0f} | {many / other['qps_n']:.2f}x |")
+    rare = cases("sutra", "rare")
+    if rare:
+        print("\nsutra, filtered to a type holding 1% of the vectors (the engine picks the graph or a scan of the type):\n")
+        print(f"| ef | recall@10 | q/s 1 thread | q/s {threads} threads | answered by |")
+        print("|---:|---:|---:|---:|---|")
+        for ef in sorted(rare):
+            how = "scan of the type" if rare[ef]["scanned"] else "filtered graph"
+            print(f"| {ef} | {rare[ef]['recall']:.4f} | {rare[ef]['qps_1']:.0f} | {rare[ef]['qps_n']:.0f} | {how} |")
 
 
 def exact_truth(base, queries, k):
@@ -69,6 +195,16 @@ def main():
     if sys.argv[1] == "data":
         base, queries, n, q, dim, clusters, spread = sys.argv[2:9]
         make_data(base, queries, int(n), int(q), int(dim), int(clusters), float(spread))
+        return
+    if sys.argv[1] == "paragraphs":
+        root, n, q, out_paragraphs, out_questions = sys.argv[2:7]
+        paragraphs(root, int(n), int(q), out_paragraphs, out_questions)
+        return
+    if sys.argv[1] == "json2f32":
+        json2f32(sys.argv[2], sys.argv[3])
+        return
+    if sys.argv[1] == "report":
+        report(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
         return
     side = sys.argv[1]
     base_path, queries_path = sys.argv[2], sys.argv[3]

@@ -415,7 +415,7 @@ impl Engine {
                     ef,
                     concept_type,
                     now_ms,
-                )?,
+                ),
                 exact: false,
             },
             None => Found {

@@ -10,10 +10,10 @@
 //!
 //! Nodes are numbered in insertion order and live in fixed-size chunks created on first use,
 //! so the graph grows without ever moving a node: readers need no lock to reach one. Within a
-//! chunk each property is an array indexed by the node's slot: vectors back to back
-//! ([`VectorSlots`], write-once), keys, deleted flags, the layer-0 neighbour lists
-//! (`[count, ids...]`, atomics) and, for the few nodes above layer 0, their upper lists. A
-//! node's vector and links are thus computed addresses, which a search prefetches.
+//! chunk each property is an array indexed by the node's slot: vectors back to back, each
+//! after its layer-0 neighbour list (`[count, ids...]`, atomics; [`VectorSlots`]), keys,
+//! deleted flags and, for the few nodes above layer 0, their upper lists. A node's vector and
+//! links are thus one computed address, which a search prefetches.
 //!
 //! # Concurrency
 //!
@@ -41,8 +41,9 @@ use crate::slots::{prefetch, VectorSlots};
 /// Nodes per chunk.
 const CHUNK_BITS: u32 = 13;
 const CHUNK: usize = 1 << CHUNK_BITS;
-/// Chunks the graph may have (2^29 nodes).
-const MAX_CHUNKS: usize = 1 << 16;
+/// Chunks the graph may have (2^27 nodes, some 175 GB of 256-dim vectors; the chunk table
+/// itself is 256 KB).
+const MAX_CHUNKS: usize = 1 << 14;
 /// The highest layer a node may get.
 const MAX_LEVEL: usize = 16;
 /// The entry word when the graph is empty.
@@ -79,11 +80,10 @@ impl Ord for Near {
 
 /// `CHUNK` nodes, each property an array by slot.
 struct Chunk {
+    /// Each node's vector, after its layer-0 list (`m0 + 1` words: `[count, ids...]`).
     vectors: VectorSlots,
     keys: Box<[AtomicU64]>,
     deleted: Box<[AtomicBool]>,
-    /// Layer 0: `CHUNK × (m0 + 1)` words, `[count, ids...]` per node.
-    links: Box<[AtomicU32]>,
     /// Layers 1..=level of the nodes above layer 0: `level × (m + 1)` words.
     upper: Box<[OnceLock<Box<[AtomicU32]>>]>,
     /// Held while the node's lists change.
@@ -93,10 +93,9 @@ struct Chunk {
 impl Chunk {
     fn new(dimension: usize, m0: usize) -> Chunk {
         Chunk {
-            vectors: VectorSlots::new(CHUNK, dimension),
+            vectors: VectorSlots::new(CHUNK, dimension, m0 + 1),
             keys: (0..CHUNK).map(|_| AtomicU64::new(0)).collect(),
             deleted: (0..CHUNK).map(|_| AtomicBool::new(false)).collect(),
-            links: (0..CHUNK * (m0 + 1)).map(|_| AtomicU32::new(0)).collect(),
             upper: (0..CHUNK).map(|_| OnceLock::new()).collect(),
             locks: (0..CHUNK).map(|_| Mutex::new(())).collect(),
         }
@@ -106,7 +105,6 @@ impl Chunk {
         self.vectors.bytes()
             + self.keys.len() * 8
             + self.deleted.len()
-            + self.links.len() * 4
             + self.upper.len() * std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>()
             + self.locks.len() * std::mem::size_of::<Mutex<()>>()
     }
@@ -138,8 +136,9 @@ fn write_list(list: &[AtomicU32], ids: &[u32]) {
 /// Per-thread scratch: the visited marks of one search.
 #[derive(Default)]
 struct Visited {
-    marks: Vec<u32>,
-    epoch: u32,
+    /// Two bytes a node (as hnswlib), so the marks of a large graph stay in cache.
+    marks: Vec<u16>,
+    epoch: u16,
 }
 
 impl Visited {
@@ -209,7 +208,7 @@ pub(crate) struct Hnsw {
     m0: usize,
     ef_construction: usize,
     level_scale: f64,
-    chunks: Box<[OnceLock<Chunk>]>,
+    chunks: Box<[OnceLock<Box<Chunk>>]>,
     next: AtomicU32,
     /// `level << 32 | node`, or [`NO_ENTRY`].
     entry: AtomicU64,
@@ -246,7 +245,8 @@ impl Hnsw {
 
     fn place(&self, id: u32) -> Option<(&Chunk, usize)> {
         let id = id as usize;
-        Some((self.chunks.get(id >> CHUNK_BITS)?.get()?, id & (CHUNK - 1)))
+        let chunk: &Chunk = self.chunks.get(id >> CHUNK_BITS)?.get()?;
+        Some((chunk, id & (CHUNK - 1)))
     }
 
     fn vector(&self, id: u32) -> Option<&[f32]> {
@@ -264,8 +264,7 @@ impl Hnsw {
     fn list(&self, id: u32, layer: usize) -> Option<&[AtomicU32]> {
         let (chunk, slot) = self.place(id)?;
         if layer == 0 {
-            let width = self.m0 + 1;
-            chunk.links.get(slot * width..(slot + 1) * width)
+            chunk.vectors.links(slot)
         } else {
             let width = self.m + 1;
             chunk.upper[slot]
@@ -337,7 +336,7 @@ impl Hnsw {
     fn entry(&self) -> Option<(u32, usize)> {
         let word = self.entry.load(Ordering::Acquire);
         #[expect(clippy::cast_possible_truncation, reason = "unpacking")]
-        (word != NO_ENTRY).then(|| (word as u32, (word >> 32) as usize))
+        (word != NO_ENTRY).then_some((word as u32, (word >> 32) as usize))
     }
 
     /// The best `ef` nodes of `layer` reachable from `start` (nearest first), of those
@@ -367,8 +366,8 @@ impl Hnsw {
             let mut fresh = Vec::with_capacity(self.m0);
             while let Some(Reverse(nearest)) = candidates.pop() {
                 if let Some(Reverse(next)) = candidates.peek() {
-                    if let Some(list) = self.list(next.node, layer) {
-                        prefetch(&list[0]);
+                    if let Some(first) = self.list(next.node, layer).and_then(<[_]>::first) {
+                        prefetch(first);
                     }
                 }
                 if results.len() >= ef
@@ -509,7 +508,7 @@ impl Hnsw {
     }
 
     /// Adds a unit vector under `key`; returns its node id, or `None` when the graph is full
-    /// (2^29 nodes) or the vector has another dimension.
+    /// (2^27 nodes) or the vector has another dimension.
     pub(crate) fn insert(&self, key: u64, vector: &[f32]) -> Option<u32> {
         if vector.len() != self.dimension {
             return None;
@@ -521,7 +520,7 @@ impl Hnsw {
             let chunk = Chunk::new(self.dimension, self.m0);
             self.bytes
                 .fetch_add(chunk.bytes() as u64, Ordering::Relaxed);
-            chunk
+            Box::new(chunk)
         });
         let slot = index & (CHUNK - 1);
         chunk.keys[slot].store(key, Ordering::Relaxed);
@@ -641,8 +640,10 @@ mod tests {
             assert!(results.iter().all(|(key, _)| *key >= 1_000));
             assert!(results.windows(2).all(|pair| pair[0].1 >= pair[1].1));
         }
-        let even = graph.search(&vector(7, 16), 10, 64, &|key: u64| key % 2 == 0);
-        assert!(even.iter().all(|(key, _)| key % 2 == 0 && *key >= 1_000));
+        let even = graph.search(&vector(7, 16), 10, 64, &|key: u64| key.is_multiple_of(2));
+        assert!(even
+            .iter()
+            .all(|(key, _)| key.is_multiple_of(2) && *key >= 1_000));
     }
 
     #[test]

@@ -120,22 +120,22 @@ impl IndexConfig {
         }
     }
 
-    fn check(&self) -> Result<(), EngineError> {
-        let bad = |what: &str| Err(EngineError::Invalid(what.to_owned()));
+    /// Checks the ranges; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
         if self.m < 2 || self.m > Self::MAX_M {
-            return bad(&format!("HNSW_M must be 2 to {}", Self::MAX_M));
+            return Err(format!("HNSW_M must be 2 to {}", Self::MAX_M));
         }
         if self.ef_construction == 0 || self.ef_construction > Self::MAX_EF {
-            return bad(&format!(
+            return Err(format!(
                 "HNSW_EF_CONSTRUCTION must be 1 to {}",
                 Self::MAX_EF
             ));
         }
         if self.ef_search == 0 || self.ef_search > Self::MAX_EF {
-            return bad(&format!("HNSW_EF_SEARCH must be 1 to {}", Self::MAX_EF));
+            return Err(format!("HNSW_EF_SEARCH must be 1 to {}", Self::MAX_EF));
         }
         if self.threads == 0 || self.threads > 256 {
-            return bad("HNSW_THREADS must be 1 to 256");
+            return Err("HNSW_THREADS must be 1 to 256".to_owned());
         }
         Ok(())
     }
@@ -194,6 +194,8 @@ struct State {
     adding: HashMap<u64, Queued>,
     /// The graph node of each current key in the graph.
     node_of: HashMap<u64, u32>,
+    /// Vectors the graph could not take (it is full): searched exactly, like the queue.
+    overflow: HashMap<u64, Queued>,
 }
 
 impl State {
@@ -211,6 +213,7 @@ impl State {
         self.id_of.remove(&key);
         self.pending.remove(&key);
         self.adding.remove(&key);
+        self.overflow.remove(&key);
         self.node_of.remove(&key)
     }
 }
@@ -230,7 +233,7 @@ impl VectorIndex {
         config: &IndexConfig,
         dimension: usize,
     ) -> Result<Arc<VectorIndex>, EngineError> {
-        config.check()?;
+        config.validate().map_err(EngineError::Invalid)?;
         let index = Arc::new(VectorIndex {
             graph: Hnsw::new(dimension, config.m, config.ef_construction),
             state: Mutex::new(State::default()),
@@ -258,7 +261,7 @@ impl VectorIndex {
     pub(crate) fn put(&self, concept: &Arc<Concept>) {
         let id = concept.id.as_arc();
         let mut state = self.state();
-        let stale = state
+        let orphan = state
             .key_of
             .remove(&**id)
             .and_then(|old| state.drop_key(old));
@@ -282,7 +285,7 @@ impl VectorIndex {
             self.work.notify_one();
         }
         drop(state);
-        if let Some(node) = stale {
+        if let Some(node) = orphan {
             self.graph.delete(node);
         }
     }
@@ -290,9 +293,9 @@ impl VectorIndex {
     /// Forgets the vector of `id`. Called under the id's shard lock.
     pub(crate) fn forget(&self, id: &str) {
         let mut state = self.state();
-        let stale = state.key_of.remove(id).and_then(|old| state.drop_key(old));
+        let orphan = state.key_of.remove(id).and_then(|old| state.drop_key(old));
         drop(state);
-        if let Some(node) = stale {
+        if let Some(node) = orphan {
             self.graph.delete(node);
         }
     }
@@ -307,7 +310,7 @@ impl VectorIndex {
         wanted: usize,
         ef: usize,
         concept_type: &str,
-    ) -> Result<Vec<Arc<str>>, EngineError> {
+    ) -> Vec<Arc<str>> {
         let (tag, queued) = {
             let state = self.state();
             let tag = if concept_type.is_empty() {
@@ -316,13 +319,14 @@ impl VectorIndex {
                 match state.tags.get(concept_type) {
                     Some(tag) => Some(*tag),
                     // Never stored: nothing of it in the graph or the queue.
-                    None => return Ok(Vec::new()),
+                    None => return Vec::new(),
                 }
             };
             let queued: Vec<(u64, Queued)> = state
                 .pending
                 .iter()
                 .chain(state.adding.iter())
+                .chain(state.overflow.iter())
                 .filter(|(key, queued)| {
                     queued.vector.is_some() && tag.is_none_or(|tag| *key >> SEQUENCE_BITS == tag)
                 })
@@ -354,7 +358,7 @@ impl VectorIndex {
                 .take(wanted)
                 .map(|(_, id)| Arc::clone(id)),
         );
-        Ok(ids)
+        ids
     }
 
     /// Vectors stored (in the graph or queued).
@@ -405,25 +409,29 @@ impl VectorIndex {
             // A zero vector is similar to nothing: it is never a result, and stays out.
             let node = queued
                 .vector
-                .and_then(|vector| self.graph.insert(key, &vector));
-            added.push((key, node));
+                .as_ref()
+                .and_then(|vector| self.graph.insert(key, vector));
+            added.push((key, node, queued));
         }
-        let mut stale = Vec::new();
+        let mut orphans = Vec::new();
         {
             let mut state = self.state();
-            for (key, node) in added {
+            for (key, node, queued) in added {
                 let current = state.adding.remove(&key).is_some();
                 match node {
                     Some(node) if current => {
                         state.node_of.insert(key, node);
                     }
                     // Forgotten while being added.
-                    Some(node) => stale.push(node),
+                    Some(node) => orphans.push(node),
+                    None if current && queued.vector.is_some() => {
+                        state.overflow.insert(key, queued);
+                    }
                     None => {}
                 }
             }
         }
-        for node in stale {
+        for node in orphans {
             self.graph.delete(node);
         }
     }

@@ -1,4 +1,5 @@
-//! The only `unsafe` code in the server: shared access to memory-mapped vector segments.
+//! One of the two places with `unsafe` code in the server (the other is `slots.rs`): shared
+//! access to memory-mapped vector segments.
 //!
 //! A segment is mapped read-write once and never unmapped while any `MappedSegment` handle
 //! exists. Slots are disjoint ranges of `dimension` f32 values. The vector store guarantees

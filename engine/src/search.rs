@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use sutra_protocol::Concept;
 
-use crate::error::EngineError;
 use crate::index::VectorIndex;
 use crate::similarity::{cosine, unit};
 use crate::store::ConceptStore;
@@ -197,13 +196,13 @@ pub(crate) fn approximate(
     ef: usize,
     concept_type: &str,
     now_ms: u64,
-) -> Result<Vec<Neighbour>, EngineError> {
+) -> Vec<Neighbour> {
     let Some(query) = unit(query) else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
     let mut top = TopK::new(k);
     let mut seen = HashSet::new();
-    for id in index.candidates(&query, k, ef, concept_type)? {
+    for id in index.candidates(&query, k, ef, concept_type) {
         let Some(concept) = store.peek(&id, now_ms) else {
             continue;
         };
@@ -214,5 +213,5 @@ pub(crate) fn approximate(
             top.offer_ref(&concept, cosine(&query, embedding.as_slice()));
         }
     }
-    Ok(top.into_sorted())
+    top.into_sorted()
 }

@@ -8,7 +8,7 @@ const ACCUMULATORS: usize = 4;
 const BLOCK: usize = LANES * ACCUMULATORS;
 
 /// The sum of 16 lanes as a tree (four dependent steps instead of fifteen).
-#[inline(always)]
+#[inline]
 fn reduce(mut lanes: [f32; LANES]) -> f32 {
     let mut width = LANES;
     while width > 1 {
@@ -21,7 +21,7 @@ fn reduce(mut lanes: [f32; LANES]) -> f32 {
 }
 
 /// Lane-wise sum of four accumulators, then their tree sum.
-#[inline(always)]
+#[inline]
 fn total(parts: [[f32; LANES]; ACCUMULATORS]) -> f32 {
     let mut sum = [0.0_f32; LANES];
     for (lane, slot) in sum.iter_mut().enumerate() {

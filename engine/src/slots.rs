@@ -3,11 +3,13 @@
 //! second place with `unsafe` code in the server (after `mmap.rs`): reading a published slot
 //! as a plain `&[f32]`, and the prefetch hint.
 //!
-//! Each slot is `HEADER` words (the first is its state: 0 empty, 1 being written, 2 published)
-//! followed by `dimension` values. Values are written with atomic stores, once, by the one
-//! writer that claimed the slot (0 → 1), and published with a release store of 2. A reader
-//! gets the values only after an acquire load that sees 2; from then on nothing writes them
-//! again, so the plain reads of the returned slice never race with a write.
+//! Each slot is a header (its state: 0 empty, 1 being written, 2 published; then `links`
+//! words the graph keeps its layer-0 neighbour list in, so that expanding a node reads memory
+//! next to its vector, as hnswlib lays nodes out), padded to 64 bytes, followed by `dimension`
+//! values. Values are written with atomic stores, once, by the one writer that claimed the slot
+//! (0 → 1), and published with a release store of 2. A reader gets the values only after an
+//! acquire load that sees 2; from then on nothing writes them again, so the plain reads of the
+//! returned slice never race with a write. The link words are only ever accessed atomically.
 
 #![allow(
     unsafe_code,
@@ -16,8 +18,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Words before each slot's values: the state, padded so that values start 64 bytes apart.
-const HEADER: usize = 16;
+/// Words per cache line: headers are padded to a multiple.
+const LINE: usize = 16;
 const EMPTY: u32 = 0;
 const WRITING: u32 = 1;
 const PUBLISHED: u32 = 2;
@@ -26,18 +28,30 @@ const PUBLISHED: u32 = 2;
 pub(crate) struct VectorSlots {
     words: Box<[AtomicU32]>,
     dimension: usize,
+    links: usize,
+    /// Words before each slot's values.
+    header: usize,
     stride: usize,
 }
 
 impl VectorSlots {
-    /// `slots` empty slots of `dimension` values.
-    pub(crate) fn new(slots: usize, dimension: usize) -> VectorSlots {
-        let stride = HEADER + dimension.div_ceil(HEADER) * HEADER;
+    /// `slots` empty slots of `dimension` values and `links` link words each.
+    pub(crate) fn new(slots: usize, dimension: usize, links: usize) -> VectorSlots {
+        let header = (1 + links).div_ceil(LINE) * LINE;
+        let stride = header + dimension.div_ceil(LINE) * LINE;
         VectorSlots {
             words: (0..slots * stride).map(|_| AtomicU32::new(EMPTY)).collect(),
             dimension,
+            links,
+            header,
             stride,
         }
+    }
+
+    /// The link words of `slot` (zero at first).
+    pub(crate) fn links(&self, slot: usize) -> Option<&[AtomicU32]> {
+        let start = slot * self.stride + 1;
+        self.words.get(start..start + self.links)
     }
 
     /// Bytes held.
@@ -52,7 +66,7 @@ impl VectorSlots {
         let (Some(state), Some(values)) = (
             self.words.get(start),
             self.words
-                .get(start + HEADER..start + HEADER + self.dimension),
+                .get(start + self.header..start + self.header + self.dimension),
         ) else {
             return false;
         };
@@ -75,7 +89,7 @@ impl VectorSlots {
         let start = slot * self.stride;
         let values = self
             .words
-            .get(start + HEADER..start + HEADER + self.dimension)?;
+            .get(start + self.header..start + self.header + self.dimension)?;
         if self.words.get(start)?.load(Ordering::Acquire) != PUBLISHED {
             return None;
         }
@@ -87,13 +101,14 @@ impl VectorSlots {
         Some(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<f32>(), values.len()) })
     }
 
-    /// Asks the CPU to start loading `slot`'s first values (a hint: no effect on results).
+    /// Asks the CPU to start loading `slot`'s header and first values (a hint: no effect on
+    /// results).
     #[inline]
     pub(crate) fn prefetch(&self, slot: usize) {
-        let start = slot * self.stride + HEADER;
-        if let Some(values) = self.words.get(start..start + self.dimension) {
-            // The first two cache lines; the hardware streams the rest once they are read.
-            for line in values.iter().step_by(16).take(2) {
+        let start = slot * self.stride;
+        if let Some(block) = self.words.get(start..start + self.header + 2 * LINE) {
+            // The header and two lines of values; the hardware streams the rest once read.
+            for line in block.iter().step_by(LINE) {
                 prefetch(line);
             }
         }
@@ -121,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_slot_is_written_once_and_read_only_once_published() {
-        let slots = VectorSlots::new(4, 3);
+        let slots = VectorSlots::new(4, 3, 20);
         assert_eq!(slots.read(1), None);
         assert!(slots.write(1, &[1.0, 2.0, 3.0]));
         assert_eq!(slots.read(1), Some(&[1.0, 2.0, 3.0][..]));
@@ -132,5 +147,11 @@ mod tests {
         assert_eq!(slots.read(4), None);
         slots.prefetch(3);
         slots.prefetch(100);
+        // Link words sit beside the values and never change them.
+        let links = slots.links(1).unwrap();
+        assert_eq!(links.len(), 20);
+        links[19].store(7, Ordering::Relaxed);
+        assert_eq!(slots.read(1), Some(&[1.0, 2.0, 3.0][..]));
+        assert!(slots.links(4).is_none());
     }
 }

@@ -499,6 +499,7 @@ impl ServerConfig {
     /// Checks the settings that the types do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
+        self.index.validate().map_err(ConfigError::Index)?;
         if self.max_connections == 0 {
             return Err(ConfigError::Zero {
                 name: "MAX_CONNECTIONS",
@@ -579,25 +580,8 @@ impl TryFrom<Cli> for ServerConfig {
                     EvictionArg::None => EvictionPolicy::None,
                 },
             });
-        let index_kind = match cli.vector_index {
-            Some(IndexArg::Hnsw) => IndexKind::Hnsw,
-            Some(IndexArg::Exact) => IndexKind::Exact,
-            Some(IndexArg::None) => IndexKind::None,
-            None => match cli.role {
-                Role::Normal => IndexKind::Hnsw,
-                Role::CacheShard => IndexKind::None,
-            },
-        };
-        let index = IndexConfig {
-            kind: index_kind,
-            m: cli.hnsw_m,
-            ef_construction: cli.hnsw_ef_construction,
-            ef_search: cli.hnsw_ef_search,
-            exact_below: cli.search_exact_below,
-            threads: cli
-                .hnsw_threads
-                .unwrap_or_else(|| IndexConfig::new(index_kind).threads),
-        };
+        let index = index_config(&cli);
+        let limits = limits(&cli);
         let config = ServerConfig {
             listen_addr: SocketAddr::new(cli.host, port),
             storage_path: cli.storage_path,
@@ -636,18 +620,7 @@ impl TryFrom<Cli> for ServerConfig {
                 precision: cli.embed_precision,
                 document_prefix: cli.embed_document_prefix.clone(),
             }),
-            limits: Limits {
-                max_frame_bytes: cli.max_frame_bytes,
-                max_id_bytes: cli.max_id_bytes,
-                max_content_bytes: cli.max_content_bytes,
-                max_name_bytes: cli.max_name_bytes,
-                max_attributes: cli.max_attributes,
-                max_attribute_bytes: cli.max_attribute_bytes,
-                max_query_limit: cli.max_query_limit,
-                max_batch_items: cli.max_batch_items,
-                vector_dimension: cli.vector_dimension,
-                max_search_k: cli.max_search_k,
-            },
+            limits,
             max_connections: cli.max_connections,
             idle_timeout: Duration::from_secs(cli.idle_timeout_secs),
             read_timeout: Duration::from_secs(cli.read_timeout_secs),
@@ -692,6 +665,48 @@ pub enum ConfigError {
     /// `MODEL_NAME` names a model that is in none of the model roots.
     #[error("MODEL_NAME: {0}")]
     ModelNotFound(String),
+    /// An HNSW setting is out of range.
+    #[error("{0}")]
+    Index(String),
+}
+
+/// The decoding limits.
+fn limits(cli: &Cli) -> Limits {
+    Limits {
+        max_frame_bytes: cli.max_frame_bytes,
+        max_id_bytes: cli.max_id_bytes,
+        max_content_bytes: cli.max_content_bytes,
+        max_name_bytes: cli.max_name_bytes,
+        max_attributes: cli.max_attributes,
+        max_attribute_bytes: cli.max_attribute_bytes,
+        max_query_limit: cli.max_query_limit,
+        max_batch_items: cli.max_batch_items,
+        vector_dimension: cli.vector_dimension,
+        max_search_k: cli.max_search_k,
+    }
+}
+
+/// `VECTOR_INDEX` (by role when unset) and the HNSW settings.
+fn index_config(cli: &Cli) -> IndexConfig {
+    let kind = match cli.vector_index {
+        Some(IndexArg::Hnsw) => IndexKind::Hnsw,
+        Some(IndexArg::Exact) => IndexKind::Exact,
+        Some(IndexArg::None) => IndexKind::None,
+        None => match cli.role {
+            Role::Normal => IndexKind::Hnsw,
+            Role::CacheShard => IndexKind::None,
+        },
+    };
+    IndexConfig {
+        kind,
+        m: cli.hnsw_m,
+        ef_construction: cli.hnsw_ef_construction,
+        ef_search: cli.hnsw_ef_search,
+        exact_below: cli.search_exact_below,
+        threads: cli
+            .hnsw_threads
+            .unwrap_or_else(|| IndexConfig::new(kind).threads),
+    }
 }
 
 fn auth_config(cli: &Cli) -> Result<Option<AuthConfig>, ConfigError> {
@@ -862,6 +877,11 @@ mod tests {
         .unwrap();
         assert_eq!(explicit.listen_addr.port(), 6000);
         assert_eq!(explicit.default_ttl, None);
+        // The cache shard keeps no vector index unless asked.
+        assert_eq!(normal.index.kind, IndexKind::Hnsw);
+        assert_eq!(shard.index.kind, IndexKind::None);
+        let searchable = parse(&["--role", "cache_shard", "--vector-index", "exact"]).unwrap();
+        assert_eq!(searchable.index.kind, IndexKind::Exact);
     }
 
     #[test]
@@ -876,6 +896,11 @@ mod tests {
             .unwrap_err()
             .contains("MAX_CONNECTIONS"));
         assert!(parse(&["--role", "primary"]).is_err());
+        assert!(parse(&["--hnsw-m", "1"]).unwrap_err().contains("HNSW_M"));
+        assert!(parse(&["--hnsw-ef-search", "0"])
+            .unwrap_err()
+            .contains("HNSW_EF_SEARCH"));
+        assert!(parse(&["--vector-index", "flat"]).is_err());
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn read_vectors(path: &PathBuf, dim: usize) -> anyhow::Result<Vec<Vec<f32>>> {
 }
 
 fn concept_type(index: usize, rare_every: usize) -> &'static str {
-    if rare_every > 0 && index % rare_every == 0 {
+    if rare_every > 0 && index.is_multiple_of(rare_every) {
         "rare"
     } else {
         "common"
@@ -103,33 +103,9 @@ struct Case {
     scanned: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let base = read_vectors(&args.base, args.dim)?;
-    let queries = read_vectors(&args.queries, args.dim)?;
-    ensure!(!base.is_empty() && !queries.is_empty(), "no vectors");
+/// Stores every vector and waits for the graph to take them in: (storing time, build time).
+fn fill(engine: &Engine, base: &[Vec<f32>], args: &Args) -> anyhow::Result<(Duration, Duration)> {
     let dimension = u32::try_from(args.dim)?;
-    let index = IndexConfig {
-        kind: IndexKind::Hnsw,
-        m: args.m,
-        ef_construction: args.ef_construction,
-        ef_search: 64,
-        // Unfiltered searches take the graph; filtered ones follow the engine's own choice.
-        exact_below: 1,
-        threads: args.build_threads,
-    };
-    let engine = Engine::open(
-        EngineConfig {
-            default_ttl: None,
-            max_page_bytes: 1 << 20,
-            vector_dimension: dimension,
-            durability: Durability::InMemory,
-            capacity: None,
-            index,
-        },
-        Arc::new(SystemClock),
-    )?;
-
     let started = Instant::now();
     for (chunk_number, chunk) in base.chunks(1000).enumerate() {
         let requests = chunk
@@ -150,8 +126,12 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let build = started.elapsed();
-    let stats = engine.index_stats().context("no index")?;
 
+    Ok((stored, build))
+}
+
+/// Recall against the exact answer, then queries/s, at each ef and thread count.
+fn measure(engine: &Engine, queries: &[Vec<f32>], args: &Args) -> anyhow::Result<Vec<Case>> {
     let mut filters = vec![""];
     if args.rare_every > 0 {
         filters.push("rare");
@@ -219,6 +199,39 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(cases)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let base = read_vectors(&args.base, args.dim)?;
+    let queries = read_vectors(&args.queries, args.dim)?;
+    ensure!(!base.is_empty() && !queries.is_empty(), "no vectors");
+    let dimension = u32::try_from(args.dim)?;
+    let index = IndexConfig {
+        kind: IndexKind::Hnsw,
+        m: args.m,
+        ef_construction: args.ef_construction,
+        ef_search: 64,
+        // Unfiltered searches take the graph; filtered ones follow the engine's own choice.
+        exact_below: 1,
+        threads: args.build_threads,
+    };
+    let engine = Engine::open(
+        EngineConfig {
+            default_ttl: None,
+            max_page_bytes: 1 << 20,
+            vector_dimension: dimension,
+            durability: Durability::InMemory,
+            capacity: None,
+            index,
+        },
+        Arc::new(SystemClock),
+    )?;
+
+    let (stored, build) = fill(&engine, &base, &args)?;
+    let stats = engine.index_stats().context("no index")?;
+    let cases = measure(&engine, &queries, &args)?;
     let report = serde_json::json!({
         "side": "sutra",
         "vectors": base.len(),
