@@ -306,7 +306,7 @@ pub struct Cli {
 
     /// How searches run [default: hnsw in the normal role, none in the cache_shard role]:
     /// `hnsw` keeps an HNSW graph of every stored vector (built in the background, so stores
-    /// never wait for it; vectors not in it yet are compared exactly); `exact` compares every
+    /// never wait for it; vectors waiting for it are compared exactly); `exact` compares every
     /// stored vector; `none` refuses searches and keeps no index.
     #[arg(long, env = "VECTOR_INDEX", value_enum)]
     pub vector_index: Option<IndexArg>,
