@@ -71,6 +71,7 @@ measure() { # label bindir round
 
   rm -rf "$work/data"
   STORAGE_PATH=$work/data SUTRA_MODEL_DIR=$model EMBED_THREADS=$threads RUST_LOG=warn \
+    VECTOR_INDEX=${VECTOR_INDEX:-none} \
     "$bin/sutra-storage" --port "$storage_port" --fsync everysec 2>/dev/null &
   pid=$!
   wait_for_http "http://127.0.0.1:$storage_port/health"

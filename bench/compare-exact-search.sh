@@ -47,7 +47,7 @@ wait_for_port() {
 }
 
 # One server for every round: filling 200k concepts takes longer than the searches.
-STORAGE_PATH="$work/data" RUST_LOG=warn \
+STORAGE_PATH="$work/data" RUST_LOG=warn VECTOR_INDEX=exact \
   target/release/sutra-storage --port "$port" --fsync everysec 2>/dev/null &
 pid=$!
 wait_for_port "$port" || { echo "sutra-storage did not start" >&2; exit 1; }

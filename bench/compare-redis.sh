@@ -7,7 +7,8 @@
 # Needs redis-server and redis-benchmark: `apt-get install redis-server redis-tools`.
 # Each measurement gets a fresh server on 127.0.0.1 with a fresh temporary directory:
 #   Redis:  appendonly yes, appendfsync everysec|always, no RDB snapshots
-#   sutra:  --fsync everysec|always
+#   sutra:  --fsync everysec|always, VECTOR_INDEX=none (Redis indexes no vectors; the HNSW
+#           index's background work is measured by compare-ann.sh; VECTOR_INDEX=hnsw to include it)
 # Payload: redis-benchmark -d 1200 (a 1200-byte value); sutra-bench -d 176 with a 256-dim
 # f32 vector (176 + 1024 = 1200 bytes of content and vector). Ids are random over 100,000
 # keys on both (-r 100000).
@@ -80,7 +81,7 @@ run_redis() {
 run_sutra() {
   local fsync=$1 clients=$2 pipeline=$3 requests=$4 dir
   dir=$(mktemp -d "$work/sutra.XXXX")
-  "$sutra_storage" --host 127.0.0.1 --port "$sutra_port" \
+  VECTOR_INDEX=${VECTOR_INDEX:-none} "$sutra_storage" --host 127.0.0.1 --port "$sutra_port" \
     --storage-path "$dir" --fsync "$fsync" 2>"$dir.log" &
   server_pid=$!
   wait_for_port "$sutra_port"

@@ -260,16 +260,18 @@ impl VectorIndex {
     /// Called under the id's shard lock.
     pub(crate) fn put(&self, concept: &Arc<Concept>) {
         let id = concept.id.as_arc();
+        // Normalised before the lock: every store passes through it.
+        let vector = concept
+            .embedding
+            .as_ref()
+            .filter(|vector| vector.as_slice().len() == self.dimension)
+            .map(|vector| unit(vector.as_slice()).map(Arc::<[f32]>::from));
         let mut state = self.state();
         let orphan = state
             .key_of
             .remove(&**id)
             .and_then(|old| state.drop_key(old));
-        if let Some(vector) = concept
-            .embedding
-            .as_ref()
-            .filter(|vector| vector.as_slice().len() == self.dimension)
-        {
+        if let Some(vector) = vector {
             let tag = state.tag(&concept.concept_type);
             let key = tag << SEQUENCE_BITS | (state.next_sequence & SEQUENCE_MASK);
             state.next_sequence += 1;
@@ -279,7 +281,7 @@ impl VectorIndex {
                 key,
                 Queued {
                     id: Arc::clone(id),
-                    vector: unit(vector.as_slice()).map(Arc::from),
+                    vector,
                 },
             );
             self.work.notify_one();

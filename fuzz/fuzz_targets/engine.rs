@@ -16,7 +16,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sutra_engine::{
     Capacity, CheckpointConfig, Clock, Durability, Engine, EngineConfig, EngineError, PersistConfig,
-    EvictionPolicy, ManualClock,
+    EvictionPolicy, IndexConfig, IndexKind, ManualClock,
 };
 use sutra_protocol::{Attributes, ConceptId, Limits, QueryByType, StoreConcept, Vector};
 use sutra_wal::{FsyncPolicy, WalConfig};
@@ -115,6 +115,9 @@ impl Harness {
                 mmap_vectors: true,
             }),
             capacity: self.capacity,
+            // No HNSW index: each open would start its indexer threads, thousands a second
+            // here. The index has its own tests under concurrent change (engine/src/tests.rs).
+            index: IndexConfig::new(IndexKind::Exact),
         }
     }
 

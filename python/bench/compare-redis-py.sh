@@ -9,7 +9,8 @@
 #
 # Needs redis-server (`apt-get install redis-server`). Makes python/bench/.venv (git-ignored)
 # with redis[hiredis] from PyPI and this package (pip install ./python). Redis runs with
-# appendonly yes, appendfsync everysec, no RDB; sutra-storage (release) with --fsync everysec;
+# appendonly yes, appendfsync everysec, no RDB; sutra-storage (release) with --fsync everysec
+# and VECTOR_INDEX=none (Redis indexes no vectors);
 # each on a fresh temporary directory. By hand only, never in CI.
 # Environment: REDIS_PORT (default 16379), SUTRA_PORT (default 16380), SECONDS_PER_CASE (2).
 set -euo pipefail
@@ -57,7 +58,7 @@ run_side() { # side round -> one JSON line in $work/<side>.jsonl
     wait_for_port "$redis_port"
     "$venv/bin/python" python/bench/bench.py redis "$redis_port" --seconds "$seconds" >>"$work/redis.jsonl"
   else
-    STORAGE_PATH="$dir" RUST_LOG=warn target/release/sutra-storage --port "$sutra_port" \
+    STORAGE_PATH="$dir" RUST_LOG=warn VECTOR_INDEX=${VECTOR_INDEX:-none} target/release/sutra-storage --port "$sutra_port" \
       --fsync everysec 2>/dev/null &
     pid=$!
     wait_for_port "$sutra_port"
