@@ -52,30 +52,6 @@ pub enum IndexKind {
     None,
 }
 
-impl IndexKind {
-    /// The names `VECTOR_INDEX` takes.
-    pub const NAMES: [&'static str; 3] = ["hnsw", "exact", "none"];
-
-    /// Parses `hnsw`, `exact` or `none`.
-    pub fn parse(name: &str) -> Option<IndexKind> {
-        match name.to_ascii_lowercase().as_str() {
-            "hnsw" => Some(IndexKind::Hnsw),
-            "exact" => Some(IndexKind::Exact),
-            "none" => Some(IndexKind::None),
-            _ => None,
-        }
-    }
-
-    /// The name `VECTOR_INDEX` uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            IndexKind::Hnsw => "hnsw",
-            IndexKind::Exact => "exact",
-            IndexKind::None => "none",
-        }
-    }
-}
-
 /// The index's settings.
 #[derive(Debug, Clone)]
 pub struct IndexConfig {
