@@ -42,20 +42,8 @@ validate=target/release/sutra-validate
 
 work=$(mktemp -d)
 pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for_http() {
-  for _ in $(seq 1 300); do
-    if curl -sf "$1" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing answers $1" >&2
-  return 1
-}
+source bench/lib.sh
+trap stop_and_clean EXIT
 
 measure() { # label bindir round
   local label=$1 bin=$2 round=$3

@@ -33,20 +33,8 @@ cargo build --release --locked -p sutra-server >&2
 
 work=$(mktemp -d)
 pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
+source bench/lib.sh
+trap stop_and_clean EXIT
 
 run_side() { # side round -> one JSON line in $work/<side>.jsonl
   local side=$1 dir="$work/$1-$2"
