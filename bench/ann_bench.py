@@ -112,7 +112,7 @@ def report(path, threads, data, vectors):
         print(f"| {side} | {med(r['build_s'] for r in side_runs):.1f} | {med(r['bytes_per_vector'] for r in side_runs):.0f} |")
     print()
     ours = cases("sutra")
-    anchors = [side for side in sides if side != "sutra"]
+    anchors = [side for side in sides if side not in ("sutra", "tcp")]
     header = "| ef | sutra recall@10 | sutra q/s 1 thread | sutra q/s " + str(threads) + " threads |"
     rule = "|---:|---:|---:|---:|"
     for side in anchors:
@@ -152,6 +152,26 @@ def report(path, threads, data, vectors):
                 continue
             print(f"| {ef} | {other['recall']:.4f} | {other['qps_1']:.0f} | {one:.0f} | {one / other['qps_1']:.2f}x |"
                   f" {other['qps_n']:.0f} | {many:.0f} | {many / other['qps_n']:.2f}x |")
+    if "tcp" in sides:
+        tcp = {}
+        for run in sides["tcp"]:
+            for case in run["cases"]:
+                entry = tcp.setdefault((case["ef"], case["threads"]), {"qps": [], "p50": [], "p99": [], "errors": 0})
+                entry["qps"].append(case["tcp"]["qps"])
+                entry["p50"].append(case["tcp"]["p50_ms"])
+                entry["p99"].append(case["tcp"]["p99_ms"])
+                entry["errors"] += case["tcp"]["errors"]
+        print("\nOver TCP (sutra-storage, sutra-bench -t search -P 1 with 1 and " + str(threads)
+              + " connections; 'kept' = TCP queries/s / in-process queries/s at the same ef):\n")
+        print("| ef | connections | q/s | p50 ms | p99 ms | in process q/s | kept | errors |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for (ef, clients), entry in sorted(tcp.items()):
+            inside = ours.get(ef, {}).get("qps_1" if clients == 1 else "qps_n")
+            qps = med(entry["qps"])
+            kept = f"{qps / inside:.2f}x" if inside else ""
+            inside_text = f"{inside:.0f}" if inside else ""
+            print(f"| {ef} | {clients} | {qps:.0f} | {med(entry['p50']):.3f} | {med(entry['p99']):.3f} |"
+                  f" {inside_text} | {kept} | {entry['errors']} |")
     rare = cases("sutra", "rare")
     if rare:
         print("\nsutra, filtered to a type holding 1% of the vectors (the engine picks the graph or a scan of the type):\n")

@@ -22,17 +22,14 @@ seconds=${SECONDS_PER_CASE:-5}
 threads=${THREADS:-2}
 port=${SUTRA_PORT:-16381}
 
-venv=bench/.venv-ann
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -c "import faiss, numpy" 2>/dev/null \
-  || "$venv/bin/pip" install --quiet --disable-pip-version-check faiss-cpu numpy
-echo "building sutra-storage and sutra-bench (release)" >&2
-cargo build --release --locked -p sutra-server -p sutra-bench >&2
-
 work=$(mktemp -d)
 pid=""
 source bench/lib.sh
 trap stop_and_clean EXIT
+venv=bench/.venv-ann
+ensure_venv "$venv" "import faiss, numpy" faiss-cpu numpy
+echo "building sutra-storage and sutra-bench (release)" >&2
+cargo build --release --locked -p sutra-server -p sutra-bench >&2
 
 # One server for every round: filling 200k concepts takes longer than the searches.
 STORAGE_PATH="$work/data" RUST_LOG=warn VECTOR_INDEX=exact \
@@ -44,7 +41,7 @@ target/release/sutra-bench -p "$port" -c 8 -P 16 -t store -n "$vectors" -r "$vec
   --prefill -d 64 -q >/dev/null
 
 sutra_round() {
-  target/release/sutra-bench -p "$port" -c 1 -P 1 -t search --search-k "$k" \
+  target/release/sutra-bench -p "$port" -c 1 -P 1 -t search --search-k "$k" --exact \
     --duration "$seconds" --json 2>/dev/null \
     | "$venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); t=r["tests"][0]; print(t["rps"], t["latency_ms"]["p50"], t["latency_ms"]["p99"])'
 }

@@ -34,8 +34,9 @@ pub enum Test {
     GetMany,
     /// StoreMany of `--batch` concepts with random ids (one request per batch).
     StoreMany,
-    /// Search for the `--search-k` concepts nearest to the bench vector (exact, ids and
-    /// scores); prefill the store first (`--prefill` or a store test).
+    /// Search for the `--search-k` concepts nearest to the bench vector or to each of
+    /// `--queries` in turn (ids and scores; the index's answer, or `--exact`); prefill the
+    /// store first (`--prefill` or a store test).
     Search,
 }
 
@@ -82,12 +83,16 @@ impl FromStr for Test {
             .into_iter()
             .find(|test| test.name().eq_ignore_ascii_case(value.trim()))
             .ok_or_else(|| {
-                if value.trim().eq_ignore_ascii_case("learn") {
-                    "`learn` needs the embedding pipeline, which this server does not have yet"
-                        .to_owned()
+                let names: Vec<&str> = Test::ALL.iter().map(|test| test.name()).collect();
+                let learn = if value.trim().eq_ignore_ascii_case("learn") {
+                    "; learning runs the server's model: bench/learn_load.py measures it"
                 } else {
-                    format!("unknown test `{value}` (expected store, get, query, delete, mixed, getmany or storemany)")
-                }
+                    ""
+                };
+                format!(
+                    "unknown test `{value}` (expected one of {}){learn}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -156,7 +161,8 @@ pub struct Args {
     #[arg(long)]
     pub dimension: Option<u32>,
 
-    /// Tests to run, comma-separated: store, get, query, delete, mixed, getmany, storemany.
+    /// Tests to run, comma-separated: store, get, query, delete, mixed, getmany, storemany,
+    /// search.
     #[arg(
         short = 't',
         long = "tests",
@@ -199,6 +205,26 @@ pub struct Args {
     /// Results per search (`-t search`), at most the server's MAX_SEARCH_K
     #[arg(long, default_value_t = 10)]
     pub search_k: u32,
+
+    /// Searches compare every stored vector (the request's `exact`) instead of asking the
+    /// server's index.
+    #[arg(long)]
+    pub exact: bool,
+
+    /// Search breadth of index searches (the request's `ef`); 0: the server's HNSW_EF_SEARCH.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub ef: u32,
+
+    /// Stored vectors come from this file: little-endian f32 values, the dimension's number a
+    /// vector, back to back (as bench/ann_bench.py writes them); key i gets vector i modulo
+    /// their number, so `--prefill -r <vectors>` stores each once. Default: one fixed vector.
+    #[arg(long)]
+    pub vectors: Option<std::path::PathBuf>,
+
+    /// Search queries (`-t search`) come from this file, same format, in turn across all
+    /// connections. Default: the fixed vector.
+    #[arg(long)]
+    pub queries: Option<std::path::PathBuf>,
 
     /// Concept type of stored concepts and of the query test.
     #[arg(long, default_value = "bench")]
@@ -351,7 +377,10 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
         let error = parse(&["-t", "learn"]).unwrap_err().to_string();
-        assert!(error.contains("embedding pipeline"), "{error}");
+        assert!(
+            error.contains("learn_load.py") && error.contains("search"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sutra_bench::args::{Args, Test};
 use sutra_bench::report::{self, RunInfo, RunJson, TestReport};
 use sutra_bench::run::{self, Plan};
-use sutra_bench::workload::{Ids, Shape, Templates};
+use sutra_bench::workload::{Ids, Shape, Templates, VectorFile};
 use sutra_protocol::{HealthInfo, Request, Response};
 use tokio::net::TcpStream;
 
@@ -64,6 +64,20 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<TestReport>> {
         query_limit: args.query_limit,
         batch: args.batch,
         search_k: args.search_k,
+        exact: args.exact,
+        ef: args.ef,
+        vectors: args
+            .vectors
+            .as_deref()
+            .map(|path| VectorFile::read(path, dimension))
+            .transpose()
+            .context("--vectors")?,
+        queries: args
+            .queries
+            .as_deref()
+            .map(|path| VectorFile::read(path, dimension))
+            .transpose()
+            .context("--queries")?,
     })?);
     let info = RunInfo {
         address: address.clone(),

@@ -1,7 +1,11 @@
 //! Request generation without allocation: each request kind is encoded once into a template
-//! frame, and each request copies the template and patches the request id and the 12 digits
-//! of its key in place.
+//! frame, and each request copies the template and patches the request id, the 12 digits of
+//! its key and (with vectors from a file) the vector's values in place.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
 use bytes::BytesMut;
 use sutra_protocol::{
     Attributes, ConceptId, FrameCodec, QueryByType, Request, RequestFrame, Search, SearchQuery,
@@ -44,15 +48,100 @@ impl Kind {
     }
 }
 
+/// Vectors read from a file of little-endian f32 values, `dimension` a vector, back to back
+/// (what `bench/ann_bench.py` writes), kept as the bytes a frame carries them in.
+#[derive(Clone)]
+pub struct VectorFile {
+    bytes: Arc<[u8]>,
+    row_bytes: usize,
+}
+
+impl std::fmt::Debug for VectorFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VectorFile")
+            .field("vectors", &self.len())
+            .field("row_bytes", &self.row_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VectorFile {
+    /// Reads `path`: a whole number of `dimension`-value vectors, at least one, every value
+    /// finite.
+    pub fn read(path: &Path, dimension: u32) -> anyhow::Result<VectorFile> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        VectorFile::new(bytes, dimension).with_context(|| format!("{}", path.display()))
+    }
+
+    /// The vectors in `bytes`, checked as [`VectorFile::read`] says.
+    pub fn new(bytes: Vec<u8>, dimension: u32) -> anyhow::Result<VectorFile> {
+        let row_bytes = dimension as usize * 4;
+        if row_bytes == 0 {
+            bail!("vectors need a dimension (the server stores none)");
+        }
+        if bytes.is_empty() || !bytes.len().is_multiple_of(row_bytes) {
+            bail!(
+                "{} bytes are not a whole number of {dimension}-value f32 vectors ({row_bytes} \
+                 bytes each)",
+                bytes.len()
+            );
+        }
+        if let Some(at) = bytes.chunks_exact(4).position(|value| {
+            !f32::from_le_bytes([value[0], value[1], value[2], value[3]]).is_finite()
+        }) {
+            bail!("value {at} is not a finite number");
+        }
+        Ok(VectorFile {
+            bytes: bytes.into(),
+            row_bytes,
+        })
+    }
+
+    /// Vectors in the file.
+    pub fn len(&self) -> u64 {
+        (self.bytes.len() / self.row_bytes) as u64
+    }
+
+    /// Whether there are none (never, once read).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The bytes of vector `index` modulo their number.
+    fn row(&self, index: u64) -> &[u8] {
+        #[expect(clippy::cast_possible_truncation, reason = "below the vector count")]
+        let start = (index % self.len()) as usize * self.row_bytes;
+        &self.bytes[start..start + self.row_bytes]
+    }
+}
+
 /// One encoded frame with the places to patch.
 #[derive(Debug, Clone)]
 struct Template {
     frame: Vec<u8>,
     /// Offset of the first digit of each key (ids or cursor).
     key_digits: Vec<usize>,
+    /// Offset of the vector's values, when the frame carries one.
+    vector_at: Option<usize>,
 }
 
 impl Template {
+    /// `request` encoded, with the offsets of its keys and of `vector` (the request's vector
+    /// values, little-endian, when it has one).
+    fn with_vector(request: Request, vector: Option<&[u8]>) -> anyhow::Result<Template> {
+        let mut template = Template::new(request)?;
+        if let Some(vector) = vector.filter(|vector| !vector.is_empty()) {
+            template.vector_at = template
+                .frame
+                .windows(vector.len())
+                .position(|window| window == vector);
+            if template.vector_at.is_none() {
+                bail!("the encoded request does not carry its vector's values as they are");
+            }
+        }
+        Ok(template)
+    }
+
     fn new(request: Request) -> anyhow::Result<Template> {
         let mut frame = BytesMut::new();
         FrameCodec::new(MAX_FRAME_BYTES_CAP).encode(
@@ -72,7 +161,18 @@ impl Template {
         Ok(Template {
             frame: frame.to_vec(),
             key_digits,
+            vector_at: None,
         })
+    }
+
+    /// Writes `vector` (as many bytes as the template's) over the vector of `frame`, a copy of
+    /// this template.
+    fn patch_vector(&self, frame: &mut [u8], vector: &[u8]) {
+        if let Some(at) = self.vector_at {
+            if let Some(values) = frame.get_mut(at..at + vector.len()) {
+                values.copy_from_slice(vector);
+            }
+        }
     }
 
     /// Appends the frame with `request_id`, giving key number `i` the value `key_index(i)`.
@@ -124,6 +224,14 @@ pub struct Shape {
     pub batch: u32,
     /// Results per Search.
     pub search_k: u32,
+    /// Searches compare every stored vector.
+    pub exact: bool,
+    /// Search breadth of index searches (0: the server's).
+    pub ef: u32,
+    /// Stored vectors (key i gets vector i); `None`: one fixed vector.
+    pub vectors: Option<VectorFile>,
+    /// Search queries, in turn; `None`: the fixed vector.
+    pub queries: Option<VectorFile>,
 }
 
 /// The encoded templates of every request kind; shared by all connections.
@@ -136,12 +244,23 @@ pub struct Templates {
     get_many: Template,
     store_many: Template,
     search: Template,
+    vectors: Option<VectorFile>,
+    queries: Option<VectorFile>,
 }
 
 impl Templates {
     /// Encodes the templates for concepts of `shape`.
     pub fn new(shape: &Shape) -> anyhow::Result<Templates> {
         let placeholder = || ConceptId::parse(&key(0));
+        for file in [&shape.vectors, &shape.queries].into_iter().flatten() {
+            if file.row_bytes != shape.dimension as usize * 4 {
+                bail!(
+                    "vectors from a file have {} values, the server's dimension is {}",
+                    file.row_bytes / 4,
+                    shape.dimension
+                );
+            }
+        }
         let embedding = match shape.dimension {
             0 => None,
             dimension => {
@@ -162,25 +281,37 @@ impl Templates {
             ttl_seconds: None,
         };
         let batch = shape.batch.max(1);
-        // The query is the stored vector itself (every score is 1; the cost of an exact
-        // search does not depend on the values). Without a dimension there is nothing to
-        // search for: the search template is never sent (a store without vectors).
+        let vector_bytes: Option<Vec<u8>> = store.embedding.as_ref().map(|vector| {
+            vector
+                .as_slice()
+                .iter()
+                .flat_map(|value| value.to_le_bytes())
+                .collect()
+        });
+        // Without a query file the query is the stored vector itself (every score is 1; the
+        // cost of an exact search does not depend on the values). Without a dimension there
+        // is nothing to search for: the search template is never sent (a store without
+        // vectors).
         let query = store.embedding.clone().map_or(
             SearchQuery::Text("sutra-bench".to_owned()),
             SearchQuery::Vector,
         );
         Ok(Templates {
-            search: Template::new(Request::Search(Search {
-                exact: true,
-                ..Search::new(query, shape.search_k.max(1))
-            }))?,
+            search: Template::with_vector(
+                Request::Search(Search {
+                    exact: shape.exact,
+                    ef: shape.ef,
+                    ..Search::new(query, shape.search_k.max(1))
+                }),
+                vector_bytes.as_deref(),
+            )?,
             get_many: Template::new(Request::GetMany {
                 ids: (0..batch)
                     .map(|_| placeholder())
                     .collect::<Result<_, _>>()?,
             })?,
             store_many: Template::new(Request::StoreMany(vec![store.clone(); batch as usize]))?,
-            store: Template::new(Request::StoreConcept(store))?,
+            store: Template::with_vector(Request::StoreConcept(store), vector_bytes.as_deref())?,
             get: Template::new(Request::GetConceptById { id: placeholder()? })?,
             delete: Template::new(Request::Delete { id: placeholder()? })?,
             query: Template::new(Request::QueryByType(QueryByType {
@@ -188,6 +319,8 @@ impl Templates {
                 limit: shape.query_limit,
                 cursor: key(0),
             }))?,
+            vectors: shape.vectors.clone(),
+            queries: shape.queries.clone(),
         })
     }
 
@@ -210,7 +343,7 @@ pub enum Ids {
 /// One connection's request generator.
 #[derive(Debug)]
 pub struct Generator {
-    templates: std::sync::Arc<Templates>,
+    templates: Arc<Templates>,
     rng: fastrand::Rng,
     keyspace: u64,
     get_percent: u8,
@@ -221,7 +354,7 @@ pub struct Generator {
 impl Generator {
     /// A generator seeded from `seed` (distinct per connection).
     pub fn new(
-        templates: std::sync::Arc<Templates>,
+        templates: Arc<Templates>,
         seed: u64,
         keyspace: u64,
         get_percent: u8,
@@ -271,14 +404,38 @@ impl Generator {
         let keys = template.key_digits.len() as u64;
         let (ids, keyspace) = (self.ids, self.keyspace);
         let rng = &mut self.rng;
+        let start = dst.len();
+        let mut first_key = 0;
         template.append(
             request_id,
-            |item| match ids {
-                Ids::Random => rng.u64(0..keyspace),
-                Ids::Sequential => sequence.wrapping_mul(keys).wrapping_add(item) % keyspace,
+            |item| {
+                let key = match ids {
+                    Ids::Random => rng.u64(0..keyspace),
+                    Ids::Sequential => sequence.wrapping_mul(keys).wrapping_add(item) % keyspace,
+                };
+                if item == 0 {
+                    first_key = key;
+                }
+                key
             },
             dst,
         );
+        let vector = match kind {
+            Kind::Store => self
+                .templates
+                .vectors
+                .as_ref()
+                .map(|file| file.row(first_key)),
+            Kind::Search => self
+                .templates
+                .queries
+                .as_ref()
+                .map(|file| file.row(sequence)),
+            _ => None,
+        };
+        if let Some(vector) = vector {
+            template.patch_vector(&mut dst[start..], vector);
+        }
         (request_id, kind)
     }
 }
@@ -300,7 +457,81 @@ mod tests {
             query_limit: 10,
             batch: 4,
             search_k: 7,
+            exact: true,
+            ef: 0,
+            vectors: None,
+            queries: None,
         }
+    }
+
+    fn file(vectors: &[Vec<f32>]) -> VectorFile {
+        let bytes = vectors
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        VectorFile::new(bytes, 256).unwrap()
+    }
+
+    #[test]
+    fn vectors_from_files_go_to_their_keys_and_queries_in_turn() {
+        let row = |seed: u16| -> Vec<f32> { (0..256).map(|i| f32::from(i + seed)).collect() };
+        let templates = Arc::new(
+            Templates::new(&Shape {
+                exact: false,
+                ef: 40,
+                vectors: Some(file(&[row(0), row(1), row(2)])),
+                queries: Some(file(&[row(7), row(8)])),
+                ..shape()
+            })
+            .unwrap(),
+        );
+        let mut generator = Generator::new(templates, 1, 1_000, 0, Ids::Sequential);
+        for sequence in [0_u16, 1, 2, 4] {
+            let mut bytes = Vec::new();
+            generator.append(Test::Store, u64::from(sequence), &mut bytes);
+            let Request::StoreConcept(store) = decode(&bytes).request else {
+                panic!("not a store");
+            };
+            assert_eq!(store.id.as_str(), key(u64::from(sequence)));
+            assert_eq!(
+                store.embedding.unwrap().as_slice(),
+                row(sequence % 3).as_slice()
+            );
+            assert_eq!(
+                store.content.len(),
+                176,
+                "the rest of the frame is untouched"
+            );
+        }
+        for sequence in [0_u16, 1, 2] {
+            let mut bytes = Vec::new();
+            generator.append(Test::Search, u64::from(sequence), &mut bytes);
+            let Request::Search(search) = decode(&bytes).request else {
+                panic!("not a search");
+            };
+            assert_eq!((search.k, search.exact, search.ef), (7, false, 40));
+            let SearchQuery::Vector(vector) = search.query else {
+                panic!("not a vector query");
+            };
+            assert_eq!(vector.as_slice(), row(7 + sequence % 2).as_slice());
+        }
+    }
+
+    #[test]
+    fn vector_files_must_fit_the_dimension_and_be_finite() {
+        assert!(VectorFile::new(vec![0; 1023], 256).is_err());
+        assert!(VectorFile::new(Vec::new(), 256).is_err());
+        assert!(VectorFile::new(vec![0; 1024], 0).is_err());
+        let mut nan = vec![0_u8; 1024];
+        nan[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(VectorFile::new(nan, 256).is_err());
+        assert_eq!(VectorFile::new(vec![0; 2048], 256).unwrap().len(), 2);
+        let wrong = Shape {
+            vectors: Some(VectorFile::new(vec![0; 512], 128).unwrap()),
+            ..shape()
+        };
+        assert!(Templates::new(&wrong).is_err());
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! own fine-grained locks.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -200,6 +201,12 @@ pub(crate) struct VectorIndex {
     state: Mutex<State>,
     work: Condvar,
     dimension: usize,
+    /// `key_of.len()`, published with every change, so a search need not lock to read it.
+    stored: AtomicUsize,
+    /// Vectors searched exactly (queued, being added, overflow), published likewise after
+    /// each change: a search that reads 0 skips the queue without taking the lock. A vector
+    /// leaves the count only once the graph holds it, so nothing is missed in between.
+    queued: AtomicUsize,
 }
 
 impl VectorIndex {
@@ -215,6 +222,8 @@ impl VectorIndex {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             dimension,
+            stored: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
         });
         for number in 0..config.threads {
             let weak = Arc::downgrade(&index);
@@ -230,6 +239,13 @@ impl VectorIndex {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes the counts of `state` (called under its lock, after each change).
+    fn publish(&self, state: &State) {
+        self.stored.store(state.key_of.len(), Ordering::Release);
+        let queued = state.pending.len() + state.adding.len() + state.overflow.len();
+        self.queued.store(queued, Ordering::Release);
     }
 
     /// Takes the concept's vector (if it has one) in place of any earlier vector of its id.
@@ -262,6 +278,7 @@ impl VectorIndex {
             );
             self.work.notify_one();
         }
+        self.publish(&state);
         drop(state);
         if let Some(node) = orphan {
             self.graph.delete(node);
@@ -272,6 +289,7 @@ impl VectorIndex {
     pub(crate) fn forget(&self, id: &str) {
         let mut state = self.state();
         let orphan = state.key_of.remove(id).and_then(|old| state.drop_key(old));
+        self.publish(&state);
         drop(state);
         if let Some(node) = orphan {
             self.graph.delete(node);
@@ -289,7 +307,10 @@ impl VectorIndex {
         ef: usize,
         concept_type: &str,
     ) -> Vec<Arc<str>> {
-        let (tag, queued) = {
+        // Unfiltered, with nothing queued (the steady state), the lock is not needed here.
+        let (tag, queued) = if concept_type.is_empty() && self.queued.load(Ordering::Acquire) == 0 {
+            (None, Vec::new())
+        } else {
             let state = self.state();
             let tag = if concept_type.is_empty() {
                 None
@@ -341,7 +362,12 @@ impl VectorIndex {
 
     /// Vectors stored (in the graph or queued).
     pub(crate) fn len(&self) -> usize {
-        self.state().key_of.len()
+        self.stored.load(Ordering::Acquire)
+    }
+
+    /// Vectors searched exactly beside the graph (queued, being added, or overflow).
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Vectors stored but not in the graph yet (searched exactly meanwhile).
@@ -408,6 +434,7 @@ impl VectorIndex {
                     None => {}
                 }
             }
+            self.publish(&state);
         }
         for node in orphans {
             self.graph.delete(node);

@@ -3,7 +3,9 @@
 //! threads when there are many vectors. It is also the ground truth an index is measured by.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::BinaryHeap;
+
+use hashbrown::HashSet;
 use std::sync::Arc;
 
 use sutra_protocol::Concept;

@@ -7,7 +7,10 @@
 //! in their own key ranges, one request at a time, and record each acknowledgement. At a
 //! random moment the harness sends SIGKILL. On restart it reads every key: a key must hold its
 //! last acknowledged state, or the state of the one request that was in flight when the kill
-//! came (which may or may not have been applied). Then the next cycle begins.
+//! came (which may or may not have been applied). The similarity index must agree: each
+//! present key is found by its own vector at once (before the graph is rebuilt), and once it
+//! is rebuilt its answers match the exact ones and name only present keys, scored by their
+//! vectors now. Then the next cycle begins.
 //!
 //! A `kill -9` keeps the page cache, so this catches lost writes and recovery bugs but not a
 //! missing fsync; the simulated disk in `sutra-wal` covers that.
@@ -27,7 +30,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sutra_client::sutra_protocol::{Attributes, ConceptId, ErrorCode, StoreConcept, Vector};
+use sutra_client::sutra_protocol::{
+    Attributes, ConceptId, ErrorCode, Search, SearchQuery, StoreConcept, Vector,
+};
 use sutra_client::{Client, ClientConfig};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sutra-storage");
@@ -93,6 +98,8 @@ fn start_server(dir: &std::path::Path) -> (ServerProcess, String) {
         .env("WAL_SEGMENT_BYTES", "262144")
         .env("CHECKPOINT_INTERVAL_SECS", "1")
         .env("CHECKPOINT_WAL_BYTES", "131072")
+        // Searches go through the graph however few vectors there are.
+        .env("SEARCH_EXACT_BELOW", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -126,9 +133,10 @@ fn value(rng: &mut Rng, cycle: u64, writer: u64, sequence: u64) -> Value {
         ("sequence".to_owned(), sequence.to_string()),
         ("writer".to_owned(), writer.to_string()),
     ]);
+    // Random directions, so that the nearest vector to a key's own is that key's.
     #[expect(clippy::cast_precision_loss, reason = "test data")]
     let embedding = (0..DIMENSION)
-        .map(|index| (sequence * 31 + u64::from(index)) as f32 / 7.0)
+        .map(|_| rng.below(2_001) as f32 / 1_000.0 - 1.0)
         .collect();
     Value {
         content,
@@ -236,7 +244,103 @@ async fn verify(addr: &str, model: &Mutex<BTreeMap<String, Key>>, cycle: u64) {
             },
         );
     }
+    check_search(&client, &observed, cycle).await;
     *model.lock().unwrap() = observed;
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+fn search_for(vector: &[f32], k: u32, exact: bool) -> Search {
+    Search {
+        exact,
+        ef: 200,
+        ..Search::new(
+            SearchQuery::Vector(Vector::new(vector.to_vec(), DIMENSION).unwrap()),
+            k,
+        )
+    }
+}
+
+/// The index after a restart: present keys found by their own vectors at once, then (graph
+/// rebuilt) recall@10 against the exact answer, and only present keys, scored as they are now.
+async fn check_search(client: &Client, observed: &BTreeMap<String, Key>, cycle: u64) {
+    let present: BTreeMap<&str, &[f32]> = observed
+        .iter()
+        .filter_map(|(key, entry)| {
+            Some((
+                key.as_str(),
+                entry.acknowledged.as_ref()?.embedding.as_slice(),
+            ))
+        })
+        .collect();
+    for (key, vector) in present.iter().step_by(7) {
+        let found = client.search(search_for(vector, 1, false)).await.unwrap();
+        let first = found.hits.first().map(|hit| hit.id.as_str());
+        assert_eq!(
+            first,
+            Some(*key),
+            "cycle {cycle}: {key}'s own vector finds {first:?}"
+        );
+    }
+    let start = Instant::now();
+    while client
+        .stats()
+        .await
+        .unwrap()
+        .counters
+        .iter()
+        .any(|(name, value)| name == "index_pending" && *value > 0)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "cycle {cycle}: the index never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut rng = Rng(cycle + 1);
+    let (mut hits, mut wanted) = (0, 0);
+    for _ in 0..20 {
+        #[expect(clippy::cast_precision_loss, reason = "test data")]
+        let query: Vec<f32> = (0..DIMENSION)
+            .map(|_| rng.below(2_001) as f32 / 1_000.0 - 1.0)
+            .collect();
+        let truth = client.search(search_for(&query, 10, true)).await.unwrap();
+        let found = client.search(search_for(&query, 10, false)).await.unwrap();
+        for hit in &found.hits {
+            let vector = present.get(hit.id.as_str()).unwrap_or_else(|| {
+                panic!(
+                    "cycle {cycle}: the index found {}, which is not present",
+                    hit.id.as_str()
+                )
+            });
+            assert!(
+                (hit.score - cosine(&query, vector)).abs() < 1e-4,
+                "cycle {cycle}: {} scored from another vector",
+                hit.id.as_str()
+            );
+        }
+        let truth: Vec<&str> = truth.hits.iter().map(|hit| hit.id.as_str()).collect();
+        wanted += truth.len();
+        hits += found
+            .hits
+            .iter()
+            .filter(|hit| truth.contains(&hit.id.as_str()))
+            .count();
+    }
+    #[expect(clippy::cast_precision_loss, reason = "counts")]
+    let recall = if wanted == 0 {
+        1.0
+    } else {
+        hits as f64 / wanted as f64
+    };
+    assert!(
+        recall >= 0.95,
+        "cycle {cycle}: recall@10 after the restart {recall}"
+    );
 }
 
 fn parse_args() -> (u64, u64) {
