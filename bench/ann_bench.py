@@ -7,6 +7,9 @@ search breadth, one query per call on one thread, and batches on THREADS threads
     python ann_bench.py json2f32 VECTORS.json OUT.f32
     python ann_bench.py hnswlib|faiss BASE QUERIES DIM M EF_CONSTRUCTION BUILD_THREADS EFS THREADS K SECONDS
     python ann_bench.py report RESULTS.jsonl THREADS DATA VECTORS
+    python ann_bench.py http-recall PORT QUERIES COUNT EF   (a running sutra-storage's index
+        against its exact search, over HTTP: recall@10 of the first COUNT queries)
+    python ann_bench.py http-latency PORT QUERIES          (milliseconds of one search)
 
 Vectors are raw little-endian f32. Recall is against numpy's exact inner products (the
 vectors are unit length, so inner product is cosine similarity). Prints one JSON object.
@@ -211,7 +214,36 @@ def measure(search_one, search_batch, queries, seconds):
     return single, batched
 
 
+def http_search(port, vector, exact=False, ef=0):
+    """The ids sutra-storage's `POST /api/search` answers for `vector` (top 10)."""
+    import urllib.request
+    body = {"vector": [float(v) for v in vector], "k": 10, "exact": exact}
+    if ef:
+        body["ef"] = ef
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/search",
+                                     json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as reply:
+        return [hit["id"] for hit in json.load(reply)["results"]]
+
+
+def http_recall(port, queries_path, count, ef):
+    rows = np.fromfile(queries_path, dtype="<f4").reshape(-1, 256)[:count]
+    truth = [set(http_search(port, row, exact=True)) for row in rows]
+    found = [http_search(port, row, ef=ef) for row in rows]
+    return recall(found, truth)
+
+
 def main():
+    if sys.argv[1] == "http-recall":
+        print(f"{http_recall(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])):.3f}")
+        return
+    if sys.argv[1] == "http-latency":
+        row = np.fromfile(sys.argv[3], dtype="<f4", count=256)
+        started = time.perf_counter()
+        http_search(sys.argv[2], row)
+        print(f"{(time.perf_counter() - started) * 1000:.0f}")
+        return
     if sys.argv[1] == "data":
         base, queries, n, q, dim, clusters, spread = sys.argv[2:9]
         make_data(base, queries, int(n), int(q), int(dim), int(clusters), float(spread))

@@ -57,44 +57,8 @@ wait_settled() {
   since "$1"
 }
 
-# recall@10 of the index against exact search, and the first search's seconds and latency.
-recall() {
-  "$venv/bin/python" - "$port" "$query_file" "$queries" "$ef" <<'EOF'
-import json, sys, time, urllib.request
-import numpy as np
-port, path, count, ef = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-rows = np.fromfile(path, dtype="<f4").reshape(-1, 256)[:count]
-def search(vector, exact):
-    body = json.dumps({"vector": [float(v) for v in vector], "k": 10, "exact": exact, "ef": ef}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/search", body,
-                                     {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=600) as reply:
-        return [hit["id"] for hit in json.load(reply)["results"]]
-hits = wanted = 0
-for row in rows:
-    truth = search(row, True)
-    found = search(row, False)
-    hits += len(set(truth) & set(found))
-    wanted += len(truth)
-print(f"{hits / wanted:.3f}")
-EOF
-}
-
-first_search() {
-  "$venv/bin/python" - "$port" "$query_file" <<'EOF'
-import json, sys, time, urllib.request
-import numpy as np
-port, path = sys.argv[1], sys.argv[2]
-row = np.fromfile(path, dtype="<f4", count=256)
-body = json.dumps({"vector": [float(v) for v in row], "k": 10}).encode()
-request = urllib.request.Request(f"http://127.0.0.1:{port}/api/search", body,
-                                 {"Content-Type": "application/json"})
-started = time.perf_counter()
-with urllib.request.urlopen(request, timeout=600) as reply:
-    json.load(reply)
-print(f"{(time.perf_counter() - started) * 1000:.0f}")
-EOF
-}
+# recall@10 of the index (at ef $ef) against exact search, over HTTP.
+recall() { "$venv/bin/python" bench/ann_bench.py http-recall "$port" "$query_file" "$queries" "$ef"; }
 
 echo "filling $vectors vectors" >&2
 started=$(now)
@@ -113,12 +77,9 @@ for how in TERM KILL; do
   kill "-$how" "$pid"; wait "$pid" 2>/dev/null || true; pid=""
   started=$(now)
   start_server
-  for _ in $(seq 1 6000); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-    sleep 0.1
-  done
+  wait_for_port "$port" 600
   listening=$(since "$started")
-  latency=$(first_search)
+  latency=$("$venv/bin/python" bench/ann_bench.py http-latency "$port" "$query_file")
   answered=$(since "$started")
   settled=$(wait_settled "$started")
   after=$(recall)

@@ -1,7 +1,7 @@
 # Shared by the bench scripts, which source it after `cd` to the repository root.
 #
 #   stop_and_clean   an EXIT trap: stops the server in $pid (if set), removes $work
-#   wait_for_port P  waits up to 30 s for something to listen on 127.0.0.1:P
+#   wait_for_port P [S]  waits up to S seconds (30) for something to listen on 127.0.0.1:P
 #   wait_for_http U  waits up to 30 s for URL U to answer 2xx
 #   ensure_venv, start_hnsw_server, stats_field, wait_index_settled: below
 
@@ -11,7 +11,7 @@ stop_and_clean() {
 }
 
 wait_for_port() {
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 $(( ${2:-30} * 10 ))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     sleep 0.1
   done

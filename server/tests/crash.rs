@@ -134,15 +134,20 @@ fn value(rng: &mut Rng, cycle: u64, writer: u64, sequence: u64) -> Value {
         ("writer".to_owned(), writer.to_string()),
     ]);
     // Random directions, so that the nearest vector to a key's own is that key's.
-    #[expect(clippy::cast_precision_loss, reason = "test data")]
-    let embedding = (0..DIMENSION)
-        .map(|_| rng.below(2_001) as f32 / 1_000.0 - 1.0)
-        .collect();
+    let embedding = direction(rng);
     Value {
         content,
         attributes,
         embedding,
     }
+}
+
+/// A random vector, each value in -1..=1 in steps of 0.001.
+fn direction(rng: &mut Rng) -> Vec<f32> {
+    #[expect(clippy::cast_precision_loss, reason = "test data")]
+    (0..DIMENSION)
+        .map(|_| rng.below(2_001) as f32 / 1_000.0 - 1.0)
+        .collect()
 }
 
 fn id(writer: u64, key: u64) -> String {
@@ -304,10 +309,7 @@ async fn check_search(client: &Client, observed: &BTreeMap<String, Key>, cycle: 
     let mut rng = Rng(cycle + 1);
     let (mut hits, mut wanted) = (0, 0);
     for _ in 0..20 {
-        #[expect(clippy::cast_precision_loss, reason = "test data")]
-        let query: Vec<f32> = (0..DIMENSION)
-            .map(|_| rng.below(2_001) as f32 / 1_000.0 - 1.0)
-            .collect();
+        let query = direction(&mut rng);
         let truth = client.search(search_for(&query, 10, true)).await.unwrap();
         let found = client.search(search_for(&query, 10, false)).await.unwrap();
         for hit in &found.hits {
