@@ -87,6 +87,10 @@ impl Engine {
                 Arc::clone(&clock),
             )?),
         };
+        // Recovered: what the log replayed is final, so the graph takes only current vectors.
+        if let Some(index) = store.index() {
+            index.run();
+        }
         let bounded = config.capacity.map(Bounded::new);
         let engine = Engine {
             store,
@@ -407,7 +411,7 @@ impl Engine {
             )));
         }
         let now_ms = self.clock.now_ms();
-        let ef = if ef == 0 { settings.ef_search } else { ef };
+        let ef = self.breadth(ef);
         Ok(match self.graph_for(concept_type, exact, ef) {
             Some(index) => Found {
                 neighbours: search::approximate(
@@ -428,6 +432,15 @@ impl Engine {
         })
     }
 
+    /// A search's breadth: `ef`, or `HNSW_EF_SEARCH` for 0.
+    fn breadth(&self, ef: usize) -> usize {
+        if ef == 0 {
+            self.config.index.ef_search
+        } else {
+            ef
+        }
+    }
+
     /// The index, when a search with these settings (`ef` resolved) walks its graph.
     fn graph_for(&self, concept_type: &str, exact: bool, ef: usize) -> Option<&Arc<VectorIndex>> {
         self.store
@@ -441,11 +454,7 @@ impl Engine {
     /// taken in yet). A server runs such searches where the request arrived, and the others
     /// (scans) on threads of their own. A guess: the answer may change before the search runs.
     pub fn search_is_quick(&self, concept_type: &str, exact: bool, ef: usize) -> bool {
-        let ef = if ef == 0 {
-            self.config.index.ef_search
-        } else {
-            ef
-        };
+        let ef = self.breadth(ef);
         ef <= QUICK_SEARCH_MAX_EF
             && self
                 .graph_for(concept_type, exact, ef)

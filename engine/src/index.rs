@@ -173,6 +173,10 @@ struct State {
     node_of: HashMap<u64, u32>,
     /// Vectors the graph could not take (it is full): searched exactly, like the queue.
     overflow: HashMap<u64, Queued>,
+    /// Whether the indexer threads take queued vectors: not while start-up replays the log,
+    /// whose overwrites and deletes would otherwise put vectors in the graph only to leave
+    /// them there as tombstones (searched exactly from the queue meanwhile).
+    running: bool,
 }
 
 impl State {
@@ -210,8 +214,9 @@ pub(crate) struct VectorIndex {
 }
 
 impl VectorIndex {
-    /// An empty graph for `dimension`-value vectors, with its indexer threads running (they
-    /// stop within [`IDLE_WAIT`] of the index being dropped).
+    /// An empty graph for `dimension`-value vectors, with its indexer threads started (they
+    /// take vectors once [`VectorIndex::run`] is called, and stop within [`IDLE_WAIT`] of the
+    /// index being dropped).
     pub(crate) fn start(
         config: &IndexConfig,
         dimension: usize,
@@ -385,15 +390,24 @@ impl VectorIndex {
         }
     }
 
+    /// Lets the indexer threads take queued vectors (after start-up's recovery).
+    pub(crate) fn run(&self) {
+        self.state().running = true;
+        self.work.notify_all();
+    }
+
     /// Waits up to [`IDLE_WAIT`] for queued vectors and takes up to [`BATCH`] of them.
     fn claim(&self) -> Vec<(u64, Queued)> {
         let mut state = self.state();
-        if state.pending.is_empty() {
+        if !state.running || state.pending.is_empty() {
             state = self
                 .work
                 .wait_timeout(state, IDLE_WAIT)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        }
+        if !state.running {
+            return Vec::new();
         }
         let mut batch = Vec::new();
         while batch.len() < BATCH {
