@@ -12,8 +12,15 @@
 # Payload: redis-benchmark -d 1200 (a 1200-byte value); sutra-bench -d 176 with a 256-dim
 # f32 vector (176 + 1024 = 1200 bytes of content and vector). Ids are random over 100,000
 # keys on both (-r 100000).
+# Each test (store, then get) is a separate run of the load generator against the same server,
+# and the server's CPU time (user + system, with reaped children's, from /proc/<pid>/stat) is
+# read before and after it:
+# "server CPU µs/op" is that difference over the requests of the test. The load generator's
+# own CPU is not in it. On a machine where both share the cores, CPU per operation is the
+# figure that says which server wastes less; throughput mostly follows it.
 # Environment: REDIS_PORT (default 16379), SUTRA_PORT (default 16380), KEYSPACE (100000),
-# RESULTS (a file to keep the raw rows in).
+# RESULTS (a file to keep the raw rows in), CONFIGS (a subset of the config lines below, e.g.
+# "everysec 50 1 200000", newline-separated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,33 +62,63 @@ stop_server() {
   server_pid=""
 }
 
-# run_redis FSYNC CLIENTS PIPELINE REQUESTS: prints "redis FSYNC C P TEST RPS P99" rows.
+clock_ticks=$(getconf CLK_TCK)
+
+# cpu_ticks PID: the process's user + system CPU time so far, its own and that of its reaped
+# children, in clock ticks (fields 14-17 of /proc/PID/stat, counted after the command name,
+# which may hold spaces). Redis rewrites its AOF in a forked child; that work is the
+# counterpart of sutra's checkpoints and is counted on both sides.
+cpu_ticks() {
+  local stat
+  stat=$(<"/proc/$1/stat")
+  stat=${stat##*) }
+  awk '{ print $12 + $13 + $14 + $15 }' <<<"$stat"
+}
+
+# measure NAME FSYNC C P TEST REQUESTS COMMAND...: runs the load generator COMMAND (CSV out)
+# and prints "NAME FSYNC C P TEST RPS P99 CPU_US_PER_OP", the server's CPU over the run.
+measure() {
+  local name=$1 fsync=$2 clients=$3 pipeline=$4 test=$5 requests=$6 before after
+  shift 6
+  before=$(cpu_ticks "$server_pid")
+  "$@" | awk -F, 'NR > 1 { for (i = 1; i <= NF; i++) gsub(/"/, "", $i); print $2, $7 }' \
+    >"$work/row"
+  after=$(cpu_ticks "$server_pid")
+  awk -v n="$name" -v f="$fsync" -v c="$clients" -v p="$pipeline" -v t="$test" \
+    -v ticks=$((after - before)) -v hz="$clock_ticks" -v requests="$requests" \
+    '{ print n, f, c, p, t, $1, $2, ticks / hz * 1e6 / requests }' "$work/row"
+}
+
+# run_redis FSYNC CLIENTS PIPELINE REQUESTS: prints a row per test (store = SET, get = GET).
 run_redis() {
-  local fsync=$1 clients=$2 pipeline=$3 requests=$4 dir
+  local fsync=$1 clients=$2 pipeline=$3 requests=$4 dir test
   dir=$(mktemp -d "$work/redis.XXXX")
   redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$dir" --save "" \
     --appendonly yes --appendfsync "$fsync" --daemonize no --logfile "$dir/log" &
   server_pid=$!
   wait_for_port "$redis_port"
-  redis-benchmark -h 127.0.0.1 -p "$redis_port" -t set,get -d 1200 -c "$clients" \
-    -P "$pipeline" -n "$requests" -r "$keyspace" --csv \
-    | awk -F, -v f="$fsync" -v c="$clients" -v p="$pipeline" \
-        'NR > 1 { for (i = 1; i <= NF; i++) gsub(/"/, "", $i); print "redis", f, c, p, ($1 == "SET" ? "store" : "get"), $2, $7 }'
+  for test in set get; do
+    measure redis "$fsync" "$clients" "$pipeline" "$([ $test = set ] && echo store || echo get)" \
+      "$requests" redis-benchmark -h 127.0.0.1 -p "$redis_port" -t "$test" -d 1200 \
+      -c "$clients" -P "$pipeline" -n "$requests" -r "$keyspace" --csv
+  done
   stop_server
   rm -rf "$dir"
 }
 
+# run_sutra FSYNC CLIENTS PIPELINE REQUESTS: the same for sutra-storage.
 run_sutra() {
-  local fsync=$1 clients=$2 pipeline=$3 requests=$4 dir
+  local fsync=$1 clients=$2 pipeline=$3 requests=$4 dir test
   dir=$(mktemp -d "$work/sutra.XXXX")
   VECTOR_INDEX=${VECTOR_INDEX:-none} "$sutra_storage" --host 127.0.0.1 --port "$sutra_port" \
     --storage-path "$dir" --fsync "$fsync" 2>"$dir.log" &
   server_pid=$!
   wait_for_port "$sutra_port"
-  "$sutra_bench" -h 127.0.0.1 -p "$sutra_port" -t store,get -d 176 -c "$clients" \
-    -P "$pipeline" -n "$requests" -r "$keyspace" --csv \
-    | awk -F, -v f="$fsync" -v c="$clients" -v p="$pipeline" \
-        'NR > 1 { for (i = 1; i <= NF; i++) gsub(/"/, "", $i); print "sutra", f, c, p, tolower($1), $2, $7 }'
+  for test in store get; do
+    measure sutra "$fsync" "$clients" "$pipeline" "$test" "$requests" \
+      "$sutra_bench" -h 127.0.0.1 -p "$sutra_port" -t "$test" -d 176 -c "$clients" \
+      -P "$pipeline" -n "$requests" -r "$keyspace" --csv
+  done
   stop_server
   rm -rf "$dir" "$dir.log"
 }
@@ -94,6 +131,7 @@ configs=(
   "always 50 16 200000"
   "always 1 1 2000"
 )
+if [ -n "${CONFIGS:-}" ]; then mapfile -t configs <<<"$CONFIGS"; fi
 
 for round in $(seq 1 "$rounds"); do
   for config in "${configs[@]}"; do
@@ -113,8 +151,8 @@ done
 echo
 echo "Medians of $rounds rounds; $(nproc) cores; $(redis-server --version | cut -d' ' -f1-3)"
 echo
-echo "| fsync | -c | -P | test | Redis ops/s | sutra ops/s | sutra/Redis | Redis p99 ms | sutra p99 ms |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| fsync | -c | -P | test | Redis ops/s | sutra ops/s | sutra/Redis | Redis p99 ms | sutra p99 ms | Redis CPU µs/op | sutra CPU µs/op | CPU sutra/Redis |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 # Median of each (server, config, test) column, then one row per config and test.
 sort -k2,2 -k3,3n -k4,4n -k5,5r "$raw" | awk '
   function median(list,   n, values, i, j, t) {
@@ -128,14 +166,16 @@ sort -k2,2 -k3,3n -k4,4n -k5,5r "$raw" | awk '
     if (!(key in seen)) { seen[key] = 1; order[++count] = key }
     rps[$1, key] = rps[$1, key] " " $6
     p99[$1, key] = p99[$1, key] " " $7
+    cpu[$1, key] = cpu[$1, key] " " $8
   }
   END {
     for (i = 1; i <= count; i++) {
       key = order[i]; split(key, k, " ")
       r = median(rps["redis", key]); s = median(rps["sutra", key])
-      printf "| %s | %s | %s | %s | %.0f | %.0f | %.2f | %.3f | %.3f |\n",
+      rc = median(cpu["redis", key]); sc = median(cpu["sutra", key])
+      printf "| %s | %s | %s | %s | %.0f | %.0f | %.2f | %.3f | %.3f | %.2f | %.2f | %.2f |\n",
         k[1], k[2], k[3], k[4], r, s, (r > 0 ? s / r : 0),
-        median(p99["redis", key]), median(p99["sutra", key])
+        median(p99["redis", key]), median(p99["sutra", key]), rc, sc, (rc > 0 ? sc / rc : 0)
     }
   }'
 if [ -n "${RESULTS:-}" ]; then echo; echo "raw rows: $raw"; fi

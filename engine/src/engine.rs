@@ -13,7 +13,7 @@ use crate::config::{Durability, EngineConfig};
 use crate::counters::{EngineCounters, Latencies, RecoverySummary};
 use crate::error::EngineError;
 use crate::index::{IndexConfig, IndexKind, IndexStats, VectorIndex};
-use crate::pending::{PendingInner, PendingWrite};
+use crate::pending::{PendingInner, PendingWrite, Queued};
 use crate::persist::{self, About};
 use crate::record::{self, Record};
 use crate::search::{self, Found, Neighbour};
@@ -177,7 +177,9 @@ impl Engine {
         }
     }
 
-    /// Logs `record` and, once it is durable, runs `apply` (on the WAL thread, in log order).
+    /// Logs `record` and, once it is durable, runs `apply` (on the thread that writes the
+    /// batch, in log order). The record is queued; the returned write writes it when awaited
+    /// or dropped.
     fn commit<T: Send + 'static>(
         &self,
         record: Result<Vec<u8>, sutra_protocol::EncodeError>,
@@ -216,7 +218,10 @@ impl Engine {
             }),
             about,
         );
-        PendingWrite(PendingInner::Waiting(receiver))
+        PendingWrite(PendingInner::Waiting(
+            receiver,
+            Queued(Arc::clone(persistence)),
+        ))
     }
 
     /// Inserts or replaces a concept; the server sets its creation time and expiry (absolute,

@@ -2,12 +2,12 @@
 //!
 //! Writes go through the write-ahead log (`sutra-wal`): the engine encodes a [`Record`],
 //! appends it, and applies it to the in-memory store *inside the log's acknowledgement*, on
-//! the WAL thread, in LSN order. So memory changes in exactly the order of the log, a write
+//! whichever thread wrote the batch (usually the request's own), in LSN order. So memory changes in exactly the order of the log, a write
 //! is visible to readers only once it is durable under the fsync policy, and replaying the
 //! log rebuilds the same state. Reads never touch the log.
 //!
 //! Checkpoints (`persist`) snapshot every live concept at a consistent LSN (taken on the
-//! WAL thread between batches) and delete the log segments the snapshot covers. Start-up
+//! log thread between batches, while no other batch is written) and delete the log segments the snapshot covers. Start-up
 //! loads the newest snapshot, then replays the log after it.
 //!
 //! An engine can also run without a data directory ([`Durability::InMemory`]), applying

@@ -87,9 +87,4 @@ impl MappedSegment {
         // (module docs). Every bit pattern is a valid f32.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start).cast::<f32>(), len) }
     }
-
-    /// Makes every write to the segment durable (msync).
-    pub(crate) fn flush(&self) -> io::Result<()> {
-        self.map.flush()
-    }
 }

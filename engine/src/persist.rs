@@ -233,8 +233,15 @@ impl Persistence {
         self.wal_bytes_since_checkpoint
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         match &*self.wal.read().unwrap_or_else(PoisonError::into_inner) {
-            Some(wal) => wal.append(payload, ack),
+            Some(wal) => wal.append_deferred(payload, ack),
             None => ack(Err(WalError::Closed)),
+        }
+    }
+
+    /// Writes the appends queued by [`Persistence::append`] (see [`Wal::write_queued`]).
+    pub(crate) fn write_queued(&self) {
+        if let Some(wal) = &*self.wal.read().unwrap_or_else(PoisonError::into_inner) {
+            wal.write_queued();
         }
     }
 
@@ -288,24 +295,22 @@ impl Persistence {
             }
             let store = Arc::clone(&self.store);
             let clock = Arc::clone(&self.clock);
-            // Runs on the WAL thread between batches: the store matches the log exactly.
+            // Runs on the log thread between batches, holding the writer: the store matches
+            // the log exactly.
             wal.barrier(Box::new(move |lsn| {
                 let concepts = store.live_concepts(clock.now_ms());
                 let _ = sender.send((lsn, concepts));
             }))
             .map_err(EngineError::Wal)?;
         }
-        let (lsn, mut concepts) = cut.recv().map_err(|_| EngineError::ShuttingDown)?;
+        let (lsn, concepts) = cut.recv().map_err(|_| EngineError::ShuttingDown)?;
         let written_before = self.wal_bytes_since_checkpoint.load(Ordering::Relaxed);
         let events_before = self.event_bytes_since_checkpoint.load(Ordering::Relaxed);
         if lsn == self.checkpoint_lsn.load(Ordering::Relaxed) {
             return Ok(());
         }
-        // The snapshot names vector slots: their contents must be durable first.
-        if let Some(vectors) = &self.vectors {
-            vectors.flush()?;
-        }
-        snapshot::write(&self.dir.path, lsn, self.vector_dimension, &mut concepts)?;
+        // The snapshot carries the vectors inline: the vector segments need no sync.
+        snapshot::write(&self.dir.path, lsn, self.vector_dimension, &concepts)?;
         self.checkpoint_lsn.store(lsn, Ordering::Relaxed);
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.checkpoint_duration.record(started.elapsed());

@@ -76,33 +76,54 @@ pub(crate) fn encode_batch(concepts: &[std::sync::Arc<Concept>]) -> Result<Vec<u
         wire::put_len(&mut dst, put.len(), "batch item")?;
         dst.extend_from_slice(&put);
     }
-    Ok(dst.to_vec())
+    Ok(Vec::from(dst))
+}
+
+/// Encodes a Put into `dst` (cleared first): for a caller that encodes many, into one buffer.
+pub(crate) fn encode_put_into(dst: &mut BytesMut, concept: &Concept) -> Result<(), EncodeError> {
+    dst.clear();
+    dst.reserve(concept.encoded_len() + 1);
+    put_concept(dst, concept)
 }
 
 /// Encodes a Put without cloning the concept.
 pub(crate) fn encode_put(concept: &Concept) -> Result<Vec<u8>, EncodeError> {
     let mut dst = BytesMut::with_capacity(concept.encoded_len() + 1);
     put_concept(&mut dst, concept)?;
-    Ok(dst.to_vec())
+    Ok(Vec::from(dst))
 }
 
-/// Encodes a concept for a snapshot: a PutSlot when its embedding lives in a vector slot,
-/// else a Put.
+/// Encodes a concept as snapshots used to: a PutSlot when its embedding lives in a vector
+/// slot, else a Put. Snapshots now carry vectors inline (see `snapshot`); this stays for
+/// the format's documentation and the test that older snapshots still load.
+#[cfg(test)]
 pub(crate) fn encode_for_snapshot(concept: &Concept) -> Result<Vec<u8>, EncodeError> {
+    let mut dst = BytesMut::new();
+    encode_for_snapshot_into(&mut dst, concept)?;
+    Ok(Vec::from(dst))
+}
+
+/// [`encode_for_snapshot`] into `dst` (cleared first).
+#[cfg(test)]
+pub(crate) fn encode_for_snapshot_into(
+    dst: &mut BytesMut,
+    concept: &Concept,
+) -> Result<(), EncodeError> {
     let slot = concept
         .embedding
         .as_ref()
         .and_then(sutra_protocol::Vector::location);
     let Some(slot) = slot else {
-        return encode_put(concept);
+        return encode_put_into(dst, concept);
     };
     let slot = u32::try_from(slot).map_err(|_| EncodeError::FieldTooLong { field: "slot" })?;
-    let mut dst = BytesMut::with_capacity(concept.encoded_len() + 1);
-    put_head(&mut dst, TAG_PUT_SLOT, concept)?;
+    dst.clear();
+    dst.reserve(concept.encoded_len() + 1);
+    put_head(dst, TAG_PUT_SLOT, concept)?;
     dst.put_u8(1);
     dst.put_u32_le(slot);
-    put_tail(&mut dst, concept);
-    Ok(dst.to_vec())
+    put_tail(dst, concept);
+    Ok(())
 }
 
 fn put_head(dst: &mut BytesMut, tag: u8, concept: &Concept) -> Result<(), EncodeError> {
@@ -161,7 +182,7 @@ impl Record {
                 dst.put_u64_le(*at_ms);
             }
         }
-        Ok(dst.to_vec())
+        Ok(Vec::from(dst))
     }
 
     pub(crate) fn decode(bytes: &[u8], vector_dimension: u32) -> Result<Record, DecodeError> {

@@ -7,17 +7,26 @@
 //! | part | encoding |
 //! |---|---|
 //! | header (32 bytes) | magic `SUTRASNP`, format version u32 LE, vector_dimension u32 LE, lsn u64 LE, reserved u32, CRC32 of bytes 0..28 u32 LE |
-//! | each concept | length u32 LE, CRC32 of the payload u32 LE, payload (a Put [`Record`]) |
+//! | each concept | length u32 LE, CRC32 of the payload u32 LE, payload (a Put [`Record`], the vector inline) |
 //! | footer (16 bytes) | length 0 (u32), reserved u32, concept count u64 LE |
 //!
 //! A snapshot is only ever read whole: a bad checksum, a missing footer or a count mismatch
 //! stops start-up with an error naming the file.
+//!
+//! Vectors are written inline even when they live in mapped segments (`MMAP_ENABLED`), so
+//! the segments are never a source of truth and never synced: the log and the snapshot
+//! carry every vector. Snapshots written before this named each concept's slot instead
+//! (PutSlot records, after syncing the segments with `msync`); they are still read. Syncing
+//! the segments at each checkpoint made every dirty page read-only again, so the next store
+//! to it took a page fault, and each page cost a TLB shootdown on every core: a quarter of
+//! the server's CPU under a heavy store load (bench/RESULTS.md).
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use sutra_protocol::Concept;
 
 use super::datadir::{io_error, sync_dir, FORMAT_VERSION};
@@ -60,17 +69,33 @@ fn corrupt(path: &Path, reason: &str) -> EngineError {
     }
 }
 
-/// Writes a snapshot of `concepts` at `lsn`, in (type, id) order so that loading can build
-/// the type index in bulk, and deletes older snapshots.
+/// Writes a snapshot of `concepts` at `lsn` and deletes older snapshots. Concepts are
+/// written in the store's map order: loading sorts each type's ids once to build the type
+/// index, and sorting them here, at every checkpoint, cost a fifth of a checkpoint's CPU.
 pub(crate) fn write(
     dir: &Path,
     lsn: u64,
     vector_dimension: u32,
-    concepts: &mut [Arc<Concept>],
+    concepts: &[Arc<Concept>],
 ) -> Result<(), EngineError> {
-    concepts.sort_unstable_by(|a, b| {
-        (&a.concept_type, a.id.as_str()).cmp(&(&b.concept_type, b.id.as_str()))
-    });
+    write_with(
+        dir,
+        lsn,
+        vector_dimension,
+        concepts,
+        record::encode_put_into,
+    )
+}
+
+/// [`write`] with each concept encoded by `encode` into a reused buffer (tests write the
+/// older PutSlot format).
+pub(crate) fn write_with(
+    dir: &Path,
+    lsn: u64,
+    vector_dimension: u32,
+    concepts: &[Arc<Concept>],
+    encode: fn(&mut BytesMut, &Concept) -> Result<(), sutra_protocol::EncodeError>,
+) -> Result<(), EngineError> {
     let path = dir.join(name(lsn));
     let temp = path.with_extension("tmp");
     let file = File::create(&temp).map_err(|error| io_error("create", &temp, error))?;
@@ -85,11 +110,11 @@ pub(crate) fn write(
     header.extend_from_slice(&crc.to_le_bytes());
     let write_err = |error| io_error("write", &temp, error);
     out.write_all(&header).map_err(write_err)?;
-    for concept in &*concepts {
-        let payload =
-            record::encode_for_snapshot(concept).map_err(|error| EngineError::Internal {
-                message: format!("encoding a snapshot record: {error}"),
-            })?;
+    let mut payload = BytesMut::new();
+    for concept in concepts {
+        encode(&mut payload, concept).map_err(|error| EngineError::Internal {
+            message: format!("encoding a snapshot record: {error}"),
+        })?;
         let len = u32::try_from(payload.len()).map_err(|_| EngineError::Internal {
             message: "snapshot record too large".to_owned(),
         })?;

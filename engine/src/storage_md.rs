@@ -142,8 +142,8 @@ fn log_record() -> String {
 
 fn snapshot_file() -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut concepts = vec![Arc::new(concept("doc-1", Some(vector())))];
-    snapshot::write(dir.path(), 7, DIM, &mut concepts).unwrap();
+    let concepts = vec![Arc::new(concept("doc-1", Some(vector())))];
+    snapshot::write(dir.path(), 7, DIM, &concepts).unwrap();
     let bytes = std::fs::read(dir.path().join(snapshot::name(7))).unwrap();
     let mut dump = Dump::new(&bytes);
     dump.take(8, "magic \"SUTRASNP\"");

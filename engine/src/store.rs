@@ -183,7 +183,7 @@ impl ConceptStore {
             self.bytes_used.fetch_add(bytes, Ordering::Relaxed);
         }
         for (concept_type, mut ids) in by_type {
-            // Snapshots are written in (type, id) order, so this sort only confirms the order.
+            // Snapshots are written in map order: one sort per type builds the index.
             ids.sort_unstable();
             let set: BTreeSet<Arc<str>> = ids.into_iter().collect();
             write(self.type_shard(&concept_type)).insert(concept_type.into_boxed_str(), set);

@@ -884,7 +884,6 @@ mod persistent {
         let before = engine.counters().wal_segments;
         assert!(before > 2, "{before} segments");
         engine.checkpoint().unwrap();
-        // Truncation runs on the WAL thread; a write behind it proves it has run.
         store_now(&engine, store_request("marker", "t", None)).unwrap();
         let after = engine.counters().wal_segments;
         assert!(after < before, "{before} -> {after}");
@@ -1058,8 +1057,10 @@ mod persistent {
         engine.shutdown().unwrap();
     }
 
+    /// Snapshots carry vectors inline, so a data directory moves between `MMAP_ENABLED`
+    /// settings both ways.
     #[test]
-    fn a_heap_snapshot_loads_into_slots_but_not_the_reverse() {
+    fn snapshots_load_with_and_without_mapped_vectors() {
         let dir = tempfile::tempdir().unwrap();
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
         let mut heap = config(dir.path(), 4);
@@ -1076,10 +1077,70 @@ mod persistent {
         store_now(&engine, with_vector("m", 4.0)).unwrap();
         engine.shutdown().unwrap();
         drop(engine);
-        let error = Engine::open(heap, clock)
+        let engine = Engine::open(heap, clock).unwrap();
+        assert_eq!(vector_of(&engine, "h")[0], 3.0);
+        assert_eq!(vector_of(&engine, "m")[0], 4.0);
+        engine.shutdown().unwrap();
+    }
+
+    /// Snapshots written before vectors went inline name each vector's slot (PutSlot): they
+    /// still load, with the vectors read from their slots, and need `MMAP_ENABLED`.
+    #[test]
+    fn older_snapshots_naming_slots_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(0));
+        let engine = open(dir.path(), &clock);
+        for index in 0..6_u8 {
+            store_now(&engine, with_vector(&format!("s{index}"), f32::from(index))).unwrap();
+        }
+        delete_now(&engine, &id("s0")).unwrap();
+        // The log's last LSN: one record per write above, in a fresh log.
+        let lsn = engine.counters().wal_appends;
+        let concepts = engine.store.live_concepts(0);
+        crate::snapshot::write_with(
+            dir.path(),
+            lsn,
+            4,
+            &concepts,
+            crate::record::encode_for_snapshot_into,
+        )
+        .unwrap();
+        drop(engine);
+        let engine = open(dir.path(), &clock);
+        let recovery = engine.recovery().unwrap();
+        assert_eq!(
+            (recovery.snapshot_concepts, recovery.replayed_records),
+            (5, 0)
+        );
+        for index in 1..6_u8 {
+            assert_eq!(
+                vector_of(&engine, &format!("s{index}")),
+                vec![
+                    f32::from(index),
+                    f32::from(index) + 1.0,
+                    -f32::from(index),
+                    0.5
+                ]
+            );
+        }
+        // A slot named by that snapshot is reused only after its concept is overwritten.
+        store_now(&engine, with_vector("s1", 11.0)).unwrap();
+        store_now(&engine, with_vector("n", 12.0)).unwrap();
+        assert_eq!(vector_of(&engine, "s2")[0], 2.0);
+        drop(engine);
+        let mut heap = config(dir.path(), 4);
+        if let Durability::Persistent(persist) = &mut heap.durability {
+            persist.mmap_vectors = false;
+        }
+        let error = Engine::open(heap, Arc::clone(&clock) as Arc<dyn Clock>)
             .err()
             .expect("slots need MMAP_ENABLED");
         assert!(error.to_string().contains("MMAP_ENABLED"), "{error}");
+        let engine = open(dir.path(), &clock);
+        assert_eq!(vector_of(&engine, "s1")[0], 11.0);
+        assert_eq!(vector_of(&engine, "n")[0], 12.0);
+        assert_eq!(vector_of(&engine, "s5")[0], 5.0);
+        engine.shutdown().unwrap();
     }
 
     #[derive(Debug, Clone)]

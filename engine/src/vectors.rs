@@ -6,11 +6,15 @@
 //! created preallocated (`fallocate`, or zeros written where the filesystem has none: a full disk fails the creation, never a later write
 //! through the mapping), synced, renamed into place, and the directory synced.
 //!
-//! Durability: the log record of a write carries the whole vector and stays the source of
-//! truth until a checkpoint has flushed (msync) the segments and written a snapshot that names
-//! each concept's slot. A slot is released when the last reference to its concept is
-//! dropped, and only then reused; a slot named by the newest snapshot can be reused only after
-//! a later delete or overwrite of its concept, which is in the log and is replayed first.
+//! Durability: the segments are never a source of truth. The log record of a write carries
+//! the whole vector, and so does the snapshot a checkpoint writes; the segments hold the
+//! vectors for reading (in the page cache, which can drop cold ones and read them back) and
+//! are never synced: the kernel writes them back when it likes, and recovery copies every
+//! vector into a slot again. A slot is released when the last reference to its concept is
+//! dropped, and only then reused. Snapshots written before that change name slots instead
+//! (PutSlot); loading one claims the named slots, which its checkpoint had synced, and a
+//! slot it names is reused only after a later delete or overwrite of its concept, which is in
+//! the log and is replayed first.
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -263,21 +267,6 @@ impl VectorStore {
         Ok(Arc::new(
             MappedSegment::map(&file).map_err(|error| io_error("map", &path, error))?,
         ))
-    }
-
-    /// Makes every slot write durable (before a snapshot names the slots).
-    pub(crate) fn flush(&self) -> Result<(), EngineError> {
-        let segments = self
-            .segments
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for (index, segment) in segments.iter().enumerate() {
-            segment
-                .flush()
-                .map_err(|error| io_error("msync", &self.dir.join(segment_name(index)), error))?;
-        }
-        Ok(())
     }
 
     /// Slots in use and slots allocated on disk.

@@ -113,12 +113,7 @@ impl Executor {
                 Reply::Ready(response)
             }
             Reply::Pending(pending) => {
-                let metrics = Arc::clone(&self.metrics);
-                Reply::Pending(Box::pin(async move {
-                    let response = pending.await;
-                    metrics.request(opcode, started.elapsed().as_secs_f64());
-                    response
-                }))
+                Reply::Pending(pending.timed(Arc::clone(&self.metrics), opcode, started))
             }
         }
     }

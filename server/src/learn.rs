@@ -11,7 +11,7 @@ use sutra_engine::Engine;
 use sutra_protocol::{ConceptId, ErrorCode, LearnConcept, Learned, Response, StoreConcept, Vector};
 
 use crate::remote::{Embedding, Remote, RemoteError};
-use crate::reply::{engine_error, Reply};
+use crate::reply::{engine_error, Pending, Reply};
 
 /// Whether a learn answers as LearnConcept (one text) or LearnBatch (several, all or none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +173,7 @@ pub(crate) fn learn(
             "this server has no embedding model: start it with --model-dir/SUTRA_MODEL_DIR (./scripts/fetch-model fetches the default)",
         ));
     };
-    Reply::Pending(Box::pin(async move {
+    Reply::Pending(Pending::new(async move {
         let texts = learns.iter().map(|learn| learn.content.clone()).collect();
         let (model, vectors) = match model_worker.embed(texts).await {
             Ok(embedded) => embedded,

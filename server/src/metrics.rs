@@ -4,6 +4,8 @@
 //! evictions, expirations) under the `sutra_` prefix; with a data directory also histograms
 //! of log `fdatasync` latency and checkpoint duration.
 
+use std::sync::OnceLock;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -57,6 +59,11 @@ pub struct Metrics {
     requests: Family<OpcodeLabels, Counter>,
     latency: Family<OpcodeLabels, Histogram, fn() -> Histogram>,
     errors: Family<CodeLabels, Counter>,
+    /// Each opcode's two series, looked up in the families once (on its first request, so
+    /// the exposition lists only opcodes that were used): a family lookup takes a lock and
+    /// hashes the labels, twice per request, which was 5% of the server's CPU under a
+    /// pipelined read load.
+    by_opcode: [OnceLock<(Counter, Histogram)>; Opcode::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -65,6 +72,7 @@ impl Default for Metrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             errors: Family::default(),
+            by_opcode: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 }
@@ -94,11 +102,27 @@ const MONOTONIC: [&str; 16] = [
 impl Metrics {
     /// Records one answered request: its opcode and how long it took.
     pub fn request(&self, opcode: Opcode, seconds: f64) {
-        let labels = OpcodeLabels {
+        let labels = || OpcodeLabels {
             opcode: opcode.name(),
         };
-        self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(seconds);
+        let cell = Opcode::ALL
+            .iter()
+            .position(|known| *known == opcode)
+            .and_then(|index| self.by_opcode.get(index));
+        let Some(cell) = cell else {
+            // Every opcode has a cell; this keeps the series right if one ever lacks it.
+            self.requests.get_or_create(&labels()).inc();
+            self.latency.get_or_create(&labels()).observe(seconds);
+            return;
+        };
+        let (requests, latency) = cell.get_or_init(|| {
+            (
+                self.requests.get_or_create(&labels()).clone(),
+                self.latency.get_or_create(&labels()).clone(),
+            )
+        });
+        requests.inc();
+        latency.observe(seconds);
     }
 
     /// Records an error answer.

@@ -3,16 +3,64 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use sutra_engine::{EngineError, PendingWrite};
-use sutra_protocol::{ErrorCode, Response};
+use sutra_protocol::{ErrorCode, Opcode, Response};
+
+use crate::metrics::Metrics;
 
 /// The answer to a request: now, or once a write is durable.
 pub enum Reply {
     /// The response.
     Ready(Response),
-    /// A write waiting for the log; resolves to its response.
-    Pending(Pin<Box<dyn Future<Output = Response> + Send>>),
+    /// A write waiting for the log (or work off the runtime); resolves to its response.
+    Pending(Pending),
+}
+
+/// A response still to come, timed into the request metrics when it arrives.
+pub struct Pending {
+    future: Pin<Box<dyn Future<Output = Response> + Send>>,
+    /// The metrics, opcode and start of the request (set by the executor), recorded when the
+    /// response is ready. Kept here rather than in a second boxed future around the first:
+    /// one allocation less per write.
+    timing: Option<(Arc<Metrics>, Opcode, Instant)>,
+}
+
+impl Pending {
+    /// The response `future` will give.
+    pub fn new(future: impl Future<Output = Response> + Send + 'static) -> Pending {
+        Pending {
+            future: Box::pin(future),
+            timing: None,
+        }
+    }
+
+    /// Records the request in `metrics` when the response is ready.
+    pub(crate) fn timed(
+        mut self,
+        metrics: Arc<Metrics>,
+        opcode: Opcode,
+        started: Instant,
+    ) -> Pending {
+        self.timing = Some((metrics, opcode, started));
+        self
+    }
+}
+
+impl Future for Pending {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Response> {
+        let this = self.get_mut();
+        let response = std::task::ready!(this.future.as_mut().poll(context));
+        if let Some((metrics, opcode, started)) = this.timing.take() {
+            metrics.request(opcode, started.elapsed().as_secs_f64());
+        }
+        Poll::Ready(response)
+    }
 }
 
 /// The reply to a write: its response once the log has it, or the error at once.
@@ -21,7 +69,7 @@ pub(crate) fn when_durable<T: Send + 'static>(
     respond: impl FnOnce(T) -> Response + Send + 'static,
 ) -> Reply {
     match write {
-        Ok(pending) => Reply::Pending(Box::pin(async move {
+        Ok(pending) => Reply::Pending(Pending::new(async move {
             pending
                 .wait()
                 .await

@@ -8,7 +8,7 @@ use sutra_protocol::{ErrorCode, Limits, Response, Search, SearchHit, SearchQuery
 use tokio::sync::Semaphore;
 
 use crate::learn::Embedder;
-use crate::reply::Reply;
+use crate::reply::{Pending, Reply};
 
 /// Runs `search`: at once for a vector, after the model for a text.
 pub(crate) fn search(
@@ -42,7 +42,7 @@ pub(crate) fn search(
                 return Reply::Ready(answer(&engine, query, &how));
             }
             let query = query.to_vec();
-            Reply::Pending(Box::pin(off_the_runtime(engine, query, how)))
+            Reply::Pending(Pending::new(off_the_runtime(engine, query, how)))
         }
         SearchQuery::Text(text) => {
             let Some(embedder) = embedder else {
@@ -51,7 +51,7 @@ pub(crate) fn search(
                     "this server has no embedding model to embed the query: search by vector, or start it with --model-dir/SUTRA_MODEL_DIR",
                 ));
             };
-            Reply::Pending(Box::pin(async move {
+            Reply::Pending(Pending::new(async move {
                 match embedder.embed_query(text).await {
                     Ok(query) if engine.search_is_quick(&how.concept_type, how.exact, how.ef) => {
                         answer(&engine, &query, &how)

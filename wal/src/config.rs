@@ -31,7 +31,7 @@ pub struct WalConfig {
     pub sync_interval: Duration,
     /// Most payload bytes written in one batch.
     pub max_batch_bytes: usize,
-    /// Most appends waiting for the WAL thread; beyond it appends fail with
+    /// Most appends waiting to be written; beyond it appends fail with
     /// [`WalError::QueueFull`].
     pub queue_len: usize,
 }

@@ -2,13 +2,19 @@
 //!
 //! A directory of fixed-size, preallocated segment files (format in [`segment`]). Records are
 //! opaque byte payloads numbered by a log sequence number ([`Lsn`]); the engine above decides
-//! what they mean. One dedicated thread (`sutra-wal`) owns the files and does all writing:
+//! what they mean. One writer at a time owns the files (details in [`Wal`]'s module):
 //!
-//! - **Group commit.** Appends queue up while the thread writes; it takes every queued append
-//!   (up to `max_batch_bytes`), writes them with one `write`, makes them durable with one
-//!   `fdatasync`, then acknowledges each in LSN order by calling its callback on the WAL
-//!   thread. Callers apply the change to memory inside that callback, so memory changes in
-//!   exactly the order of the log.
+//! - **Group commit, on the caller's thread.** Appends join a queue; the first appender to
+//!   find the writer free becomes the leader and takes every queued append (up to
+//!   `max_batch_bytes`), writes them with one `write`, makes them durable with one
+//!   `fdatasync` (under `Always`), then acknowledges each in LSN order by calling its
+//!   callback, and looks again until the queue is empty. Appenders that find a leader at work
+//!   return at once; the leader writes their records. No thread hand-off when uncontended.
+//!   Callers apply the change to memory inside that callback, so memory changes in exactly
+//!   the order of the log. [`Wal::append_deferred`] queues without leading, so a caller with
+//!   several writes in hand gets them into one batch.
+//! - **The log thread** (`sutra-wal`) does the `EverySec` syncs, barriers (a consistent cut
+//!   for checkpoints), truncation and shutdown.
 //! - **Policies** ([`FsyncPolicy`]): `Always` acknowledges after `fdatasync`; `EverySec`
 //!   after the write, syncing at most one second later (and whenever
 //!   [`EVERYSEC_SYNC_BYTES`] are unsynced, so a heavy writer never meets one long sync);

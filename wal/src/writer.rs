@@ -1,15 +1,15 @@
-//! The WAL thread: recovery at open, then the group-commit loop.
+//! The log's writer: recovery at open, then group commits (by whichever thread leads,
+//! see [`crate::wal`]), syncs, segment rolls and truncation.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tracing::{error, info, warn};
 
-use crate::channel::{Command, Shared};
+use crate::channel::Shared;
 use crate::config::{FsyncPolicy, WalConfig};
 use crate::error::WalError;
 use crate::io::{Storage, StorageFile};
@@ -66,6 +66,8 @@ pub(crate) struct Writer {
     last_sync: Instant,
     /// Reused encode buffer for batches.
     scratch: Vec<u8>,
+    /// Reused list of a batch's LSNs and acknowledgements.
+    written: Vec<(Lsn, Ack)>,
 }
 
 /// The segments in the directory by first LSN. Leftover temporary files (a segment whose
@@ -193,6 +195,7 @@ impl Writer {
             next_lsn: expected,
             last_sync: Instant::now(),
             scratch: Vec::new(),
+            written: Vec::new(),
         };
         Ok((
             writer,
@@ -205,92 +208,43 @@ impl Writer {
         ))
     }
 
-    pub(crate) fn run(mut self, commands: &Receiver<Command>) {
-        let mut batch: Vec<(Vec<u8>, Ack)> = Vec::new();
-        loop {
-            let Some(first) = self.wait_for_command(commands) else {
-                // Every handle is gone: make what was written durable and stop.
-                let _ = self.sync_if_dirty();
-                return;
-            };
-            let mut pending = Some(first);
-            let mut batch_bytes = 0_usize;
-            // Gather every append already queued, up to the batch size; another command ends
-            // the batch and runs after it, keeping queue order.
-            let trailing = loop {
-                match pending.take() {
-                    Some(Command::Append { payload, ack }) => {
-                        batch_bytes = batch_bytes.saturating_add(payload.len());
-                        batch.push((payload, ack));
-                        if batch_bytes >= self.config.max_batch_bytes {
-                            break None;
-                        }
-                        match commands.try_recv() {
-                            Ok(command) => pending = Some(command),
-                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break None,
-                        }
-                    }
-                    other => break other,
-                }
-            };
-            if !batch.is_empty() {
-                self.commit(&mut batch);
-            }
-            if let Some(command) = trailing {
-                if !self.handle_control(command) {
-                    return;
-                }
-            }
+    /// The last LSN written (0 before the first record).
+    pub(crate) fn last_lsn(&self) -> Lsn {
+        self.next_lsn.saturating_sub(1)
+    }
+
+    /// When the log thread should next look at the log: under `EverySec` with unsynced
+    /// writes, when they are due; otherwise one interval from now (a write made meanwhile is
+    /// then synced at most one interval late, as the policy allows).
+    pub(crate) fn next_sync_check(&self) -> Instant {
+        let dirty = self.active.as_ref().is_some_and(|active| active.dirty);
+        if dirty {
+            self.last_sync + self.config.sync_interval
+        } else {
+            Instant::now() + self.config.sync_interval
         }
     }
 
-    /// Blocks for the next command; under `EverySec` wakes up to sync on time.
-    fn wait_for_command(&mut self, commands: &Receiver<Command>) -> Option<Command> {
-        loop {
-            let dirty = self.active.as_ref().is_some_and(|active| active.dirty);
-            if self.config.fsync != FsyncPolicy::EverySec || !dirty {
-                return commands.recv().ok();
-            }
-            let due = self.last_sync + self.config.sync_interval;
-            match commands.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                Ok(command) => return Some(command),
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.sync_if_dirty();
-                }
-                Err(RecvTimeoutError::Disconnected) => return None,
-            }
+    /// Under `EverySec`: syncs when an interval has passed since the last sync or
+    /// [`EVERYSEC_SYNC_BYTES`] are unsynced.
+    pub(crate) fn sync_if_due(&mut self) {
+        let Some(active) = self.active.as_ref() else {
+            return;
+        };
+        let due = active.dirty
+            && (self.last_sync.elapsed() >= self.config.sync_interval
+                || active.unsynced_bytes >= EVERYSEC_SYNC_BYTES);
+        if self.config.fsync == FsyncPolicy::EverySec && due {
+            let _ = self.sync_if_dirty();
         }
     }
 
-    /// Runs a non-append command; `false` means stop the thread.
-    fn handle_control(&mut self, command: Command) -> bool {
-        match command {
-            Command::Append { .. } => unreachable!("appends are batched"),
-            Command::Barrier(then) => {
-                then(self.next_lsn.saturating_sub(1));
-                true
-            }
-            Command::Truncate { through_lsn } => {
-                if let Err(error) = self.truncate(through_lsn) {
-                    warn!(%error, "could not delete WAL segments covered by a checkpoint");
-                }
-                true
-            }
-            Command::Shutdown(reply) => {
-                let result = if self.shared.poisoned.load(Ordering::Acquire) {
-                    Err(WalError::Poisoned)
-                } else {
-                    self.sync_if_dirty()
-                };
-                let _ = reply.send(result);
-                false
-            }
-            #[cfg(any(test, feature = "test-util"))]
-            Command::Halt(reply) => {
-                let _ = reply.send(());
-                false
-            }
+    /// Makes everything written durable, for shutdown.
+    pub(crate) fn close(&mut self) -> Result<(), WalError> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(WalError::Poisoned);
         }
+        self.sync_if_dirty()
     }
 
     fn poison(&self, error: &WalError) {
@@ -299,15 +253,18 @@ impl Writer {
         }
     }
 
-    /// Writes, syncs (per policy) and acknowledges one batch.
-    fn commit(&mut self, batch: &mut Vec<(Vec<u8>, Ack)>) {
+    /// Writes, syncs (per policy) and acknowledges one batch. Under `EverySec` it syncs
+    /// only when `may_sync` (the log thread); elsewhere it returns `true` when a sync is due
+    /// ([`EVERYSEC_SYNC_BYTES`] unsynced, or an interval passed), for the log thread to do.
+    pub(crate) fn commit(&mut self, batch: &mut Vec<(Vec<u8>, Ack)>, may_sync: bool) -> bool {
         if self.shared.poisoned.load(Ordering::Acquire) {
             for (_, ack) in batch.drain(..) {
                 ack(Err(WalError::Poisoned));
             }
-            return;
+            return false;
         }
-        let mut written: Vec<(Lsn, Ack)> = Vec::with_capacity(batch.len());
+        // Kept between batches, so a batch allocates nothing.
+        let mut written = std::mem::take(&mut self.written);
         self.scratch.clear();
         let mut records = batch.drain(..);
         while let Some((payload, ack)) = records.next() {
@@ -318,22 +275,22 @@ impl Writer {
             if !fits {
                 // Finish the current segment durably, then open the next one.
                 if let Err(error) = self.flush_scratch(Flush::AndSync) {
-                    self.fail(&error, written);
+                    self.fail(&error, &mut written);
                     ack(Err(error.clone()));
                     records.for_each(|(_, ack)| ack(Err(error.clone())));
-                    return;
+                    return false;
                 }
                 if let Err(error) = self.roll() {
                     // The records before the roll are durable in the previous segment. The
                     // rest never reached the disk: with a full disk the log stays usable and
                     // the next batch tries to create the segment again.
-                    self.acknowledge(written);
+                    self.acknowledge(&mut written);
                     if !error.is_disk_full() {
                         self.poison(&error);
                     }
                     ack(Err(error.clone()));
                     records.for_each(|(_, ack)| ack(Err(error.clone())));
-                    return;
+                    return false;
                 }
             }
             let lsn = self.next_lsn;
@@ -350,17 +307,19 @@ impl Writer {
         // Under EverySec a heavy writer also syncs every EVERYSEC_SYNC_BYTES: one fdatasync
         // of a whole second of writes stalls the log for tens of milliseconds, several small
         // ones do not (measured in bench/RESULTS.md).
-        let due = self.config.fsync == FsyncPolicy::Always
-            || (self.config.fsync == FsyncPolicy::EverySec
-                && (self.last_sync.elapsed() >= self.config.sync_interval
-                    || unsynced >= EVERYSEC_SYNC_BYTES));
-        match self.flush_scratch(if due { Flush::AndSync } else { Flush::Write }) {
-            Ok(()) => self.acknowledge(written),
-            Err(error) => self.fail(&error, written),
+        let every_sec_due = self.config.fsync == FsyncPolicy::EverySec
+            && (self.last_sync.elapsed() >= self.config.sync_interval
+                || unsynced >= EVERYSEC_SYNC_BYTES);
+        let sync = self.config.fsync == FsyncPolicy::Always || (every_sec_due && may_sync);
+        match self.flush_scratch(if sync { Flush::AndSync } else { Flush::Write }) {
+            Ok(()) => self.acknowledge(&mut written),
+            Err(error) => self.fail(&error, &mut written),
         }
+        self.written = written;
+        every_sec_due && !sync
     }
 
-    fn acknowledge(&self, written: Vec<(Lsn, Ack)>) {
+    fn acknowledge(&self, written: &mut Vec<(Lsn, Ack)>) {
         if written.is_empty() {
             return;
         }
@@ -369,16 +328,16 @@ impl Writer {
             .stats
             .appends
             .fetch_add(written.len() as u64, Ordering::Relaxed);
-        for (lsn, ack) in written {
+        for (lsn, ack) in written.drain(..) {
             ack(Ok(lsn));
         }
     }
 
     /// Fails records whose write or sync failed. They may be partly on disk and their LSNs
     /// are spent, so the log cannot continue past them: it is poisoned.
-    fn fail(&self, error: &WalError, written: Vec<(Lsn, Ack)>) {
+    fn fail(&self, error: &WalError, written: &mut Vec<(Lsn, Ack)>) {
         self.poison(error);
-        for (_, ack) in written {
+        for (_, ack) in written.drain(..) {
             ack(Err(error.clone()));
         }
     }
@@ -480,7 +439,7 @@ impl Writer {
         }
     }
 
-    fn truncate(&mut self, through_lsn: Lsn) -> Result<(), WalError> {
+    pub(crate) fn truncate(&mut self, through_lsn: Lsn) -> Result<(), WalError> {
         let firsts: Vec<Lsn> = self.segments.keys().copied().collect();
         let mut removed = false;
         for pair in firsts.windows(2) {
