@@ -19,7 +19,8 @@
 # own CPU is not in it. On a machine where both share the cores, CPU per operation is the
 # figure that says which server wastes less; throughput mostly follows it.
 # Environment: REDIS_PORT (default 16379), SUTRA_PORT (default 16380), KEYSPACE (100000),
-# RESULTS (a file to keep the raw rows in), CONFIGS (a subset of the config lines below, e.g.
+# RESULTS (a file to keep the raw rows in), SUTRA_STORAGE (another sutra-storage binary, e.g.
+# an older build for a before/after; default the release build made here), CONFIGS (a subset of the config lines below, e.g.
 # "everysec 50 1 200000", newline-separated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ done
 
 echo "building sutra-storage and sutra-bench (release)" >&2
 cargo build --release --locked -p sutra-server -p sutra-bench >&2
-sutra_storage=target/release/sutra-storage
+sutra_storage=${SUTRA_STORAGE:-target/release/sutra-storage}
 sutra_bench=target/release/sutra-bench
 
 work=$(mktemp -d)

@@ -13,6 +13,8 @@ use crate::types::{Ack, WalStats};
 pub(crate) enum Command {
     /// Under `EverySec`: enough bytes are unsynced that a sync is due now.
     Sync,
+    /// Under `Always`: appends are queued; the log thread writes and syncs them.
+    Write,
     Barrier(Box<dyn FnOnce(Lsn) + Send>),
     Truncate {
         through_lsn: Lsn,

@@ -10,11 +10,13 @@
 //!   `fdatasync` (under `Always`), then acknowledges each in LSN order by calling its
 //!   callback, and looks again until the queue is empty. Appenders that find a leader at work
 //!   return at once; the leader writes their records. No thread hand-off when uncontended.
+//!   Under `Always` the log thread is the writer instead (a leader would hold its thread for
+//!   the `fdatasync`).
 //!   Callers apply the change to memory inside that callback, so memory changes in exactly
 //!   the order of the log. [`Wal::append_deferred`] queues without leading, so a caller with
 //!   several writes in hand gets them into one batch.
-//! - **The log thread** (`sutra-wal`) does the `EverySec` syncs, barriers (a consistent cut
-//!   for checkpoints), truncation and shutdown.
+//! - **The log thread** (`sutra-wal`) does the `EverySec` syncs, the writing under `Always`,
+//!   barriers (a consistent cut for checkpoints), truncation and shutdown.
 //! - **Policies** ([`FsyncPolicy`]): `Always` acknowledges after `fdatasync`; `EverySec`
 //!   after the write, syncing at most one second later (and whenever
 //!   [`EVERYSEC_SYNC_BYTES`] are unsynced, so a heavy writer never meets one long sync);

@@ -77,16 +77,25 @@ fn records_round_trip_in_order_across_reopen() {
     wal.shutdown().unwrap();
 }
 
-/// Appends from many threads at once, each thread leading when it finds the writer free:
-/// every record is acknowledged once, under its own LSN, LSNs run without a gap, and
+/// Appends from many threads at once, each thread leading when it finds the writer free
+/// (under `Always`, the log thread writing what they queue): every record is acknowledged once, under its own LSN, LSNs run without a gap, and
 /// recovery returns each payload under the LSN it was acknowledged with. Deferred appends
 /// (written by `write_queued`) share batches.
 #[test]
 fn concurrent_appenders_lead_in_turn_and_lose_nothing() {
+    for fsync in [FsyncPolicy::EverySec, FsyncPolicy::Always] {
+        concurrent_appends(&WalConfig {
+            fsync,
+            ..config(1 << 16)
+        });
+    }
+}
+
+fn concurrent_appends(config: &WalConfig) {
     const THREADS: u64 = 8;
     const EACH: u64 = 300;
     let storage = SimStorage::new();
-    let (wal, _, _) = open(&storage, &config(1 << 16), 0).unwrap();
+    let (wal, _, _) = open(&storage, config, 0).unwrap();
     let wal = Arc::new(wal);
     let acknowledged: Vec<(Lsn, Vec<u8>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..THREADS)
@@ -138,7 +147,7 @@ fn concurrent_appenders_lead_in_turn_and_lose_nothing() {
         "deferred appends share batches"
     );
     Arc::into_inner(wal).unwrap().shutdown().unwrap();
-    let (wal, replayed, _) = open(&storage, &config(1 << 16), 0).unwrap();
+    let (wal, replayed, _) = open(&storage, config, 0).unwrap();
     assert_eq!(replayed, acknowledged);
     wal.shutdown().unwrap();
 }
