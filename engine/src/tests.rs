@@ -945,10 +945,24 @@ mod persistent {
         assert!(error.to_string().contains("snapshot is damaged"), "{error}");
     }
 
+    /// The vector `with_vector` stores for `seed`.
+    fn seeded(seed: f32) -> Vec<f32> {
+        vec![seed, seed + 1.0, -seed, 0.5]
+    }
+
     fn with_vector(key: &str, seed: f32) -> StoreConcept {
         let mut request = store_request(key, "v", None);
-        request.embedding = Some(Vector::new(vec![seed, seed + 1.0, -seed, 0.5], 4).unwrap());
+        request.embedding = Some(Vector::new(seeded(seed), 4).unwrap());
         request
+    }
+
+    /// `config` with vectors on the heap (`MMAP_ENABLED=false`).
+    fn heap_config(dir: &Path) -> EngineConfig {
+        let mut heap = config(dir, 4);
+        if let Durability::Persistent(persist) = &mut heap.durability {
+            persist.mmap_vectors = false;
+        }
+        heap
     }
 
     fn vector_of(engine: &Engine, key: &str) -> Vec<f32> {
@@ -1036,12 +1050,7 @@ mod persistent {
         for index in [5_u8, 6, 9] {
             assert_eq!(
                 vector_of(&engine, &format!("a{index}")),
-                vec![
-                    f32::from(index),
-                    f32::from(index) + 1.0,
-                    -f32::from(index),
-                    0.5
-                ]
+                seeded(f32::from(index))
             );
         }
         assert_eq!(vector_of(&engine, "a7")[0], 77.0);
@@ -1063,10 +1072,7 @@ mod persistent {
     fn snapshots_load_with_and_without_mapped_vectors() {
         let dir = tempfile::tempdir().unwrap();
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
-        let mut heap = config(dir.path(), 4);
-        if let Durability::Persistent(persist) = &mut heap.durability {
-            persist.mmap_vectors = false;
-        }
+        let heap = heap_config(dir.path());
         let engine = Engine::open(heap.clone(), Arc::clone(&clock)).unwrap();
         store_now(&engine, with_vector("h", 3.0)).unwrap();
         engine.shutdown().unwrap();
@@ -1115,12 +1121,7 @@ mod persistent {
         for index in 1..6_u8 {
             assert_eq!(
                 vector_of(&engine, &format!("s{index}")),
-                vec![
-                    f32::from(index),
-                    f32::from(index) + 1.0,
-                    -f32::from(index),
-                    0.5
-                ]
+                seeded(f32::from(index))
             );
         }
         // A slot named by that snapshot is reused only after its concept is overwritten.
@@ -1128,10 +1129,7 @@ mod persistent {
         store_now(&engine, with_vector("n", 12.0)).unwrap();
         assert_eq!(vector_of(&engine, "s2")[0], 2.0);
         drop(engine);
-        let mut heap = config(dir.path(), 4);
-        if let Durability::Persistent(persist) = &mut heap.durability {
-            persist.mmap_vectors = false;
-        }
+        let heap = heap_config(dir.path());
         let error = Engine::open(heap, Arc::clone(&clock) as Arc<dyn Clock>)
             .err()
             .expect("slots need MMAP_ENABLED");
