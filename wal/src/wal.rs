@@ -41,7 +41,6 @@ const COMMAND_QUEUE_LEN: usize = 64;
 /// The log: its writer, the queue of appends waiting for it, and the log thread.
 pub struct Wal {
     core: Arc<Core>,
-    commands: SyncSender<Command>,
     thread: Option<JoinHandle<()>>,
     max_record_bytes: u32,
 }
@@ -155,23 +154,15 @@ impl Core {
     fn run(&self, commands: &Receiver<Command>, fsync: FsyncPolicy) {
         let mut next_check = Instant::now();
         loop {
+            // Under EverySec a timeout (`None`) means a sync may be due. The log's own handle
+            // in `self.commands` keeps the channel open: commands end only with Shutdown.
             let command = if fsync == FsyncPolicy::EverySec {
                 match commands.recv_timeout(next_check.saturating_duration_since(Instant::now())) {
-                    Ok(command) => Some(command),
                     Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        self.close(None);
-                        return;
-                    }
+                    received => received.ok(),
                 }
             } else {
-                match commands.recv() {
-                    Ok(command) => Some(command),
-                    Err(_) => {
-                        self.close(None);
-                        return;
-                    }
-                }
+                commands.recv().ok()
             };
             self.write_wanted.store(false, Ordering::SeqCst);
             let mut guard = lock(&self.writer);
@@ -273,7 +264,7 @@ impl Wal {
             sync_wanted: AtomicBool::new(false),
             write_wanted: AtomicBool::new(false),
             appenders_lead: config.fsync != FsyncPolicy::Always,
-            commands: commands.clone(),
+            commands,
             queue_len: config.queue_len,
             max_batch_bytes: config.max_batch_bytes,
         });
@@ -289,7 +280,6 @@ impl Wal {
         Ok((
             Wal {
                 core,
-                commands,
                 thread: Some(thread),
                 max_record_bytes,
             },
@@ -365,7 +355,8 @@ impl Wal {
     /// and acknowledged, with the last LSN written, while no other append is written: a
     /// consistent cut for checkpoints. Blocks only while the command queue is full.
     pub fn barrier(&self, then: Box<dyn FnOnce(Lsn) + Send>) -> Result<(), WalError> {
-        self.commands
+        self.core
+            .commands
             .send(Command::Barrier(then))
             .map_err(|_| WalError::Closed)
     }
@@ -376,7 +367,8 @@ impl Wal {
     /// truncation.
     pub fn truncate(&self, through_lsn: Lsn) -> Result<(), WalError> {
         let (done, finished) = mpsc::channel();
-        self.commands
+        self.core
+            .commands
             .send(Command::Truncate { through_lsn, done })
             .map_err(|_| WalError::Closed)?;
         finished.recv().map_err(|_| WalError::Closed)
@@ -396,7 +388,8 @@ impl Wal {
     /// with [`WalError::Closed`].
     pub fn shutdown(mut self) -> Result<(), WalError> {
         let (reply, result) = mpsc::channel();
-        self.commands
+        self.core
+            .commands
             .send(Command::Shutdown(reply))
             .map_err(|_| WalError::Closed)?;
         let result = result.recv().map_err(|_| WalError::Closed)?;
@@ -411,7 +404,7 @@ impl Wal {
     #[cfg(any(test, feature = "test-util"))]
     pub fn halt(mut self) {
         let (reply, done) = mpsc::channel();
-        if self.commands.send(Command::Halt(reply)).is_ok() {
+        if self.core.commands.send(Command::Halt(reply)).is_ok() {
             let _ = done.recv();
         }
         if let Some(thread) = self.thread.take() {
@@ -426,7 +419,7 @@ impl Drop for Wal {
         // sync worked.
         if let Some(thread) = self.thread.take() {
             let (reply, _) = mpsc::channel();
-            let _ = self.commands.send(Command::Shutdown(reply));
+            let _ = self.core.commands.send(Command::Shutdown(reply));
             let _ = thread.join();
         }
     }
