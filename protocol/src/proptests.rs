@@ -420,24 +420,31 @@ fn frame_encoder_refuses_payloads_over_the_limit() {
     );
 }
 
-#[test]
-fn wrong_dimension_and_non_finite_values_are_rejected() {
-    let mut payload = BytesMut::new();
+/// The payload of a store of id `a` with `values` as its vector and nothing else.
+fn store_payload(request_id: u32, values: Vec<f32>) -> BytesMut {
+    let dimension = u32::try_from(values.len()).unwrap();
     let store = StoreConcept {
         id: ConceptId::new("a", &limits()).unwrap(),
         content: String::new(),
         concept_type: String::new(),
         model: String::new(),
         attributes: Attributes::new(),
-        embedding: Some(Vector::new(vec![0.0; 3], 3).unwrap()),
+        embedding: Some(Vector::new(values, dimension).unwrap()),
         ttl_seconds: None,
     };
+    let mut payload = BytesMut::new();
     RequestFrame {
-        request_id: 9,
+        request_id,
         request: Request::StoreConcept(store),
     }
     .encode_payload(&mut payload)
     .unwrap();
+    payload
+}
+
+#[test]
+fn wrong_dimension_and_non_finite_values_are_rejected() {
+    let payload = store_payload(9, vec![0.0; 3]);
     let error = decode_request(&payload, &limits()).unwrap_err();
     assert_eq!(
         error.error,
@@ -449,6 +456,32 @@ fn wrong_dimension_and_non_finite_values_are_rejected() {
     assert_eq!(error.error.code(), ErrorCode::DimensionMismatch);
     assert_eq!(error.header.map(|header| header.request_id), Some(9));
     assert!(Vector::new(vec![f32::NAN; DIM as usize], DIM).is_err());
+}
+
+#[test]
+fn a_non_finite_value_on_the_wire_is_refused_with_its_position() {
+    let values: Vec<f32> = (0..u16::try_from(DIM).unwrap())
+        .map(|index| f32::from(index) / 8.0)
+        .collect();
+    let payload = store_payload(3, values.clone());
+    let decoded = decode_request(&payload, &limits()).unwrap();
+    let Request::StoreConcept(store) = decoded.request else {
+        panic!("not a store: {decoded:?}");
+    };
+    assert_eq!(store.embedding.unwrap().as_slice(), values.as_slice());
+    // The vector is the payload's last 4 * DIM bytes before the absent TTL's one byte.
+    let start = payload.len() - 1 - 4 * DIM as usize;
+    let last = DIM as usize - 1;
+    for (index, bad) in [
+        (0, f32::NAN),
+        (last / 2, f32::INFINITY),
+        (last, f32::NEG_INFINITY),
+    ] {
+        let mut broken = payload.clone();
+        broken[start + 4 * index..start + 4 * index + 4].copy_from_slice(&bad.to_le_bytes());
+        let error = decode_request(&broken, &limits()).unwrap_err();
+        assert_eq!(error.error, DecodeError::NonFiniteValue { index });
+    }
 }
 
 #[test]

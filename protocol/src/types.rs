@@ -171,20 +171,25 @@ impl Vector {
             .checked_mul(4)
             .ok_or(DecodeError::Truncated { field: FIELD })?;
         let raw = wire::get_bytes(buf, bytes, FIELD)?;
-        // Convert first, check afterwards: both loops are branch-free and vectorise.
-        let values: Box<[f32]> = raw
-            .chunks_exact(4)
-            .map(|chunk| {
-                f32::from_le_bytes([
-                    chunk.first().copied().unwrap_or(0),
-                    chunk.get(1).copied().unwrap_or(0),
-                    chunk.get(2).copied().unwrap_or(0),
-                    chunk.get(3).copied().unwrap_or(0),
-                ])
-            })
-            .collect();
-        debug_assert_eq!(values.len(), count);
-        if let Some(index) = values.iter().position(|value| !value.is_finite()) {
+        let mut values = vec![0.0_f32; count].into_boxed_slice();
+        // The wire format is little-endian f32, the memory layout on little-endian targets:
+        // one copy (a per-value conversion was ~7% of a client's CPU reading 100 concepts).
+        #[cfg(target_endian = "little")]
+        bytemuck::cast_slice_mut::<f32, u8>(&mut values).copy_from_slice(raw);
+        #[cfg(not(target_endian = "little"))]
+        for (value, chunk) in values.iter_mut().zip(raw.chunks_exact(4)) {
+            *value = <[u8; 4]>::try_from(chunk).map_or(0.0, f32::from_le_bytes);
+        }
+        // Checked afterwards in a branch-free pass that vectorises; the position only on
+        // failure.
+        if !values
+            .iter()
+            .fold(true, |finite, value| finite & value.is_finite())
+        {
+            let index = values
+                .iter()
+                .position(|value| !value.is_finite())
+                .unwrap_or(0);
             return Err(DecodeError::NonFiniteValue { index });
         }
         Ok(Vector(VectorData::Owned(values)))

@@ -1,5 +1,5 @@
 """One side of python/bench/compare-redis-py.sh: the Python client of sutra-storage or redis-py
-(with hiredis) against Redis, one connection, 1.2 KB values, four cases:
+(with hiredis) against Redis, one connection, 1.2 KB values, each case run for `--seconds`:
 
 - ``set``: one store per call (sutra: ``store_concept`` of 176 bytes of content and a 256-dim
   float32 vector, 1,200 bytes of payload; Redis: ``SET`` of 1,200 bytes);
@@ -24,7 +24,7 @@ import asyncio
 import json
 import random
 import time
-from typing import Callable, Dict, List
+from typing import Awaitable, Callable, Dict, List
 
 KEYS = 10_000
 BATCH = 100
@@ -32,21 +32,38 @@ CONTENT = "x" * 176
 VALUE = b"v" * 1200
 
 
-def rate(count: int, run: Callable[[], None]) -> float:
-    started = time.perf_counter()
-    run()
-    return count / (time.perf_counter() - started)
-
-
-def each(count: int, call: Callable[[int], object]) -> Callable[[], None]:
-    """``call(0..count)``, answers dropped as they come (as redis-benchmark does): a list
+def timed(seconds: float, unit: int, step: Callable[[int], object]) -> float:
+    """Operations per second of ``step(0), step(1), ...`` (each doing ``unit`` operations)
+    run for ``seconds``; answers are dropped as they come (as redis-benchmark does): a list
     that kept them all would measure the garbage collector walking thousands of objects."""
+    started = time.perf_counter()
+    deadline = started + seconds
+    steps = 0
+    while True:
+        step(steps)
+        steps += 1
+        now = time.perf_counter()
+        if now >= deadline:
+            return steps * unit / (now - started)
 
-    def run() -> None:
-        for i in range(count):
-            call(i)
 
-    return run
+async def timed_async(seconds: float, unit: int, step: Callable[[int], Awaitable[object]]) -> float:
+    """:func:`timed` for a coroutine step, on the running event loop."""
+    started = time.perf_counter()
+    deadline = started + seconds
+    steps = 0
+    while True:
+        await step(steps)
+        steps += 1
+        now = time.perf_counter()
+        if now >= deadline:
+            return steps * unit / (now - started)
+
+
+def batch_keys(keys: List[str], step: int) -> List[str]:
+    """The ``BATCH`` keys of batch number ``step``, cycling through ``keys``."""
+    start = (step * BATCH) % len(keys)
+    return keys[start:start + BATCH]
 
 
 def sutra_side(port: int, seconds: float) -> Dict[str, float]:
@@ -55,51 +72,41 @@ def sutra_side(port: int, seconds: float) -> Dict[str, float]:
     client = StorageClient(port=port)
     vector = [random.random() for _ in range(256)]
     keys = [f"key:{i:06}" for i in range(KEYS)]
-    n = max(1000, int(seconds * 3000))
     results: Dict[str, float] = {}
-
-    def sets() -> None:
-        for i in range(n):
-            client.store_concept(keys[i % KEYS], CONTENT, vector)
-
-    results["set"] = rate(n, sets)
+    results["set"] = timed(seconds, 1,
+                           lambda i: client.store_concept(keys[i % KEYS], CONTENT, vector))
     for key in keys:  # every key present for the reads
         client.store_concept(key, CONTENT, vector)
-    results["get"] = rate(n, each(n, lambda i: client.get_concept_by_id(keys[i % KEYS])))
+    results["get"] = timed(seconds, 1, lambda i: client.get_concept_by_id(keys[i % KEYS]))
 
-    async def concurrent(total: int) -> None:
+    async def concurrent() -> float:
         async with AsyncStorageClient(port=port) as aclient:
-            for start in range(0, total, BATCH):
-                await asyncio.gather(*(aclient.get_concept_by_id(keys[(start + j) % KEYS])
-                                       for j in range(BATCH)))
+            return await timed_async(seconds, BATCH, lambda i: asyncio.gather(
+                *(aclient.get_concept_by_id(key) for key in batch_keys(keys, i))))
 
-    m = n * 4
-    results["concurrent"] = rate(m, lambda: asyncio.run(concurrent(m)))
+    results["concurrent"] = asyncio.run(concurrent())
     results["gather"] = results["concurrent"]
 
-    async def async_pipelined(total: int) -> None:
+    async def async_pipelined() -> float:
         async with AsyncStorageClient(port=port) as aclient:
-            for start in range(0, total, BATCH):
+            def step(i: int) -> Awaitable[object]:
                 pipe = aclient.pipeline()
-                for j in range(BATCH):
-                    pipe.get_concept_by_id(keys[(start + j) % KEYS])
-                await pipe.execute()
+                for key in batch_keys(keys, i):
+                    pipe.get_concept_by_id(key)
+                return pipe.execute()
 
-    results["async_pipeline"] = rate(m, lambda: asyncio.run(async_pipelined(m)))
+            return await timed_async(seconds, BATCH, step)
 
-    def pipelined(total: int) -> None:
-        for start in range(0, total, BATCH):
-            pipe = client.pipeline()
-            for j in range(BATCH):
-                pipe.get_concept_by_id(keys[(start + j) % KEYS])
-            pipe.execute()
+    results["async_pipeline"] = asyncio.run(async_pipelined())
 
-    results["pipeline"] = rate(m, lambda: pipelined(m))
-    calls = max(50, n // 20)
-    results["many"] = rate(
-        calls * BATCH,
-        each(calls, lambda i: client.get_many(keys[(i * BATCH) % KEYS:(i * BATCH) % KEYS + BATCH])),
-    )
+    def pipelined(i: int) -> None:
+        pipe = client.pipeline()
+        for key in batch_keys(keys, i):
+            pipe.get_concept_by_id(key)
+        pipe.execute()
+
+    results["pipeline"] = timed(seconds, BATCH, pipelined)
+    results["many"] = timed(seconds, BATCH, lambda i: client.get_many(batch_keys(keys, i)))
     return results
 
 
@@ -108,39 +115,34 @@ def redis_side(port: int, seconds: float) -> Dict[str, float]:
 
     client = redis.Redis(port=port)
     keys: List[str] = [f"key:{i:06}" for i in range(KEYS)]
-    n = max(1000, int(seconds * 3000))
     results: Dict[str, float] = {}
-    results["set"] = rate(n, each(n, lambda i: client.set(keys[i % KEYS], VALUE)))
+    results["set"] = timed(seconds, 1, lambda i: client.set(keys[i % KEYS], VALUE))
     for start in range(0, KEYS, 1000):
         client.mset({key: VALUE for key in keys[start:start + 1000]})
-    results["get"] = rate(n, each(n, lambda i: client.get(keys[i % KEYS])))
+    results["get"] = timed(seconds, 1, lambda i: client.get(keys[i % KEYS]))
 
-    def pipelined(total: int) -> None:
-        for start in range(0, total, BATCH):
-            pipe = client.pipeline(transaction=False)
-            for j in range(BATCH):
-                pipe.get(keys[(start + j) % KEYS])
-            pipe.execute()
+    def pipelined(i: int) -> None:
+        pipe = client.pipeline(transaction=False)
+        for key in batch_keys(keys, i):
+            pipe.get(key)
+        pipe.execute()
 
-    m = n * 4
-    results["concurrent"] = rate(m, lambda: pipelined(m))
+    results["concurrent"] = timed(seconds, BATCH, pipelined)
     results["pipeline"] = results["concurrent"]
     results["async_pipeline"] = results["concurrent"]
 
-    async def gathered(total: int) -> None:
+    async def gathered() -> float:
         import redis.asyncio
 
         aclient = redis.asyncio.Redis(port=port)
-        for start in range(0, total, BATCH):
-            await asyncio.gather(*(aclient.get(keys[(start + j) % KEYS]) for j in range(BATCH)))
-        await aclient.aclose()
+        try:
+            return await timed_async(seconds, BATCH, lambda i: asyncio.gather(
+                *(aclient.get(key) for key in batch_keys(keys, i))))
+        finally:
+            await aclient.aclose()
 
-    results["gather"] = rate(m, lambda: asyncio.run(gathered(m)))
-    calls = max(50, n // 20)
-    results["many"] = rate(
-        calls * BATCH,
-        each(calls, lambda i: client.mget(keys[(i * BATCH) % KEYS:(i * BATCH) % KEYS + BATCH])),
-    )
+    results["gather"] = asyncio.run(gathered())
+    results["many"] = timed(seconds, BATCH, lambda i: client.mget(batch_keys(keys, i)))
     return results
 
 
@@ -148,7 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("side", choices=["sutra", "redis"])
     parser.add_argument("port", type=int)
-    parser.add_argument("--seconds", type=float, default=2.0, help="rough length of each case")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each case")
     args = parser.parse_args()
     side = sutra_side if args.side == "sutra" else redis_side
     print(json.dumps(side(args.port, args.seconds)))

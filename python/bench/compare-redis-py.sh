@@ -12,7 +12,8 @@
 # appendonly yes, appendfsync everysec, no RDB; sutra-storage (release) with --fsync everysec
 # and VECTOR_INDEX=none (Redis indexes no vectors);
 # each on a fresh temporary directory. By hand only, never in CI.
-# Environment: REDIS_PORT (default 16379), SUTRA_PORT (default 16380), SECONDS_PER_CASE (2).
+# Environment: REDIS_PORT (default 16379), SUTRA_PORT (default 16380), SECONDS_PER_CASE (2: how
+# long each case runs, on each side).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

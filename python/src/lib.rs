@@ -1,16 +1,15 @@
 //! `sutra_storage_client_tcp._native`: the Rust half of the Python client.
 //!
-//! One [`Client`] wraps one `sutra_client::Client` (one pipelined TCP connection, reconnected
-//! on the next call after it breaks) and runs it on a small tokio runtime shared by every
-//! client of the process. Each method builds one protocol request from Python values and
-//! either blocks for the answer with the GIL released (no `callback`) or returns at once and
-//! later calls `callback(ok, value)` from a runtime thread (`AsyncStorageClient` turns that
-//! into an asyncio future). Concepts come back as [`Concept`] objects, the rest as plain
-//! Python values (dicts, lists, tuples); `sutra_storage_client_tcp` wraps them in its API and
-//! defines the exceptions, whose factory it registers here with [`set_error_factory`].
+//! [`Client`] wraps one `sutra_client::Client` (one pipelined TCP connection, reconnected on
+//! the next call after it breaks) with a tokio runtime of its own that the calling threads
+//! drive: each method builds one protocol request from Python values and blocks for the
+//! answer with the GIL released. [`Wire`] is the same protocol without the I/O, for the asyncio
+//! client, whose event loop drives its socket itself. Concepts come back as [`Concept`]
+//! objects, the rest as plain Python values (dicts, lists, tuples); `sutra_storage_client_tcp`
+//! wraps them in its API and defines the exceptions, whose factory it registers here with
+//! [`set_error_factory`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -25,47 +24,16 @@ use sutra_client::sutra_protocol::{
 use sutra_client::{ClientConfig, ClientError};
 
 mod concept;
+mod wire;
+
+/// mimalloc for the extension's own allocations (Python's objects keep Python's allocator):
+/// reading 100 concepts makes ~600 small and 100 one-kilobyte blocks that Python frees in
+/// another order, and glibc malloc spent ~19% of a `get_many(100)` client's CPU on them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use concept::Concept;
-
-/// Worker threads of the shared runtime: the client's work per request is a few
-/// microseconds of encoding, so two threads keep up with any Python program.
-const RUNTIME_THREADS: usize = 2;
-
-fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(RUNTIME_THREADS)
-                .thread_name("sutra-client")
-                .enable_all()
-                .build()
-                .map_err(|error| error.to_string())
-        })
-        .as_ref()
-        .map_err(|error| PyRuntimeError::new_err(format!("starting the client runtime: {error}")))
-}
-
-/// Set by [`shutdown`] (at interpreter exit): runtime threads no longer enter Python.
-static CLOSING: AtomicBool = AtomicBool::new(false);
-
-/// Runtime threads inside (or about to enter) Python to deliver an answer.
-static ATTACHED: AtomicUsize = AtomicUsize::new(0);
-
-/// Called by the package at interpreter exit (`atexit`), before finalization: from then on a
-/// late answer of an abandoned asyncio call is dropped instead of delivered, and this returns
-/// once no runtime thread is inside Python. (A thread entering or leaving Python while the
-/// interpreter finalizes aborts the process.)
-#[pyfunction]
-fn shutdown(py: Python<'_>) {
-    CLOSING.store(true, Ordering::SeqCst);
-    py.detach(|| {
-        while ATTACHED.load(Ordering::SeqCst) > 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    });
-}
+use wire::Wire;
 
 /// `_error(kind, code, name, message) -> Exception`, set by the Python package.
 static ERROR_FACTORY: OnceLock<Py<PyAny>> = OnceLock::new();
@@ -316,85 +284,27 @@ fn answer(py: Python<'_>, response: Result<Response, ClientError>) -> PyResult<P
     Ok(value.unbind())
 }
 
-/// A connection to one sutra-storage server, shared by every thread and task that uses it.
+/// A connection to one sutra-storage server, shared by every thread that uses it.
 #[pyclass(frozen, module = "sutra_storage_client_tcp._native")]
 struct Client {
     inner: sutra_client::Client,
-    /// `Some` for a blocking client: a runtime of its own on the calling threads, so a call
-    /// makes no hop to another thread and back (two wake-ups, about 40 µs a call on a VM);
-    /// `None` for an asyncio client, on the shared runtime's threads.
-    local: Option<tokio::runtime::Runtime>,
-}
-
-impl Client {
-    /// Where a blocking call runs: the client's own runtime, else the shared one.
-    fn blocking_runtime(&self) -> PyResult<&tokio::runtime::Runtime> {
-        match &self.local {
-            Some(local) => Ok(local),
-            None => runtime(),
-        }
-    }
-
-    /// Where a call with a callback runs: the shared runtime's threads (a blocking client has
-    /// none running between its calls, so it takes no callbacks).
-    fn shared_runtime(&self) -> PyResult<&'static tokio::runtime::Runtime> {
-        if self.local.is_some() {
-            return Err(PyValueError::new_err(
-                "a blocking client takes no callbacks: use AsyncStorageClient",
-            ));
-        }
-        runtime()
-    }
-
-    /// Runs `request`: blocking without the GIL when `callback` is `None`, else in the
-    /// background, ending with `callback(ok, value_or_exception)` (the return value is then
-    /// `None`).
-    fn dispatch(
-        &self,
-        py: Python<'_>,
-        request: Request,
-        callback: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let client = self.inner.clone();
-        let Some(callback) = callback else {
-            let runtime = self.blocking_runtime()?;
-            let response = py.detach(|| runtime.block_on(client.call(request)));
-            return answer(py, response);
-        };
-        self.shared_runtime()?.spawn(async move {
-            let response = client.call(request).await;
-            // Counted before the check, so that `shutdown` either sees this thread or this
-            // thread sees `CLOSING`.
-            ATTACHED.fetch_add(1, Ordering::SeqCst);
-            if !CLOSING.load(Ordering::SeqCst) {
-                Python::attach(|py| {
-                    let (ok, value) = match answer(py, response) {
-                        Ok(value) => (true, value),
-                        Err(failure) => (false, failure.into_value(py).into_any()),
-                    };
-                    if let Err(failure) = callback.call1(py, (ok, value)) {
-                        failure.write_unraisable(py, None);
-                    }
-                });
-            }
-            ATTACHED.fetch_sub(1, Ordering::SeqCst);
-        });
-        Ok(py.None())
-    }
+    /// The client's own runtime, driven by the calling threads (tokio hands the driver over
+    /// when several share the client): a call makes no hop to another thread and back (two
+    /// wake-ups, about 40 µs a call on a VM).
+    runtime: tokio::runtime::Runtime,
 }
 
 #[pymethods]
 impl Client {
     /// A client for `addr` (`host:port`); it connects on first use.
     #[new]
-    #[pyo3(signature = (addr, timeout, connect_timeout, auth_token=None, max_in_flight=4096, blocking=false))]
+    #[pyo3(signature = (addr, timeout, connect_timeout, auth_token=None, max_in_flight=4096))]
     fn new(
         addr: String,
         timeout: f64,
         connect_timeout: f64,
         auth_token: Option<String>,
         max_in_flight: usize,
-        blocking: bool,
     ) -> PyResult<Client> {
         let seconds = |value: f64, name: &str| {
             Duration::try_from_secs_f64(value)
@@ -411,23 +321,14 @@ impl Client {
             max_in_flight: max_in_flight.max(1),
             ..ClientConfig::default()
         };
-        // A runtime must exist before the lazy client's first use; fail here if it cannot.
-        let local = if blocking {
-            // Threads sharing the client take turns driving it (tokio hands the driver over).
-            Some(
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|error| {
-                        PyRuntimeError::new_err(format!("starting the client runtime: {error}"))
-                    })?,
-            )
-        } else {
-            runtime()?;
-            None
-        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| {
+                PyRuntimeError::new_err(format!("starting the client runtime: {error}"))
+            })?;
         Ok(Client {
-            local,
+            runtime,
             inner: sutra_client::Client::lazy(addr, config),
         })
     }
@@ -438,42 +339,29 @@ impl Client {
         self.inner.addr()
     }
 
-    /// Runs one call: `name` is the request (`health`, `stats`, `search`, `store`, `store_many`,
-    /// `get`, `get_many`, `query`, `delete`, `clear_type`, `learn`, `learn_batch`) and `args` its
-    /// arguments (see `_native.pyi`). Blocks without the GIL when `callback` is `None`;
-    /// otherwise returns at once and later calls `callback(ok, value_or_exception)`.
-    #[pyo3(signature = (name, args, callback=None))]
-    fn call(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        args: &Bound<'_, PyTuple>,
-        callback: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
+    /// Runs one call, blocking without the GIL: `name` is the request (`health`, `stats`,
+    /// `search`, `store`, `store_many`, `get`, `get_many`, `query`, `delete`, `clear_type`,
+    /// `learn`, `learn_batch`) and `args` its arguments (see `_native.pyi`).
+    fn call(&self, py: Python<'_>, name: &str, args: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
         let request = build(py, name, args)?;
-        self.dispatch(py, request, callback)
+        let client = self.inner.clone();
+        let response = py.detach(|| self.runtime.block_on(client.call(request)));
+        answer(py, response)
     }
 
-    /// Runs several calls `[(name, args), ...]` at once, pipelined over the connection;
-    /// `[(ok, value_or_exception), ...]` in order (a call whose arguments are refused fails
-    /// alone). Blocks without the GIL when `callback` is `None`; otherwise returns at once and
-    /// later calls `callback(results)` once, from one visit to Python for the whole batch.
-    #[pyo3(signature = (calls, callback=None))]
-    fn batch(
+    /// Runs several calls `[(name, args), ...]` at once, pipelined over the connection,
+    /// blocking without the GIL: `[(ok, value_or_exception), ...]` in order (a call whose
+    /// arguments are refused fails alone).
+    fn batch<'py>(
         &self,
-        py: Python<'_>,
-        calls: Vec<(String, Bound<'_, PyTuple>)>,
-        callback: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
+        py: Python<'py>,
+        calls: Vec<(String, Bound<'py, PyTuple>)>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let total = calls.len();
-        let built: Vec<Result<Request, PyErr>> = calls
-            .into_iter()
-            .map(|(name, args)| build(py, &name, &args))
-            .collect();
         let mut refused = Vec::new();
         let mut requests = Vec::new();
-        for (index, request) in built.into_iter().enumerate() {
-            match request {
+        for (index, (name, args)) in calls.into_iter().enumerate() {
+            match build(py, &name, &args) {
                 Ok(request) => requests.push((index, request)),
                 Err(failure) => refused.push((index, failure)),
             }
@@ -487,26 +375,8 @@ impl Client {
             });
             futures_util::future::join_all(calls).await
         };
-        let Some(callback) = callback else {
-            let runtime = self.blocking_runtime()?;
-            let responses = py.detach(|| runtime.block_on(run));
-            return results(py, total, responses, refused).map(|list| list.into_any().unbind());
-        };
-        self.shared_runtime()?.spawn(async move {
-            let responses = run.await;
-            ATTACHED.fetch_add(1, Ordering::SeqCst);
-            if !CLOSING.load(Ordering::SeqCst) {
-                Python::attach(|py| {
-                    let delivered = results(py, total, responses, refused)
-                        .and_then(|list| callback.call1(py, (list,)));
-                    if let Err(failure) = delivered {
-                        failure.write_unraisable(py, None);
-                    }
-                });
-            }
-            ATTACHED.fetch_sub(1, Ordering::SeqCst);
-        });
-        Ok(py.None())
+        let responses = py.detach(|| self.runtime.block_on(run));
+        results(py, total, responses, refused)
     }
 }
 
@@ -628,8 +498,8 @@ fn build(py: Python<'_>, name: &str, args: &Bound<'_, PyTuple>) -> PyResult<Requ
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Client>()?;
     module.add_class::<Concept>()?;
+    module.add_class::<Wire>()?;
     module.add_function(wrap_pyfunction!(set_error_factory, module)?)?;
-    module.add_function(wrap_pyfunction!(shutdown, module)?)?;
     module.add("PROTOCOL_ERRORS", {
         let codes: Vec<(u16, &str)> = sutra_client::sutra_protocol::ErrorCode::ALL
             .iter()

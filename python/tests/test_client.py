@@ -234,6 +234,68 @@ def test_authentication(secured) -> None:
     assert client.get_concept_by_id("x").content == "with the token"
 
 
+def test_the_asyncio_connection_reconnects_times_out_and_authenticates(server, secured) -> None:
+    """The asyncio client drives its own connection: the same failures, the same classes."""
+
+    async def main() -> None:
+        unreachable = AsyncStorageClient(host="127.0.0.1", port=1)
+        with pytest.raises(sutra.ConnectionFailed, match="cannot connect to 127.0.0.1:1"):
+            await unreachable.health_check()
+        # Every call waiting on the failed connection gets its own exception.
+        failures = await asyncio.gather(*(unreachable.stats() for _ in range(3)),
+                                        return_exceptions=True)
+        assert all(isinstance(failure, sutra.ConnectionFailed) for failure in failures)
+        assert len({id(failure) for failure in failures}) == 3
+
+        client = AsyncStorageClient(host=server.host, port=server.port, timeout=0.5)
+        await client.store_concept("kept", "durable", vector(2))
+        server.restart()
+        # The broken connection fails what finds it, once; the next call reconnects.
+        for attempt in range(2):
+            try:
+                concept = await client.get_concept_by_id("kept")
+                break
+            except sutra.ConnectionClosed:
+                assert attempt == 0
+        assert concept is not None and concept.embedding == vector(2)
+
+        server.pause()
+        try:
+            started = time.monotonic()
+            late = await asyncio.gather(client.get_concept_by_id("kept"), client.stats(),
+                                        return_exceptions=True)
+            assert all(isinstance(failure, sutra.Timeout) for failure in late), late
+            assert time.monotonic() - started < 5
+        finally:
+            server.resume()
+        # The late answers are dropped; the connection serves the next calls.
+        assert (await client.get_concept_by_id("kept")).content == "durable"
+        await client.close()
+        assert (await client.health_check())["status"] == "ok"  # a new connection
+
+        with pytest.raises(sutra.Unauthenticated):
+            await AsyncStorageClient(host=secured.host, port=secured.port).stats()
+        wrong = AsyncStorageClient(host=secured.host, port=secured.port, auth_token="wrong")
+        with pytest.raises(sutra.Unauthenticated):
+            await wrong.stats()
+        with pytest.raises(sutra.Unauthenticated):  # each new connection tries again
+            await wrong.stats()
+        good = AsyncStorageClient(host=secured.host, port=secured.port, auth_token="s3cret")
+        stored = await asyncio.gather(*(good.store_concept(f"s{i}", "x") for i in range(50)))
+        assert len(stored) == 50 and (await good.stats())["concepts"] == 50
+
+        # max_in_flight bounds the calls on the wire; the rest wait their turn, in order.
+        narrow = AsyncStorageClient(host=server.host, port=server.port, max_in_flight=2)
+        found = await asyncio.gather(*(narrow.get_concept_by_id("kept") for _ in range(20)))
+        assert [concept.id for concept in found] == ["kept"] * 20
+        pipe = narrow.pipeline()
+        for index in range(10):
+            pipe.get_concept_by_id("kept" if index % 2 else "absent")
+        assert [c is None for c in await pipe.execute()] == [index % 2 == 0 for index in range(10)]
+
+    asyncio.run(main())
+
+
 def test_threads_share_one_client(server) -> None:
     client = client_for(server)
     failures: List[BaseException] = []
@@ -281,6 +343,40 @@ def test_asyncio_pipelines_concurrent_calls(server) -> None:
                 await client.store_concept("bad", "x", [1.0])
             assert await client.clear_type("async") == 500
             assert (await client.stats())["concepts"] == 0
+
+    asyncio.run(main())
+
+
+def test_asyncio_calls_are_futures_tasks_and_coroutines_alike(server) -> None:
+    client = AsyncStorageClient(host=server.host, port=server.port)
+    # Outside a running loop a method gives a coroutine, which makes the call when run.
+    assert asyncio.run(client.health_check())["status"] == "ok"
+
+    async def main() -> None:
+        call = client.store_concept("t1", "one", vector(1))
+        assert isinstance(call, asyncio.Future)  # gathered as it is, no task per call
+        assert asyncio.iscoroutine(call)  # and accepted wherever a coroutine is
+        assert (await call)["created"]
+        # A call starts when it is made, like a task: not awaiting it does not stop it.
+        client.store_concept("t2", "two", vector(2))
+        task = asyncio.create_task(client.get_concept_by_id("t2"))
+        assert (await task).content == "two"
+        assert await asyncio.ensure_future(client.get_concept_by_id("absent")) is None
+        assert (await asyncio.wait_for(client.stats(), timeout=5))["concepts"] == 2
+        # A task awaiting a call can be cancelled; the connection goes on serving the rest.
+        slow = asyncio.create_task(client.get_many([f"t{i % 3}" for i in range(1000)]))
+        await asyncio.sleep(0)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        answers = [await call for call in asyncio.as_completed(
+            [client.get_concept_by_id("t1"), client.delete_concept("t1")])]
+        assert sorted(type(answer).__name__ for answer in answers) == ["Concept", "bool"]
+        # A refused argument fails its own call only, when awaited.
+        bad, good = client.get_concept_by_id(""), client.get_concept_by_id("t2")
+        with pytest.raises(sutra.InvalidArgument, match="must not be empty"):
+            await bad
+        assert (await good).content == "two"
 
     asyncio.run(main())
 

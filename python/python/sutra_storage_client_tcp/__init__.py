@@ -17,9 +17,9 @@ The seed's code runs unchanged::
     if concept and concept.embedding: ...
 
 :class:`StorageClient` blocks (with the GIL released while it waits) and may be shared by
-threads; :class:`AsyncStorageClient` has the same methods as coroutines and pipelines
-concurrent calls over its one connection. Both reconnect on the next call after the
-connection breaks; a call that was in flight then fails with :class:`ConnectionClosed`
+threads; :class:`AsyncStorageClient` has the same methods, awaitable, and pipelines
+concurrent calls over a connection its event loop drives. Both reconnect on the next call
+after the connection breaks; a call that was in flight then fails with :class:`ConnectionClosed`
 (it may or may not have been applied) and is never retried silently. Errors are the classes
 of :mod:`sutra_storage_client_tcp.errors`, re-exported here.
 """
@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import array
 import asyncio
-import atexit
 import math
 import sys
 import time
 from datetime import datetime
 from typing import (
     Any,
+    Awaitable,
     Dict,
     Iterable,
     Iterator,
@@ -47,10 +47,15 @@ from typing import (
 )
 
 from . import errors
+from ._aio import Call as _Call
+from ._aio import Connection as _Connection
+from ._aio import Group as _Group
+from ._aio import Settings as _Settings
+from ._aio import Sink as _Sink
+from ._aio import Slot as _Slot
 from ._native import Client as _Native
 from ._native import Concept
 from ._native import set_error_factory as _set_error_factory
-from ._native import shutdown as _native_shutdown
 from .errors import (
     Busy,
     ConnectionClosed,
@@ -74,8 +79,6 @@ from .errors import (
 )
 
 _set_error_factory(errors._make)
-# Before the interpreter finalizes, stop the runtime threads from delivering late answers.
-atexit.register(_native_shutdown)
 
 __all__ = [
     "AsyncPipeline",
@@ -185,12 +188,12 @@ def _embedding(embedding: Optional[Embedding]) -> Union[None, List[float], bytes
             raise TypeError(f"embedding must hold numbers, not {values.dtype}")
         return numpy.ascontiguousarray(values, dtype="<f4").tobytes()
     try:
-        values = array.array("f", embedding)
+        floats = array.array("f", embedding)
     except TypeError as error:
         raise TypeError(f"embedding must be a sequence of floats: {error}") from None
     if sys.byteorder == "big":
-        values.byteswap()
-    return values.tobytes()
+        floats.byteswap()
+    return floats.tobytes()
 
 
 def _store_item(
@@ -265,8 +268,6 @@ def _learn_args(
 
 
 class _Base:
-    _blocking = False
-
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -278,13 +279,27 @@ class _Base:
     ) -> None:
         self.host = host
         self.port = port
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._native = _Native(address, float(timeout), float(connect_timeout), auth_token,
-                               max_in_flight, self._blocking)
+        for value, name in ((timeout, "timeout"), (connect_timeout, "connect_timeout")):
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive number of seconds")
+        self._settings = _Settings(
+            host=host,
+            port=port,
+            address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            timeout=float(timeout),
+            connect_timeout=float(connect_timeout),
+            auth_token=auth_token,
+            max_in_flight=max(1, max_in_flight),
+        )
+        self._start()
+
+    def _start(self) -> None:
+        """Sets up what the client's calls go through (nothing connects yet)."""
+        raise NotImplementedError
 
     @property
     def address(self) -> str:
-        return self._native.addr
+        return self._settings.address
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.address!r})"
@@ -384,21 +399,19 @@ class Pipeline(_Queue):
 class AsyncPipeline(_Queue):
     """:class:`Pipeline` for :class:`AsyncStorageClient`: ``await pipeline.execute()``."""
 
-    def __init__(self, native: _Native) -> None:
+    def __init__(self, client: "AsyncStorageClient") -> None:
         super().__init__()
-        self._native = native
+        self._client = client
 
     async def execute(self, raise_on_error: bool = True) -> List[Any]:
+        if not self._calls:
+            return []
         loop = asyncio.get_running_loop()
         future: "asyncio.Future[List[Tuple[bool, Any]]]" = loop.create_future()
-
-        def done(results: List[Tuple[bool, Any]]) -> None:
-            try:
-                loop.call_soon_threadsafe(_settle_all, [future], [(True, results)])
-            except RuntimeError:
-                pass
-
-        self._native.batch(self._calls, done)
+        count = len(self._calls)
+        group = _Group(future, count)
+        self._client._connection(loop).submit(list(self._calls), [group] * count,
+                                              list(range(count)))
         return self._answers(await future, raise_on_error)
 
     async def __aenter__(self) -> "AsyncPipeline":
@@ -413,10 +426,14 @@ class StorageClient(_Base):
     pipelined over one connection, the calling threads taking turns at its I/O).
 
     ``timeout`` bounds each call in seconds, ``connect_timeout`` opening the connection;
-    ``auth_token`` is the server's SUTRA_AUTH_TOKEN. The connection opens on the first call.
+    ``auth_token`` is the server's SUTRA_AUTH_TOKEN; ``max_in_flight`` bounds the calls sent
+    and not yet answered (more wait their turn). The connection opens on the first call.
     """
 
-    _blocking = True
+    def _start(self) -> None:
+        settings = self._settings
+        self._native = _Native(settings.address, settings.timeout, settings.connect_timeout,
+                               settings.auth_token, settings.max_in_flight)
 
     def health_check(self) -> Dict[str, Any]:
         """The server's health (``status``, ``role``, ``vector_dimension``, ``concepts``,
@@ -538,84 +555,81 @@ class StorageClient(_Base):
         self.close()
 
 
-def _settle_all(futures: List["asyncio.Future[Any]"], results: List[Tuple[bool, Any]]) -> None:
-    for future, (ok, value) in zip(futures, results):
-        if future.cancelled():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-
 class AsyncStorageClient(_Base):
-    """The asyncio client: :class:`StorageClient`'s methods as coroutines.
+    """The asyncio client: :class:`StorageClient`'s methods, awaitable.
 
-    Calls made in the same turn of the event loop (``asyncio.gather`` of many) go to the
-    native client as one batch, pipelined over the one connection, and their answers come
-    back to the loop together: one visit to the loop per batch instead of one per call. The
-    event loop never waits on the network."""
+    A call starts when it is made (as if it were wrapped in a task): the calls made in one
+    turn of the event loop (``asyncio.gather`` of many) are written together, pipelined over
+    the loop's one connection, which the event loop reads and writes itself (no other thread
+    takes part, and the loop never waits on the network). Each method returns an
+    ``asyncio.Future`` that is also a coroutine: it can be awaited, gathered, or given to
+    ``asyncio.create_task``. Called outside a running event loop, a method returns a plain
+    coroutine that makes the call when awaited (``asyncio.run(client.health_check())``). A
+    refused argument fails its own call only. Each event loop that uses the client gets a
+    connection of its own; :meth:`close` closes the current loop's. The settings are
+    :class:`StorageClient`'s."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Calls not yet handed to the native client, per event loop.
-        self._pending: Dict[asyncio.AbstractEventLoop, List[Tuple[str, Tuple[Any, ...],
-                                                                   "asyncio.Future[Any]"]]] = {}
+    def _start(self) -> None:
+        # Calls made in this turn of each loop, not yet written: (calls, sinks, slots).
+        self._pending: Dict[asyncio.AbstractEventLoop,
+                            Tuple[List[Tuple[str, Tuple[Any, ...]]], List[_Sink],
+                                  List[_Slot]]] = {}
+        self._connections: Dict[asyncio.AbstractEventLoop, _Connection] = {}
 
-    def _call(self, name: str, *args: Any) -> "asyncio.Future[Any]":
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+    def _call(self, name: str, *args: Any) -> Awaitable[Any]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop yet: the call is made when the coroutine runs
+            return self._later(name, args)
+        call = _Call(loop=loop)
         pending = self._pending.get(loop)
         if pending is None:
-            pending = self._pending[loop] = []
+            pending = self._pending[loop] = ([], [], [])
             loop.call_soon(self._flush, loop)
-        pending.append((name, args, future))
-        return future
+        pending[0].append((name, args))
+        pending[1].append(call)
+        pending[2].append(name)
+        return call
+
+    async def _later(self, name: str, args: Tuple[Any, ...]) -> Any:
+        return await self._call(name, *args)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        pending = self._pending.pop(loop, [])
-        if not pending:
-            return
-        futures = [future for _, _, future in pending]
+        calls, sinks, slots = self._pending.pop(loop)
+        self._connection(loop).submit(calls, sinks, slots)
 
-        def done(results: List[Tuple[bool, Any]]) -> None:
-            try:
-                loop.call_soon_threadsafe(_settle_all, futures, results)
-            except RuntimeError:  # the loop closed while the calls were in flight
-                pass
+    def _connection(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        """The loop's connection, opening a new one if there is none or it ended."""
+        connection = self._connections.get(loop)
+        if connection is None or connection.ended is not None:
+            for gone in [other for other in self._connections if other.is_closed()]:
+                del self._connections[gone]
+            connection = self._connections[loop] = _Connection(loop, self._settings)
+        return connection
 
-        try:
-            self._native.batch([(name, args) for name, args, _ in pending], done)
-        except BaseException as error:  # the batch itself could not be sent
-            for future in futures:
-                if not future.done():
-                    future.set_exception(error)
+    def health_check(self) -> Awaitable[Dict[str, Any]]:
+        return self._call("health")
 
-    async def health_check(self) -> Dict[str, Any]:
-        return await self._call("health")
-
-    async def store_concept(
+    def store_concept(
         self,
         concept_id: str,
         content: str,
         embedding: Optional[Embedding] = None,
         metadata: Optional[ConceptMetadata] = None,
         ttl_seconds: Optional[int] = None,
-    ) -> Dict[str, Any]:
+    ) -> Awaitable[Dict[str, Any]]:
         item = _store_item(concept_id, content, embedding, metadata, ttl_seconds)
-        return await self._call("store", item)
+        return self._call("store", item)
 
-    async def store_many(self, concepts: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-        return await self._call("store_many", _store_items(concepts))
+    def store_many(self, concepts: Iterable[Mapping[str, Any]]) -> Awaitable[List[Dict[str, Any]]]:
+        return self._call("store_many", _store_items(concepts))
 
-    async def get_concept_by_id(self, concept_id: str) -> Optional[Concept]:
-        try:
-            return await self._call("get", concept_id)
-        except NotFound:
-            return None
+    def get_concept_by_id(self, concept_id: str) -> Awaitable[Optional[Concept]]:
+        """The concept, or ``None`` when there is no such concept."""
+        return self._call("get", concept_id)
 
-    async def get_many(self, concept_ids: Sequence[str]) -> List[Optional[Concept]]:
-        return await self._call("get_many", list(concept_ids))
+    def get_many(self, concept_ids: Sequence[str]) -> Awaitable[List[Optional[Concept]]]:
+        return self._call("get_many", list(concept_ids))
 
     async def query_by_type(self, concept_type: str, limit: Optional[int] = None) -> List[Concept]:
         found: List[Concept] = []
@@ -629,16 +643,16 @@ class AsyncStorageClient(_Base):
                 break
         return found
 
-    async def delete_concept(self, concept_id: str) -> bool:
-        return await self._call("delete", concept_id)
+    def delete_concept(self, concept_id: str) -> Awaitable[bool]:
+        return self._call("delete", concept_id)
 
-    async def clear_type(self, concept_type: str) -> int:
-        return await self._call("clear_type", concept_type)
+    def clear_type(self, concept_type: str) -> Awaitable[int]:
+        return self._call("clear_type", concept_type)
 
-    async def stats(self) -> Dict[str, Any]:
-        return await self._call("stats")
+    def stats(self) -> Awaitable[Dict[str, Any]]:
+        return self._call("stats")
 
-    async def search(
+    def search(
         self,
         vector: Optional[Embedding] = None,
         text: Optional[str] = None,
@@ -647,34 +661,38 @@ class AsyncStorageClient(_Base):
         exact: bool = False,
         ef: int = 0,
         include_concepts: bool = False,
-    ) -> List[Dict[str, Any]]:
-        return await self._call(
+    ) -> Awaitable[List[Dict[str, Any]]]:
+        return self._call(
             "search", *_search_args(vector, text, k, concept_type, exact, ef, include_concepts)
         )
 
-    async def learn_concept(
+    def learn_concept(
         self,
         content: str,
         concept_type: str = "",
         attributes: Optional[Mapping[str, str]] = None,
         concept_id: Optional[str] = None,
         ttl_seconds: Optional[int] = None,
-    ) -> Dict[str, Any]:
+    ) -> Awaitable[Dict[str, Any]]:
         item = _learn_item(_learn_args(content, concept_type, attributes, concept_id,
                                        ttl_seconds))
-        return await self._call("learn", item)
+        return self._call("learn", item)
 
-    async def learn_batch(
+    def learn_batch(
         self, items: Iterable[Union[str, Mapping[str, Any]]]
-    ) -> List[Dict[str, Any]]:
-        return await self._call("learn_batch", [_learn_item(item) for item in items])
+    ) -> Awaitable[List[Dict[str, Any]]]:
+        return self._call("learn_batch", [_learn_item(item) for item in items])
 
     def pipeline(self) -> AsyncPipeline:
         """An :class:`AsyncPipeline` on this client's connection."""
-        return AsyncPipeline(self._native)
+        return AsyncPipeline(self)
 
     async def close(self) -> None:
-        """Nothing to release: the connection closes with the last reference."""
+        """Closes the running loop's connection; calls still waiting on it fail with
+        :class:`ConnectionClosed`. A later call opens a new one."""
+        connection = self._connections.pop(asyncio.get_running_loop(), None)
+        if connection is not None:
+            connection.close()
 
     async def __aenter__(self) -> "AsyncStorageClient":
         return self

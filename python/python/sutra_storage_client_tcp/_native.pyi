@@ -4,11 +4,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 StoreItem = Tuple[str, str, str, str, Dict[str, str], Union[List[float], bytes, None], Optional[int]]
 LearnItem = Tuple[str, str, Dict[str, str], Optional[str], Optional[int]]
-Callback = Optional[Callable[[bool, Any], None]]
 
 PROTOCOL_ERRORS: List[Tuple[int, str]]
 
-def shutdown() -> None: ...
 def set_error_factory(factory: Callable[[str, int, str, str], BaseException]) -> None: ...
 
 class Concept:
@@ -41,6 +39,8 @@ class Concept:
     def metadata(self) -> Any: ...
 
 class Client:
+    """A blocking connection (the calling threads drive its I/O, the GIL released)."""
+
     def __init__(
         self,
         addr: str,
@@ -48,13 +48,20 @@ class Client:
         connect_timeout: float,
         auth_token: Optional[str] = None,
         max_in_flight: int = 4096,
-        blocking: bool = False,
     ) -> None: ...
     @property
     def addr(self) -> str: ...
-    def call(self, name: str, args: Tuple[Any, ...], callback: Callback = None) -> Any: ...
-    def batch(
-        self,
-        calls: List[Tuple[str, Tuple[Any, ...]]],
-        callback: Optional[Callable[[List[Tuple[bool, Any]]], None]] = None,
-    ) -> Any: ...
+    def call(self, name: str, args: Tuple[Any, ...]) -> Any: ...
+    def batch(self, calls: List[Tuple[str, Tuple[Any, ...]]]) -> List[Tuple[bool, Any]]: ...
+
+class Wire:
+    """The protocol without the I/O, for a connection an asyncio event loop drives."""
+
+    def __init__(self, max_frame_bytes: int = ...) -> None: ...
+    def encode(
+        self, calls: List[Tuple[str, Tuple[Any, ...]]]
+    ) -> Tuple[bytes, List[Union[int, BaseException]]]: ...
+    def auth(self, token: str) -> Tuple[bytes, int]: ...
+    def feed(
+        self, data: bytes
+    ) -> Tuple[List[Tuple[int, bool, Any]], Optional[BaseException]]: ...
