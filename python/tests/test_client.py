@@ -246,6 +246,8 @@ def test_the_asyncio_connection_reconnects_times_out_and_authenticates(server, s
                                         return_exceptions=True)
         assert all(isinstance(failure, sutra.ConnectionFailed) for failure in failures)
         assert len({id(failure) for failure in failures}) == 3
+        with pytest.raises(sutra.ConnectionFailed, match="port must be 0-65535"):
+            await AsyncStorageClient(host="127.0.0.1", port=70000).stats()
 
         client = AsyncStorageClient(host=server.host, port=server.port, timeout=0.5)
         await client.store_concept("kept", "durable", vector(2))

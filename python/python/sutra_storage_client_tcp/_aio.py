@@ -166,7 +166,8 @@ class Connection(asyncio.Protocol):
         for request_id in expired:
             sink, slot, _ = self.waiting.pop(request_id)
             settle(sink, slot, False, _make("timeout", 0, "", "request timed out"))
-        self._send_queued()
+        if self.ready:
+            self._send_queued()
 
     async def _open(self) -> None:
         try:
@@ -193,6 +194,8 @@ class Connection(asyncio.Protocol):
         except OSError as error:
             message = f"cannot connect to {settings.address}: {error.strerror or error}"
             return _make("connect", 0, "", message)
+        except Exception as error:  # a bad host or port: still this connection's failure
+            return _make("connect", 0, "", f"cannot connect to {settings.address}: {error}")
         if settings.auth_token is None or self.transport is None:
             return None
         data, request_id = self.wire.auth(settings.auth_token)
