@@ -5,8 +5,8 @@
 //! wake-ups on top of the server's round trip (about 120 µs for one call on this project's
 //! 2-core VM, against 45 µs for a blocking call); with the loop reading and writing the socket
 //! itself an asyncio call wakes no thread but the server. The encoding, the framing and the
-//! Python objects of the answers are the same as the blocking client's ([`crate::build`],
-//! [`crate::answer`]).
+//! Python objects of the answers are the same as the blocking client's
+//! ([`crate::convert`]).
 
 use bytes::BytesMut;
 use pyo3::prelude::*;
@@ -15,7 +15,7 @@ use sutra_client::sutra_protocol::{decode_response, FrameCodec, Request, Request
 use sutra_client::ClientError;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::{answer, build, client_error};
+use crate::convert::{answer, build, client_error};
 
 /// One answer: `(request_id, ok, value_or_exception)`.
 type Answer = (u32, bool, Py<PyAny>);
