@@ -298,6 +298,33 @@ def test_the_asyncio_connection_reconnects_times_out_and_authenticates(server, s
     asyncio.run(main())
 
 
+def test_threads_with_event_loops_of_their_own_share_one_asyncio_client(server) -> None:
+    client = AsyncStorageClient(host=server.host, port=server.port)
+    failures: List[BaseException] = []
+
+    def work(thread: int) -> None:
+        async def rounds(run: int) -> None:
+            for round_ in range(5):
+                keys = [f"l{thread}-{run}-{round_}-{index}" for index in range(50)]
+                await asyncio.gather(*(client.store_concept(key, key) for key in keys))
+                found = await asyncio.gather(*(client.get_concept_by_id(key) for key in keys))
+                assert [concept.content for concept in found] == keys
+
+        try:
+            for run in range(2):  # a new loop each run: a new connection, the old one dropped
+                asyncio.run(rounds(run))
+        except BaseException as error:  # reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    assert StorageClient(host=server.host, port=server.port).stats()["concepts"] == 4 * 2 * 5 * 50
+
+
 def test_threads_share_one_client(server) -> None:
     client = client_for(server)
     failures: List[BaseException] = []

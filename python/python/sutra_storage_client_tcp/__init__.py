@@ -602,8 +602,9 @@ class AsyncStorageClient(_Base):
         """The loop's connection, opening a new one if there is none or it ended."""
         connection = self._connections.get(loop)
         if connection is None or connection.ended is not None:
-            for gone in [other for other in self._connections if other.is_closed()]:
-                del self._connections[gone]
+            # A snapshot of the keys: loops on other threads may add theirs meanwhile.
+            for gone in [other for other in list(self._connections) if other.is_closed()]:
+                self._connections.pop(gone, None)
             connection = self._connections[loop] = _Connection(loop, self._settings)
         return connection
 
