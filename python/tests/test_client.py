@@ -8,7 +8,7 @@ import math
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -298,9 +298,27 @@ def test_the_asyncio_connection_reconnects_times_out_and_authenticates(server, s
     asyncio.run(main())
 
 
+def in_threads(work: Callable[[int], None], count: int) -> None:
+    """Runs ``work(0)`` .. ``work(count - 1)`` on threads of their own, all at once, and fails
+    with every exception they raised."""
+    failures: List[BaseException] = []
+
+    def guarded(thread: int) -> None:
+        try:
+            work(thread)
+        except BaseException as error:  # reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+
+
 def test_threads_with_event_loops_of_their_own_share_one_asyncio_client(server) -> None:
     client = AsyncStorageClient(host=server.host, port=server.port)
-    failures: List[BaseException] = []
 
     def work(thread: int) -> None:
         async def rounds(run: int) -> None:
@@ -310,41 +328,24 @@ def test_threads_with_event_loops_of_their_own_share_one_asyncio_client(server) 
                 found = await asyncio.gather(*(client.get_concept_by_id(key) for key in keys))
                 assert [concept.content for concept in found] == keys
 
-        try:
-            for run in range(2):  # a new loop each run: a new connection, the old one dropped
-                asyncio.run(rounds(run))
-        except BaseException as error:  # reported below
-            failures.append(error)
+        for run in range(2):  # a new loop each run: a new connection, the old one dropped
+            asyncio.run(rounds(run))
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not failures, failures
+    in_threads(work, 4)
     assert StorageClient(host=server.host, port=server.port).stats()["concepts"] == 4 * 2 * 5 * 50
 
 
 def test_threads_share_one_client(server) -> None:
     client = client_for(server)
-    failures: List[BaseException] = []
 
     def work(thread: int) -> None:
-        try:
-            for index in range(100):
-                key = f"t{thread}-{index}"
-                client.store_concept(key, key, embedding=vector(index))
-                got = client.get_concept_by_id(key)
-                assert got is not None and got.content == key
-        except BaseException as error:  # reported below
-            failures.append(error)
+        for index in range(100):
+            key = f"t{thread}-{index}"
+            client.store_concept(key, key, embedding=vector(index))
+            got = client.get_concept_by_id(key)
+            assert got is not None and got.content == key
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not failures, failures
+    in_threads(work, 8)
     assert client.stats()["concepts"] == 800
 
 
