@@ -38,14 +38,27 @@ models=$(dirname "$(realpath models/all-MiniLM-L6-v2)")
 echo "== images from the host's binaries ($bin)"
 context=$(mktemp -d)
 cleanup_context() { rm -rf "$context"; }
-cp "$bin/sutra-storage" "$bin/sutra-embedding-service" "$bin/sutra-validate" \
-  deploy/healthcheck "$context/"
-podman build --pull=never -q -f deploy/Dockerfile.host --target storage \
-  -t localhost/sutra-storage:latest "$context" >/dev/null
-podman build --pull=never -q -f deploy/Dockerfile.host --target embedding-service \
-  -t localhost/sutra-embedding-service:latest "$context" >/dev/null
-podman build --pull=never -q -f deploy/haproxy/Dockerfile \
-  -t localhost/sutra-ml-base-lb:latest deploy >/dev/null
+# Without their debug information (a debug build's binaries are ~350 MB each, nearly all of it
+# DWARF): the layers podman commits are a fraction of the size.
+for binary in sutra-storage sutra-embedding-service sutra-validate; do
+  objcopy --strip-debug "$bin/$binary" "$context/$binary" 2>/dev/null \
+    || cp "$bin/$binary" "$context/$binary"
+done
+cp deploy/healthcheck "$context/"
+# A build is tried up to three times: on a busy machine podman has failed to commit a layer
+# ("io: read/write on closed pipe") with nothing wrong in the build itself.
+build() {
+  for attempt in 1 2 3; do
+    if podman build --pull=never -q "$@" >/dev/null; then return 0; fi
+    echo "podman build $* failed (attempt $attempt of 3)" >&2
+    sleep 2
+  done
+  return 1
+}
+build -f deploy/Dockerfile.host --target storage -t localhost/sutra-storage:latest "$context"
+build -f deploy/Dockerfile.host --target embedding-service \
+  -t localhost/sutra-embedding-service:latest "$context"
+build -f deploy/haproxy/Dockerfile -t localhost/sutra-ml-base-lb:latest deploy
 cleanup_context
 
 export SUTRA_MODELS=$models
@@ -118,10 +131,14 @@ for index in $(seq 1 20); do
   [ "$code" = 200 ] || fail "/embed answered $code after ml-base-1 was killed"
 done
 ok "20 new texts embedded after ml-base-1 was killed"
-stat=$(exec 3<>/dev/tcp/127.0.0.1/9999 && echo "show stat" >&3 && cat <&3)
-grep -q '^ml_base_replicas,ml-base-2,' <<<"$stat" \
-  && grep '^ml_base_replicas,ml-base-2,' <<<"$stat" | grep -q ',UP,' \
-  && ok "HAProxy statistics (show stat on 9999): ml-base-2 UP" || fail "show stat: $stat"
+# HAProxy's view of ml-base-2, polled for up to 15 s: a replica marked down by a health check
+# during start-up is back UP only after `rise` good checks, which may still be under way.
+replica_up() {
+  stat=$(exec 3<>/dev/tcp/127.0.0.1/9999 && echo "show stat" >&3 && cat <&3)
+  grep '^ml_base_replicas,ml-base-2,' <<<"$stat" | grep -q ',UP,'
+}
+for _ in $(seq 1 30); do replica_up && break; sleep 0.5; done
+replica_up && ok "HAProxy statistics (show stat on 9999): ml-base-2 UP" || fail "show stat: $stat"
 
 echo "== down, then up: the volumes keep the data"
 l2_before=$(curl -sf http://127.0.0.1:50052/stats | json 'd["concepts"]')
