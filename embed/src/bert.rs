@@ -646,12 +646,27 @@ impl Bert {
                     quantized,
                 );
                 let activation = self.activation;
-                par_rows(up, inner, |rows| match activation {
+                let activate = |rows: &mut [f32]| match activation {
                     Activation::GeluErf => kernels::gelu_erf(rows),
                     Activation::GeluTanh => kernels::gelu_tanh(rows),
                     Activation::Relu => kernels::relu(rows),
-                });
-                linear(up, inner, down, states, Accumulate::Add, threads, quantized);
+                };
+                if let Weights::Int8(weight) = &down.weight {
+                    // The activation runs on each block of rows as it is quantised, while the
+                    // block is in cache: one pass over the widest buffer of the layer, not two.
+                    quantized.quantize_after(up, total, inner, threads, activate);
+                    kernels::matmul_int8(
+                        states,
+                        quantized,
+                        weight,
+                        &down.bias,
+                        Accumulate::Add,
+                        threads,
+                    );
+                } else {
+                    par_rows(up, inner, activate);
+                    linear(up, inner, down, states, Accumulate::Add, threads, quantized);
+                }
             }
             Mlp::SwiGlu { value_gate, down } => {
                 linear(
@@ -837,19 +852,22 @@ fn linear(
     quantized: &mut QuantizedRows,
 ) {
     let rows = input.len() / width.max(1);
-    match mode {
-        Accumulate::Overwrite => {
-            for row in output.chunks_exact_mut(layer.bias.len().max(1)) {
-                row.copy_from_slice(&layer.bias);
-            }
-        }
-        Accumulate::Add => kernels::add_row(output, &layer.bias),
-    }
     match &layer.weight {
-        Weights::F32(weight) => kernels::matmul_packed(output, input, rows, weight, threads),
+        Weights::F32(weight) => {
+            match mode {
+                Accumulate::Overwrite => {
+                    for row in output.chunks_exact_mut(layer.bias.len().max(1)) {
+                        row.copy_from_slice(&layer.bias);
+                    }
+                }
+                Accumulate::Add => kernels::add_row(output, &layer.bias),
+            }
+            kernels::matmul_packed(output, input, rows, weight, threads);
+        }
         Weights::Int8(weight) => {
-            quantized.quantize(input, rows, width);
-            kernels::matmul_int8(output, quantized, weight, threads);
+            quantized.quantize(input, rows, width, threads);
+            // The bias goes in with the products' dequantisation: no pass of its own.
+            kernels::matmul_int8(output, quantized, weight, &layer.bias, mode, threads);
         }
     }
 }

@@ -10,7 +10,9 @@
 
 use std::sync::OnceLock;
 
-use super::simd::{self, SharedMut, PANEL};
+use rayon::prelude::*;
+
+use super::simd::{self, Accumulate, SharedMut, PANEL};
 
 /// Inputs multiplied and summed by one VNNI lane: weights are packed in groups of 4 rows.
 const GROUP: usize = 4;
@@ -102,25 +104,113 @@ pub struct QuantizedRows {
     width: usize,
 }
 
+/// Rows per task when quantising on several threads.
+const QUANTIZE_ROWS_PER_TASK: usize = 16;
+
 impl QuantizedRows {
-    /// Quantises `rows × inputs` values, row-major.
+    /// Quantises `rows × inputs` values, row-major, blocks of rows split across `threads`.
     ///
     /// # Panics
     /// When `input` holds fewer than `rows × inputs` values.
-    pub fn quantize(&mut self, input: &[f32], rows: usize, inputs: usize) {
+    pub fn quantize(&mut self, input: &[f32], rows: usize, inputs: usize, threads: usize) {
         assert!(
             input.len() >= rows * inputs,
             "QuantizedRows::quantize: input too short"
         );
+        let width = self.fit(rows, inputs);
+        let blocks =
+            self.blocks(input[..rows * inputs].chunks(QUANTIZE_ROWS_PER_TASK * inputs.max(1)));
+        each(blocks, threads, |(block, input)| {
+            block.quantize(input, inputs, width);
+        });
+    }
+
+    /// [`QuantizedRows::quantize`] of `step(input)`: `step` runs in place on each block of
+    /// whole rows just before it is quantised (an activation, applied while the rows are in
+    /// cache instead of in a pass of its own).
+    ///
+    /// # Panics
+    /// When `input` holds fewer than `rows × inputs` values.
+    pub fn quantize_after(
+        &mut self,
+        input: &mut [f32],
+        rows: usize,
+        inputs: usize,
+        threads: usize,
+        step: impl Fn(&mut [f32]) + Sync,
+    ) {
+        assert!(
+            input.len() >= rows * inputs,
+            "QuantizedRows::quantize_after: input too short"
+        );
+        let width = self.fit(rows, inputs);
+        let input = &mut input[..rows * inputs];
+        let blocks = self.blocks(input.chunks_mut(QUANTIZE_ROWS_PER_TASK * inputs.max(1)));
+        each(blocks, threads, |(block, input)| {
+            step(input);
+            block.quantize(input, inputs, width);
+        });
+    }
+
+    /// Sizes the buffers for `rows` rows of `inputs` values; returns the padded width.
+    fn fit(&mut self, rows: usize, inputs: usize) -> usize {
         let width = inputs.div_ceil(GROUP) * GROUP;
         self.values.clear();
         self.values.resize(rows * width, 0);
         self.scales.clear();
+        self.scales.resize(rows, 0.0);
         self.zeros.clear();
-        for (row, out) in input
+        self.zeros.resize(rows, 0);
+        self.rows = rows;
+        self.width = width;
+        width
+    }
+
+    /// The buffers in blocks of [`QUANTIZE_ROWS_PER_TASK`] rows, each with its rows of input.
+    fn blocks<T>(&mut self, inputs: impl Iterator<Item = T>) -> Vec<(Block<'_>, T)> {
+        let rows = QUANTIZE_ROWS_PER_TASK;
+        self.values
+            .chunks_mut(rows * self.width.max(1))
+            .zip(self.scales.chunks_mut(rows))
+            .zip(self.zeros.chunks_mut(rows))
+            .map(|((values, scales), zeros)| Block {
+                values,
+                scales,
+                zeros,
+            })
+            .zip(inputs)
+            .collect()
+    }
+
+    fn row(&self, row: usize) -> &[u8] {
+        &self.values[row * self.width..(row + 1) * self.width]
+    }
+}
+
+/// Runs `task` on every item: on this thread when `threads` is 1 (no hand-off to the pool),
+/// else as rayon tasks.
+fn each<T: Send>(items: Vec<T>, threads: usize, task: impl Fn(T) + Sync + Send) {
+    if threads <= 1 {
+        items.into_iter().for_each(task);
+    } else {
+        items.into_par_iter().for_each(task);
+    }
+}
+
+/// Consecutive rows of [`QuantizedRows`], quantised by one task.
+struct Block<'a> {
+    values: &'a mut [u8],
+    scales: &'a mut [f32],
+    zeros: &'a mut [i32],
+}
+
+impl Block<'_> {
+    /// Quantises `input` (these rows, `inputs` values each) into rows of `width` bytes.
+    fn quantize(self, input: &[f32], inputs: usize, width: usize) {
+        let rows = input
             .chunks_exact(inputs.max(1))
-            .take(rows)
-            .zip(self.values.chunks_exact_mut(width.max(1)))
+            .zip(self.values.chunks_exact_mut(width.max(1)));
+        for ((row, out), (scale_out, zero_out)) in rows.zip(self.scales.iter_mut().zip(self.zeros))
         {
             let mut range = [0.0_f32; 2];
             simd::min_max(row, &mut range);
@@ -139,26 +229,28 @@ impl QuantizedRows {
             let zero = (-low / scale).round().clamp(0.0, 255.0) as i32;
             #[allow(clippy::cast_precision_loss, reason = "0..=255")]
             simd::quantize_u8(row, 1.0 / scale, zero as f32, out);
-            self.scales.push(scale);
-            self.zeros.push(zero);
+            *scale_out = scale;
+            *zero_out = zero;
         }
-        self.rows = rows;
-        self.width = width;
-    }
-
-    fn row(&self, row: usize) -> &[u8] {
-        &self.values[row * self.width..(row + 1) * self.width]
     }
 }
 
-/// `dst (rows × outputs, dense) += input · weights`, with `input` the quantised rows, the
-/// panels split across `threads` threads.
+/// `dst (rows × outputs, dense) (+)= input · weights + bias`, with `input` the quantised rows,
+/// overwriting `dst` or adding to it, the panels split across `threads` threads.
 ///
 /// # Panics
 /// When the shapes disagree (a bug in the caller, never input).
-pub fn matmul_int8(dst: &mut [f32], input: &QuantizedRows, weights: &PackedInt8, threads: usize) {
+pub fn matmul_int8(
+    dst: &mut [f32],
+    input: &QuantizedRows,
+    weights: &PackedInt8,
+    bias: &[f32],
+    mode: Accumulate,
+    threads: usize,
+) {
     let (rows, outputs) = (input.rows, weights.outputs);
     assert!(dst.len() >= rows * outputs, "matmul_int8: dst too short");
+    assert_eq!(bias.len(), outputs, "matmul_int8: bias");
     assert_eq!(
         input.width,
         weights.groups * GROUP,
@@ -189,13 +281,15 @@ pub fn matmul_int8(dst: &mut [f32], input: &QuantizedRows, weights: &PackedInt8,
                     // writes them, and `dst` stays borrowed until every task has returned.
                     let out =
                         unsafe { std::slice::from_raw_parts_mut(target.get().add(at), width) };
-                    simd::dequantize_add(
+                    simd::dequantize(
                         out,
                         &row_sums[..width],
                         &weights.scales[first..first + width],
                         &weights.sums[first..first + width],
+                        &bias[first..first + width],
                         scale,
                         zero,
+                        mode,
                     );
                 }
             }
@@ -358,7 +452,7 @@ mod tests {
         let (inputs, outputs) = (70, 130); // neither a whole group nor a whole panel
         let weights = PackedInt8::new(&random(inputs * outputs, 1), inputs, outputs);
         let mut rows = QuantizedRows::default();
-        rows.quantize(&random(7 * inputs, 2), 7, inputs);
+        rows.quantize(&random(7 * inputs, 2), 7, inputs, 1);
         for panel in 0..outputs.div_ceil(PANEL) {
             for count in 1..=TILE_ROWS {
                 let mut fast = [[0; PANEL]; TILE_ROWS];
@@ -391,9 +485,10 @@ mod tests {
                     .sum::<f32>();
             }
         }
+        let bias = random(outputs, 5);
         let packed = PackedInt8::new(&w, inputs, outputs);
         let mut quantized = QuantizedRows::default();
-        quantized.quantize(&x, rows, inputs);
+        quantized.quantize(&x, rows, inputs, 1);
         // Rounding moves each weight by at most half its column's step and each activation by
         // at most half its row's step, so output (r, c) is off by at most
         // Σ_k |x_rk| · step_c / 2 + |w_kc| · step_r / 2 + step_r · step_c / 4.
@@ -416,16 +511,28 @@ mod tests {
                 .sum::<f32>()
                 * 1.01
         };
-        for threads in [1, 2, 3] {
-            let mut out = vec![0.5_f32; rows * outputs];
-            matmul_int8(&mut out, &quantized, &packed, threads);
+        for (threads, mode) in [
+            (1, Accumulate::Add),
+            (2, Accumulate::Overwrite),
+            (3, Accumulate::Add),
+        ] {
+            // Added to 0.5, or written over what was there: the same values either way.
+            let mut out = match mode {
+                Accumulate::Add => vec![0.5_f32; rows * outputs],
+                Accumulate::Overwrite => vec![f32::NAN; rows * outputs],
+            };
+            let given: Vec<f32> = match mode {
+                Accumulate::Add => bias.clone(),
+                Accumulate::Overwrite => bias.iter().map(|b| b + 0.5).collect(),
+            };
+            matmul_int8(&mut out, &quantized, &packed, &given, mode, threads);
             let mut total = 0.0_f32;
             for r in 0..rows {
                 for c in 0..outputs {
-                    let error = (out[r * outputs + c] - expected[r * outputs + c]).abs();
+                    let error = (out[r * outputs + c] - bias[c] - expected[r * outputs + c]).abs();
                     assert!(
                         error <= bound(r, c),
-                        "{threads} threads: ({r}, {c}) off by {error}"
+                        "{threads} threads, {mode:?}: ({r}, {c}) off by {error}"
                     );
                     total += error;
                 }
@@ -436,9 +543,41 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::float_cmp,
+        reason = "the same arithmetic must give the same scales"
+    )]
+    fn quantizing_on_threads_and_after_a_step_gives_the_same_rows() {
+        let (rows, inputs) = (37, 70); // blocks of 16 rows and a part block
+        let x = random(rows * inputs, 6);
+        let mut one = QuantizedRows::default();
+        one.quantize(&x, rows, inputs, 1);
+        let mut many = QuantizedRows::default();
+        many.quantize(&x, rows, inputs, 3);
+        let doubled: Vec<f32> = x.iter().map(|v| v * 2.0).collect();
+        let mut stepped = QuantizedRows::default();
+        let mut input = x.clone();
+        stepped.quantize_after(&mut input, rows, inputs, 2, |block| {
+            for value in block {
+                *value *= 2.0;
+            }
+        });
+        assert_eq!(input, doubled, "the step ran once on every value");
+        let mut reference = QuantizedRows::default();
+        reference.quantize(&doubled, rows, inputs, 1);
+        for row in 0..rows {
+            assert_eq!(one.row(row), many.row(row), "row {row}");
+            assert_eq!(one.scales[row], many.scales[row]);
+            assert_eq!(one.zeros[row], many.zeros[row]);
+            assert_eq!(stepped.row(row), reference.row(row), "row {row}");
+            assert_eq!(stepped.scales[row], reference.scales[row]);
+        }
+    }
+
+    #[test]
     fn constant_and_zero_rows_quantize_without_dividing_by_zero() {
         let mut rows = QuantizedRows::default();
-        rows.quantize(&[0.0, 0.0, 0.0, 3.0, 3.0, 3.0], 2, 3);
+        rows.quantize(&[0.0, 0.0, 0.0, 3.0, 3.0, 3.0], 2, 3, 1);
         assert_eq!(rows.width, 4);
         assert!(rows.scales.iter().all(|s| s.is_finite() && *s > 0.0));
         assert_eq!(rows.row(0), &[0, 0, 0, 0]);
