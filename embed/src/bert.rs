@@ -636,15 +636,6 @@ impl Bert {
         };
         match mlp {
             Mlp::Plain { up: weights, down } => {
-                linear(
-                    input,
-                    hidden,
-                    weights,
-                    up,
-                    Accumulate::Overwrite,
-                    threads,
-                    quantized,
-                );
                 let activation = self.activation;
                 let activate = |rows: &mut [f32]| match activation {
                     Activation::GeluErf => kernels::gelu_erf(rows),
@@ -652,6 +643,15 @@ impl Bert {
                     Activation::Relu => kernels::relu(rows),
                 };
                 if let Weights::Int8(weight) = &down.weight {
+                    linear(
+                        input,
+                        hidden,
+                        weights,
+                        up,
+                        Accumulate::Overwrite,
+                        threads,
+                        quantized,
+                    );
                     // The activation runs on each block of rows as it is quantised, while the
                     // block is in cache: one pass over the widest buffer of the layer, not two.
                     quantized.quantize_after(up, total, inner, threads, activate);
@@ -664,7 +664,16 @@ impl Bert {
                         threads,
                     );
                 } else {
-                    par_rows(up, inner, activate);
+                    linear_then(
+                        input,
+                        hidden,
+                        weights,
+                        up,
+                        Accumulate::Overwrite,
+                        threads,
+                        quantized,
+                        activate,
+                    );
                     linear(up, inner, down, states, Accumulate::Add, threads, quantized);
                 }
             }
@@ -851,23 +860,54 @@ fn linear(
     threads: usize,
     quantized: &mut QuantizedRows,
 ) {
+    linear_then(
+        input,
+        width,
+        layer,
+        output,
+        mode,
+        threads,
+        quantized,
+        |_| {},
+    );
+}
+
+/// [`linear`], then `finish` on the output (an activation): in f32 on each panel as it is
+/// computed, in INT8 in a pass of its own (the INT8 feed-forward quantises the activation
+/// with the next product's input instead, `QuantizedRows::quantize_after`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a product names its operands and mode"
+)]
+fn linear_then(
+    input: &[f32],
+    width: usize,
+    layer: &Dense,
+    output: &mut [f32],
+    mode: Accumulate,
+    threads: usize,
+    quantized: &mut QuantizedRows,
+    finish: impl Fn(&mut [f32]) + Sync,
+) {
     let rows = input.len() / width.max(1);
     match &layer.weight {
         Weights::F32(weight) => {
-            match mode {
-                Accumulate::Overwrite => {
-                    for row in output.chunks_exact_mut(layer.bias.len().max(1)) {
-                        row.copy_from_slice(&layer.bias);
-                    }
-                }
-                Accumulate::Add => kernels::add_row(output, &layer.bias),
-            }
-            kernels::matmul_packed(output, input, rows, weight, threads);
+            kernels::matmul_packed(
+                output,
+                input,
+                rows,
+                weight,
+                &layer.bias,
+                mode,
+                finish,
+                threads,
+            );
         }
         Weights::Int8(weight) => {
             quantized.quantize(input, rows, width, threads);
             // The bias goes in with the products' dequantisation: no pass of its own.
             kernels::matmul_int8(output, quantized, weight, &layer.bias, mode, threads);
+            par_rows(output, layer.weight.outputs(), finish);
         }
     }
 }

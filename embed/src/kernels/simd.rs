@@ -212,8 +212,11 @@ impl SharedMut {
     }
 }
 
-/// `dst (rows × outputs, dense) += input (rows × inputs, dense) · weights`, the panels split
-/// across `threads` threads.
+/// `dst (rows × outputs, dense) (+)= input (rows × inputs, dense) · weights + bias`, then
+/// `finish` on the result (an activation; `|_| {}` for none), the panels split across
+/// `threads` threads. Each thread writes the bias into its own panels, multiplies, and runs
+/// `finish` on each row of a panel while the panel is in cache: no single-threaded pass over
+/// the output before or after.
 ///
 /// # Panics
 /// When a slice is shorter than its shape (a bug in the caller, never input).
@@ -222,10 +225,14 @@ pub fn matmul_packed(
     input: &[f32],
     rows: usize,
     weights: &Packed,
+    bias: &[f32],
+    mode: Accumulate,
+    finish: impl Fn(&mut [f32]) + Sync,
     threads: usize,
 ) {
     let (inputs, outputs) = (weights.inputs, weights.outputs);
     assert!(dst.len() >= rows * outputs, "matmul_packed: dst too short");
+    assert_eq!(bias.len(), outputs, "matmul_packed: bias");
     assert!(
         input.len() >= rows * inputs,
         "matmul_packed: input too short"
@@ -235,10 +242,26 @@ pub fn matmul_packed(
     }
     let panels = outputs.div_ceil(PANEL);
     let target = SharedMut(dst.as_mut_ptr());
+    // Row `row` of the panel starting at column `first`, `width` wide.
+    let panel_row = |row: usize, first: usize, width: usize| {
+        // SAFETY: row < rows and first + width <= outputs, so the `width` values at
+        // row · outputs + first lie inside `dst` (rows · outputs ≤ dst.len(), asserted
+        // above). Each panel's columns belong to one task, which holds one such row at a
+        // time, and `dst` stays borrowed until every task has returned.
+        unsafe { std::slice::from_raw_parts_mut(target.get().add(row * outputs + first), width) }
+    };
     for_panel_ranges(panels, threads, |range| {
         for panel in range {
             let first = panel * PANEL;
             let width = PANEL.min(outputs - first);
+            let bias = &bias[first..first + width];
+            for row in 0..rows {
+                let out = panel_row(row, first, width);
+                match mode {
+                    Accumulate::Overwrite => out.copy_from_slice(bias),
+                    Accumulate::Add => add(out, bias),
+                }
+            }
             let block = &weights.values[panel * inputs * PANEL..(panel + 1) * inputs * PANEL];
             // SAFETY: the product writes rows 0..rows, columns first..first + width of `dst`
             // (row stride `outputs`): its last element, (rows - 1) · outputs + first + width
@@ -269,6 +292,9 @@ pub fn matmul_packed(
                     // Rayon(1), not None: see `matmul`.
                     Parallelism::Rayon(1),
                 );
+            }
+            for row in 0..rows {
+                finish(panel_row(row, first, width));
             }
         }
     });
@@ -511,17 +537,6 @@ dispatched! {
             let inverse = 1.0 / (variance + eps).sqrt();
             for ((value, w), b) in row.iter_mut().zip(weight).zip(bias) {
                 *value = (*value - mean) * inverse * w + b;
-            }
-        }
-    }
-}
-
-dispatched! {
-    /// `rows += row` for each row of `rows` (`row.len()` values a row): a bias or a residual.
-    fn add_row(rows: &mut [f32], row: &[f32]) {
-        for chunk in rows.chunks_exact_mut(row.len().max(1)) {
-            for (value, add) in chunk.iter_mut().zip(row) {
-                *value += add;
             }
         }
     }
@@ -973,6 +988,55 @@ mod tests {
                 2,
             );
             assert_eq!(dst, expected.map(|v| v * 1.5));
+        }
+    }
+
+    #[test]
+    fn packed_products_add_the_bias_and_finish_each_panel() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        // 130 outputs: two whole panels and part of a third.
+        let (rows, inputs, outputs) = (7, 20, 130);
+        let w: Vec<f32> = (0..inputs * outputs).map(|_| rng.f32() - 0.5).collect();
+        let x: Vec<f32> = (0..rows * inputs).map(|_| rng.f32() - 0.5).collect();
+        let bias: Vec<f32> = (0..outputs).map(|_| rng.f32() - 0.5).collect();
+        let packed = Packed::new(&w, inputs, outputs);
+        let product = |r: usize, c: usize| -> f32 {
+            (0..inputs)
+                .map(|k| x[r * inputs + k] * w[k * outputs + c])
+                .sum()
+        };
+        for threads in [1, 2, 3] {
+            let mut out = vec![f32::NAN; rows * outputs];
+            let clamp = |row: &mut [f32]| row.iter_mut().for_each(|v| *v = v.max(0.0));
+            matmul_packed(
+                &mut out,
+                &x,
+                rows,
+                &packed,
+                &bias,
+                Accumulate::Overwrite,
+                clamp,
+                threads,
+            );
+            let mut added = vec![1.0; rows * outputs];
+            matmul_packed(
+                &mut added,
+                &x,
+                rows,
+                &packed,
+                &bias,
+                Accumulate::Add,
+                |_| {},
+                threads,
+            );
+            for r in 0..rows {
+                for c in 0..outputs {
+                    let expected = bias[c] + product(r, c);
+                    let (got, sum) = (out[r * outputs + c], added[r * outputs + c]);
+                    assert!((got - expected.max(0.0)).abs() < 1e-5, "({r}, {c}): {got}");
+                    assert!((sum - 1.0 - expected).abs() < 1e-5, "({r}, {c}): {sum}");
+                }
+            }
         }
     }
 
