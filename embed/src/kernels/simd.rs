@@ -244,7 +244,11 @@ pub fn matmul_packed(
     let target = SharedMut(dst.as_mut_ptr());
     // Row `row` of the panel starting at column `first`, `width` wide.
     let panel_row = |row: usize, first: usize, width: usize| {
-        // SAFETY: row < rows and first + width <= outputs, so the `width` values at
+        assert!(
+            row < rows && first + width <= outputs,
+            "matmul_packed: panel row"
+        );
+        // SAFETY: row < rows and first + width <= outputs (asserted), so the `width` values at
         // row · outputs + first lie inside `dst` (rows · outputs ≤ dst.len(), asserted
         // above). Each panel's columns belong to one task, which holds one such row at a
         // time, and `dst` stays borrowed until every task has returned.
