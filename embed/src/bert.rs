@@ -637,44 +637,40 @@ impl Bert {
         match mlp {
             Mlp::Plain { up: weights, down } => {
                 let activation = self.activation;
-                let activate = |rows: &mut [f32]| match activation {
+                let activate = move |rows: &mut [f32]| match activation {
                     Activation::GeluErf => kernels::gelu_erf(rows),
                     Activation::GeluTanh => kernels::gelu_tanh(rows),
                     Activation::Relu => kernels::relu(rows),
                 };
-                if let Weights::Int8(weight) = &down.weight {
-                    linear(
-                        input,
-                        hidden,
-                        weights,
-                        up,
-                        Accumulate::Overwrite,
-                        threads,
-                        quantized,
-                    );
-                    // The activation runs on each block of rows as it is quantised, while the
-                    // block is in cache: one pass over the widest buffer of the layer, not two.
-                    quantized.quantize_after(up, total, inner, threads, activate);
-                    kernels::matmul_int8(
-                        states,
-                        quantized,
-                        weight,
-                        &down.bias,
-                        Accumulate::Add,
-                        threads,
-                    );
-                } else {
-                    linear_then(
-                        input,
-                        hidden,
-                        weights,
-                        up,
-                        Accumulate::Overwrite,
-                        threads,
-                        quantized,
-                        activate,
-                    );
-                    linear(up, inner, down, states, Accumulate::Add, threads, quantized);
+                // f32 applies the activation to each panel of the up product as it is computed;
+                // INT8 to each block of rows as it is quantised for the down product, while the
+                // block is in cache: one pass over the widest buffer of the layer, not two.
+                let int8 = matches!(down.weight, Weights::Int8(_));
+                linear_then(
+                    input,
+                    hidden,
+                    weights,
+                    up,
+                    Accumulate::Overwrite,
+                    threads,
+                    quantized,
+                    (!int8).then_some(&activate),
+                );
+                match &down.weight {
+                    Weights::Int8(weight) => {
+                        quantized.quantize_after(up, total, inner, threads, activate);
+                        kernels::matmul_int8(
+                            states,
+                            quantized,
+                            weight,
+                            &down.bias,
+                            Accumulate::Add,
+                            threads,
+                        );
+                    }
+                    Weights::F32(_) => {
+                        linear(up, inner, down, states, Accumulate::Add, threads, quantized);
+                    }
                 }
             }
             Mlp::SwiGlu { value_gate, down } => {
@@ -860,20 +856,14 @@ fn linear(
     threads: usize,
     quantized: &mut QuantizedRows,
 ) {
-    linear_then(
-        input,
-        width,
-        layer,
-        output,
-        mode,
-        threads,
-        quantized,
-        |_| {},
-    );
+    linear_then(input, width, layer, output, mode, threads, quantized, None);
 }
 
-/// [`linear`], then `finish` on the output (an activation): in f32 on each panel as it is
-/// computed, in INT8 in a pass of its own (the INT8 feed-forward quantises the activation
+/// A step run in place on whole rows of activations (an activation function).
+type RowStep = dyn Fn(&mut [f32]) + Sync;
+
+/// [`linear`], then `finish` on the output (an activation), if any: in f32 on each panel as it
+/// is computed, in INT8 in a pass of its own (the INT8 feed-forward quantises the activation
 /// with the next product's input instead, `QuantizedRows::quantize_after`).
 #[allow(
     clippy::too_many_arguments,
@@ -887,7 +877,7 @@ fn linear_then(
     mode: Accumulate,
     threads: usize,
     quantized: &mut QuantizedRows,
-    finish: impl Fn(&mut [f32]) + Sync,
+    finish: Option<&RowStep>,
 ) {
     let rows = input.len() / width.max(1);
     match &layer.weight {
@@ -899,7 +889,7 @@ fn linear_then(
                 weight,
                 &layer.bias,
                 mode,
-                finish,
+                |rows| finish.iter().for_each(|finish| finish(rows)),
                 threads,
             );
         }
@@ -907,7 +897,9 @@ fn linear_then(
             quantized.quantize(input, rows, width, threads);
             // The bias goes in with the products' dequantisation: no pass of its own.
             kernels::matmul_int8(output, quantized, weight, &layer.bias, mode, threads);
-            par_rows(output, layer.weight.outputs(), finish);
+            if let Some(finish) = finish {
+                par_rows(output, layer.weight.outputs(), finish);
+            }
         }
     }
 }
