@@ -331,17 +331,26 @@ impl Persistence {
         Ok(())
     }
 
-    /// Stops the checkpointer, writes a final checkpoint and closes the log.
-    pub(crate) fn shutdown(&self) -> Result<(), EngineError> {
-        if let Some((handle, stop)) = self
+    /// Stops the checkpointer and waits for it, unless this is the checkpointer itself (it
+    /// may hold the last reference while it checks; it then ends on its own, its channel
+    /// closed).
+    fn stop_checkpointer(&self) {
+        let taken = self
             .checkpointer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+            .take();
+        if let Some((handle, stop)) = taken {
             drop(stop);
-            let _ = handle.join();
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
         }
+    }
+
+    /// Stops the checkpointer, writes a final checkpoint and closes the log.
+    pub(crate) fn shutdown(&self) -> Result<(), EngineError> {
+        self.stop_checkpointer();
         let checkpoint = if self.is_poisoned() {
             Ok(())
         } else {
@@ -354,5 +363,14 @@ impl Persistence {
             .take();
         let closed = wal.map_or(Ok(()), |wal| wal.shutdown().map_err(EngineError::Wal));
         checkpoint.and(closed)
+    }
+}
+
+impl Drop for Persistence {
+    /// Without `shutdown` (a crash test, or an engine dropped on an error path) the checkpointer
+    /// is still stopped and joined, so no thread outlives its engine (a detached one was seen
+    /// by the fuzzer's leak checker as it exited).
+    fn drop(&mut self) {
+        self.stop_checkpointer();
     }
 }
