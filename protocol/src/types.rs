@@ -171,15 +171,14 @@ impl Vector {
             .checked_mul(4)
             .ok_or(DecodeError::Truncated { field: FIELD })?;
         let raw = wire::get_bytes(buf, bytes, FIELD)?;
-        let mut values = vec![0.0_f32; count].into_boxed_slice();
-        // The wire format is little-endian f32, the memory layout on little-endian targets:
-        // one copy (a per-value conversion was ~7% of a client's CPU reading 100 concepts).
-        #[cfg(target_endian = "little")]
-        bytemuck::cast_slice_mut::<f32, u8>(&mut values).copy_from_slice(raw);
-        #[cfg(not(target_endian = "little"))]
-        for (value, chunk) in values.iter_mut().zip(raw.chunks_exact(4)) {
-            *value = <[u8; 4]>::try_from(chunk).map_or(0.0, f32::from_le_bytes);
-        }
+        // Filled straight from the wire, without zeroing the allocation first (a zeroed 1 KB
+        // allocation per store was ~5% of a server's CPU storing): whole 4-byte chunks of a
+        // slice of exactly `bytes`, which compiles to a vectorised copy on little-endian
+        // targets, where the wire format is the memory layout.
+        let values: Box<[f32]> = raw
+            .chunks_exact(4)
+            .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+            .collect();
         // Checked afterwards in a branch-free pass that vectorises; the position only on
         // failure.
         if !values
