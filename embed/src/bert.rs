@@ -1,8 +1,10 @@
 //! BERT's forward pass on the CPU, written for throughput: the texts of a batch are packed
 //! end to end (no padding, so no attention mask and no work on pad tokens), the three
 //! attention projections are one product, biases and residuals are added by the products
-//! themselves, attention runs per (text, head) on every core, and the element-wise steps
-//! (GELU with a vectorised erf, layer norm, softmax) are vectorised and split across cores.
+//! themselves, and the element-wise steps (GELU with a vectorised erf, layer norm, softmax)
+//! are vectorised. Several texts are shared out between the cores in groups of whole texts,
+//! each group's pass on one core; a single text splits each step (products by panels,
+//! attention by head, element-wise steps by rows) across the cores instead.
 //!
 //! It computes the same function as candle's `bert` module (post-norm BERT with absolute
 //! positions), checked by the golden tests and by a reference test on random weights.
