@@ -172,13 +172,11 @@ impl Vector {
             .ok_or(DecodeError::Truncated { field: FIELD })?;
         let raw = wire::get_bytes(buf, bytes, FIELD)?;
         // Filled straight from the wire, without zeroing the allocation first (a zeroed 1 KB
-        // allocation per store was ~5% of a server's CPU storing): whole 4-byte chunks of a
-        // slice of exactly `bytes`, which compiles to a vectorised copy on little-endian
-        // targets, where the wire format is the memory layout.
-        let values: Box<[f32]> = raw
-            .chunks_exact(4)
-            .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
-            .collect();
+        // allocation, then overwritten, per store; 3% of a store's server CPU): whole 4-byte
+        // chunks of a slice of exactly `bytes`, a plain copy on little-endian targets, where
+        // the wire format is the memory layout.
+        let (chunks, _) = raw.as_chunks::<4>();
+        let values: Box<[f32]> = chunks.iter().copied().map(f32::from_le_bytes).collect();
         // Checked afterwards in a branch-free pass that vectorises; the position only on
         // failure.
         if !values
