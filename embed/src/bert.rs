@@ -1248,7 +1248,8 @@ mod tests {
                 .map(|(ids, types)| (ids.as_slice(), types.as_slice()))
                 .collect();
             let expected = candle_pooled(&config, &weights, &texts);
-            // One thread; two (the texts in two groups, one per thread); three (three groups).
+            // One thread; two (the texts in two groups, one per thread); three (too uneven for
+            // three groups: every step split three ways).
             for threads in [1, 2, 3] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
