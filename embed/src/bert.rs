@@ -1220,6 +1220,14 @@ mod tests {
             .collect()
     }
 
+    /// The largest absolute difference between two vectors, value by value.
+    fn worst_difference(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0_f32, f32::max)
+    }
+
     #[test]
     fn packed_forward_matches_candles_padded_bert() {
         let texts: Vec<(Vec<u32>, Vec<u32>)> = vec![
@@ -1258,11 +1266,7 @@ mod tests {
                 let pooled = pool.install(|| ours.pooled(&refs)).expect("runs");
                 assert_eq!(pooled.len(), texts.len());
                 for (index, (a, b)) in pooled.iter().zip(&expected).enumerate() {
-                    let worst = a
-                        .iter()
-                        .zip(b)
-                        .map(|(x, y)| (x - y).abs())
-                        .fold(0.0_f32, f32::max);
+                    let worst = worst_difference(a, b);
                     assert!(
                         worst < 1e-4,
                         "{act:?}, {threads} threads, text {index}: worst difference {worst}"
@@ -1396,11 +1400,7 @@ mod tests {
                         *m += v / ids.len() as f32;
                     }
                 }
-                let worst = mean
-                    .iter()
-                    .zip(&pooled[index])
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0.0_f32, f32::max);
+                let worst = worst_difference(&mean, &pooled[index]);
                 assert!(
                     worst < 1e-4,
                     "prenorm {prenorm}, biases {biases}, text {index}: worst difference {worst}"
