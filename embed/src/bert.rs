@@ -3,13 +3,15 @@
 //! attention projections are one product, biases and residuals are added by the products
 //! themselves, and the element-wise steps (GELU with a vectorised erf, layer norm, softmax)
 //! are vectorised. Several texts are shared out between the cores in groups of whole texts,
-//! each group's pass on one core; a single text splits each step (products by panels,
-//! attention by head, element-wise steps by rows) across the cores instead.
+//! each group's pass on one core; a single text is split into bands of tokens, one per core,
+//! that meet only at each attention (a text of a few tokens splits each step instead:
+//! products by panels, attention by head, element-wise steps by rows).
 //!
 //! It computes the same function as candle's `bert` module (post-norm BERT with absolute
 //! positions), checked by the golden tests and by a reference test on random weights.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
@@ -26,11 +28,12 @@ const ROWS_PER_TASK: usize = 16;
 /// Texts up to this many tokens attend without gemm (`kernels::attention_direct`).
 const DIRECT_ATTENTION_TOKENS: usize = 32;
 
-/// INT8 passes over at most this many tokens run on the calling thread alone: their products
-/// take a few microseconds each, less than waking another core for each of the ~30 hand-offs
-/// of a pass (a single 12-token text: 975 against 735 embeddings/s on two Zen 4 cores). f32
-/// products are slower and still gain from the split, so f32 passes always use every core.
-const SERIAL_INT8_TOKENS: usize = 16;
+/// Tokens each thread takes at least before a pass splits its tokens into bands, one per
+/// thread, that meet only at each attention (`Bert::pass`). Below it f32 splits every step
+/// across the threads (at a few tokens each core then streams half the weights, not all of
+/// them: a 6-token text 750 against 560 embeddings/s on two Zen 4 cores), and INT8 runs on
+/// one thread (its products take a few microseconds, less than the hand-offs of a split).
+const BAND_TOKENS: usize = 6;
 
 /// Why the weights cannot be used by this encoder.
 #[derive(Debug, thiserror::Error)]
@@ -456,7 +459,8 @@ impl Bert {
     /// texts): at a few dozen tokens a step takes a few microseconds, and handing the halves of
     /// each step between the cores (some 60 times a pass) cost more than the halves saved
     /// (a short batch of 8 on two cores: 1,500 → 2,200 embeddings/s in INT8, 640 → 760 in
-    /// f32). One text, or texts too uneven to share out, split every step instead.
+    /// f32). One text, or texts too uneven to share out, run as one pass split into bands of
+    /// tokens (`Bert::pass`).
     pub fn pooled(&self, texts: &[(&[u32], &[u32])]) -> Result<Vec<Vec<f32>>, String> {
         let mut lengths = Vec::with_capacity(texts.len());
         for (ids, types) in texts {
@@ -483,9 +487,10 @@ impl Bert {
             scratches.resize_with(groups.len(), Scratch::default);
         }
         let share = (threads / groups.len()).max(1);
+        // INT8 too short for bands runs on one thread (`BAND_TOKENS`).
         let threads_for = |group: &std::ops::Range<usize>| {
             let tokens: usize = lengths[group.clone()].iter().sum();
-            if self.precision == Precision::Int8 && tokens <= SERIAL_INT8_TOKENS {
+            if self.precision == Precision::Int8 && bands(tokens, share) == 1 {
                 1
             } else {
                 share
@@ -507,8 +512,14 @@ impl Bert {
         Ok(pooled)
     }
 
-    /// [`Bert::pooled`] of `texts` (checked) in one pass over them all, its steps split across
-    /// `threads` threads.
+    /// [`Bert::pooled`] of `texts` (checked) in one pass over them all on `threads` threads.
+    ///
+    /// With enough tokens for each thread its own band of them (`bands`), every step from one
+    /// attention to the next is the band's own (products, layer norms and the feed-forward
+    /// are row by row): the cores meet once a layer, when each needs every token's keys and
+    /// values, rather than at every step. The next layer's query, key and value go to the
+    /// other half of `qkv` while the other bands still read this layer's. Fewer tokens split
+    /// every step across the threads instead (one band, `threads` for each step).
     fn pass(
         &self,
         texts: &[(&[u32], &[u32])],
@@ -523,28 +534,56 @@ impl Bert {
         }
         let total = offsets.last().copied().unwrap_or(0);
         let inner = self.layers.first().map_or(0, |layer| layer.mlp.inner());
-        scratch.fit(total, hidden, inner);
+        let count = bands(total, threads);
+        let share = (threads / count).max(1);
+        scratch.fit(total, count, hidden, inner);
         let Scratch {
             states,
-            qkv,
-            context,
-            up,
-            normed,
-            gated,
-            quantized,
+            qkv: [even, odd],
+            bands: work,
         } = scratch;
         let states = &mut states[..total * hidden];
         self.embed_tokens(texts, states, threads)?;
-        let mut buffers = Buffers {
-            qkv,
-            context,
-            up,
-            normed,
-            gated,
-            quantized,
-        };
-        for layer in &self.layers {
-            self.layer(layer, &offsets, states, &mut buffers, threads);
+        let ranges: Vec<Range<usize>> = (0..count)
+            .map(|band| total * band / count..total * (band + 1) / count)
+            .collect();
+        let (even, odd) = (
+            &mut even[..total * 3 * hidden],
+            &mut odd[..total * 3 * hidden],
+        );
+        // Layer l attends over the query, key and value in `even` (l even) or `odd`, and
+        // projects layer l + 1's into the other.
+        for step in 0..=self.layers.len() {
+            let (current, next) = if step % 2 == 0 {
+                (&*odd, &mut *even)
+            } else {
+                (&*even, &mut *odd)
+            };
+            let attend = step.checked_sub(1).and_then(|l| self.layers.get(l));
+            let project = self.layers.get(step);
+            for_bands(
+                &ranges,
+                hidden,
+                states,
+                next,
+                work,
+                |rows, states, next, work| {
+                    if let Some(layer) = attend {
+                        self.attend_and_feed(
+                            layer,
+                            current,
+                            &offsets,
+                            rows.clone(),
+                            states,
+                            work,
+                            share,
+                        );
+                    }
+                    if let Some(layer) = project {
+                        self.project(layer, &offsets, rows, states, next, work, share);
+                    }
+                },
+            );
         }
         Ok(offsets
             .windows(2)
@@ -598,35 +637,31 @@ impl Bert {
         Ok(())
     }
 
-    /// One encoder layer over the packed `states` (texts at `offsets`), in place, its products
-    /// and attention split over `threads` threads.
-    fn layer(
+    /// The query, key and value of `layer` for the tokens `rows` (their `states`) into `qkv`
+    /// (`rows × 3·hidden`), rotated when the model rotates.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the layer, the rows and their buffers"
+    )]
+    fn project(
         &self,
         layer: &Layer,
         offsets: &[usize],
-        states: &mut [f32],
-        buffers: &mut Buffers,
+        rows: Range<usize>,
+        states: &[f32],
+        qkv: &mut [f32],
+        work: &mut Work,
         threads: usize,
     ) {
         let hidden = self.hidden;
-        let total = states.len() / hidden;
-        let pre = self.placement == Placement::Pre;
-        let quantized = &mut *buffers.quantized;
-        let normed = &mut buffers.normed[..total * hidden];
-        let norm_rows = |rows: &mut [f32], norm: &Norm| {
-            par_rows(rows, hidden, threads, |block| {
-                kernels::layer_norm_rows(block, &norm.weight, &norm.bias, self.eps);
-            });
-        };
-
-        // Attention: post-norm states = LN(states + attend(states)); pre-norm states =
-        // states + attend(LN(states)).
-        if pre {
+        let input: &[f32] = if self.placement == Placement::Pre {
+            let normed = &mut work.normed[..states.len()];
             normed.copy_from_slice(states);
-            norm_rows(normed, &layer.attention_norm);
-        }
-        let qkv = &mut buffers.qkv[..total * 3 * hidden];
-        let input: &[f32] = if pre { normed } else { states };
+            self.norm_rows(normed, &layer.attention_norm, threads);
+            normed
+        } else {
+            states
+        };
         linear(
             input,
             hidden,
@@ -634,35 +669,62 @@ impl Bert {
             qkv,
             Accumulate::Overwrite,
             threads,
-            quantized,
+            &mut work.quantized,
         );
         if let Some(rotary) = &self.rotary {
-            self.rotate(qkv, offsets, rotary, threads);
+            self.rotate(qkv, offsets, rows, rotary, threads);
         }
-        let context = &mut buffers.context[..total * hidden];
-        self.attention(qkv, offsets, context, threads);
+    }
+
+    /// The rest of `layer` for the tokens `rows`, in place on their `states`: attention over
+    /// every token's query, key and value in `qkv` (`total × 3·hidden`), then the output
+    /// product, the feed-forward and the layer norms. Post-norm: states = LN(states +
+    /// attend(states)), then the same for the feed-forward; pre-norm: states = states +
+    /// attend(LN(states)), the same way round.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the layer, the rows and their buffers"
+    )]
+    fn attend_and_feed(
+        &self,
+        layer: &Layer,
+        qkv: &[f32],
+        offsets: &[usize],
+        rows: Range<usize>,
+        states: &mut [f32],
+        work: &mut Work,
+        threads: usize,
+    ) {
+        let pre = self.placement == Placement::Pre;
+        let context = &mut work.context[..states.len()];
+        self.attention(qkv, offsets, rows, context, threads);
         linear(
             context,
-            hidden,
+            self.hidden,
             &layer.attention_out,
             states,
             Accumulate::Add,
             threads,
-            quantized,
+            &mut work.quantized,
         );
-        if !pre {
-            norm_rows(states, &layer.attention_norm);
-        }
-
-        // Feed-forward, the same way round.
         if pre {
+            let normed = &mut work.normed[..states.len()];
             normed.copy_from_slice(states);
-            norm_rows(normed, &layer.output_norm);
+            self.norm_rows(normed, &layer.output_norm, threads);
+        } else {
+            self.norm_rows(states, &layer.attention_norm, threads);
         }
-        self.feed_forward(&layer.mlp, states, self.placement, buffers, threads);
+        self.feed_forward(&layer.mlp, states, self.placement, work, threads);
         if !pre {
-            norm_rows(states, &layer.output_norm);
+            self.norm_rows(states, &layer.output_norm, threads);
         }
+    }
+
+    /// Layer norm of each row of `rows`, in place.
+    fn norm_rows(&self, rows: &mut [f32], norm: &Norm, threads: usize) {
+        par_rows(rows, self.hidden, threads, |block| {
+            kernels::layer_norm_rows(block, &norm.weight, &norm.bias, self.eps);
+        });
     }
 
     /// `states += mlp(input)`, the input being `states` (post-norm) or `buffers.normed`
@@ -672,12 +734,12 @@ impl Bert {
         mlp: &Mlp,
         states: &mut [f32],
         placement: Placement,
-        buffers: &mut Buffers,
+        buffers: &mut Work,
         threads: usize,
     ) {
         let hidden = self.hidden;
         let total = states.len() / hidden;
-        let quantized = &mut *buffers.quantized;
+        let quantized = &mut buffers.quantized;
         let normed = &buffers.normed[..total * hidden];
         let inner = mlp.inner();
         let up = &mut buffers.up[..total * inner];
@@ -760,13 +822,23 @@ impl Bert {
         }
     }
 
-    /// Rotates the query and key of every head of every token by its position in its text.
-    fn rotate(&self, qkv: &mut [f32], offsets: &[usize], rotary: &Rotary, threads: usize) {
+    /// Rotates the query and key of every head of the tokens `rows` (their `qkv`) by each
+    /// token's position in its text.
+    fn rotate(
+        &self,
+        qkv: &mut [f32],
+        offsets: &[usize],
+        rows: Range<usize>,
+        rotary: &Rotary,
+        threads: usize,
+    ) {
         let hidden = self.hidden;
         let head = hidden / self.heads;
         let positions: Vec<usize> = offsets
             .windows(2)
             .flat_map(|window| 0..window[1] - window[0])
+            .skip(rows.start)
+            .take(rows.len())
             .collect();
         let half = rotary.half;
         qkv.par_chunks_mut(3 * hidden)
@@ -780,53 +852,67 @@ impl Bert {
             });
     }
 
-    /// Scaled dot-product attention of each text with itself, every head, into `context`
-    /// (`total × hidden`, heads side by side as BERT concatenates them).
-    fn attention(&self, qkv: &[f32], offsets: &[usize], context: &mut [f32], threads: usize) {
+    /// Scaled dot-product attention, every head, of the tokens `rows` over the tokens of
+    /// their own texts, into `context` (`rows × hidden`, heads side by side as BERT
+    /// concatenates them). `qkv` holds every token's query, key and value.
+    fn attention(
+        &self,
+        qkv: &[f32],
+        offsets: &[usize],
+        rows: Range<usize>,
+        context: &mut [f32],
+        threads: usize,
+    ) {
         let (hidden, heads) = (self.hidden, self.heads);
         let head = hidden / heads;
         #[allow(clippy::cast_precision_loss, reason = "head sizes are small")]
         let scale = 1.0 / (head as f32).sqrt();
         let stride = 3 * hidden;
-        let tasks: Vec<(usize, usize)> = (0..offsets.len().saturating_sub(1))
+        // Each text with tokens in `rows`: its keys, and the queries that are in `rows`.
+        let texts: Vec<(Range<usize>, Range<usize>)> = offsets
+            .windows(2)
+            .map(|window| window[0]..window[1])
+            .filter(|keys| keys.start < rows.end && rows.start < keys.end)
+            .map(|keys| (keys.start.max(rows.start)..keys.end.min(rows.end), keys))
+            .collect();
+        let tasks: Vec<(usize, usize)> = (0..texts.len())
             .flat_map(|text| (0..heads).map(move |h| (text, h)))
             .collect();
         let outputs: Vec<(usize, usize, Vec<f32>)> = tasks
             .into_par_iter()
             .with_min_len(min_len(threads))
             .map_init(Vec::new, |scores, (text, h)| {
-                let (start, end) = (offsets[text], offsets[text + 1]);
-                let len = end - start;
-                let mut out = vec![0.0_f32; len * head];
-                if len == 0 {
-                    return (text, h, out);
-                }
-                scores.resize(len * len, 0.0);
-                let base = start * stride + h * head;
+                let (queries, keys) = &texts[text];
+                let (count, len) = (queries.len(), keys.len());
+                let mut out = vec![0.0_f32; count * head];
+                let q = queries.start * stride + h * head;
+                let k = keys.start * stride + hidden + h * head;
+                let v = k + hidden;
+                scores.resize(count * len, 0.0);
                 if len <= DIRECT_ATTENTION_TOKENS {
                     kernels::attention_direct(
-                        &qkv[base..],
-                        &qkv[base + hidden..],
-                        &qkv[base + 2 * hidden..],
+                        &qkv[q..],
+                        &qkv[k..],
+                        &qkv[v..],
                         stride,
                         head,
+                        len,
                         scale,
                         scores,
                         &mut out,
                     );
                     return (text, h, out);
                 }
-                let view = Shape {
-                    rows: len,
-                    cols: head,
-                    stride,
-                };
                 kernels::matmul(
                     scores,
-                    Shape::dense(len, len),
-                    &qkv[base..],
-                    view,
-                    &qkv[base + hidden..],
+                    Shape::dense(count, len),
+                    &qkv[q..],
+                    Shape {
+                        rows: count,
+                        cols: head,
+                        stride,
+                    },
+                    &qkv[k..],
                     stride,
                     Rhs::Transposed,
                     scale,
@@ -836,10 +922,10 @@ impl Bert {
                 kernels::softmax_rows(scores, len);
                 kernels::matmul(
                     &mut out,
-                    Shape::dense(len, head),
+                    Shape::dense(count, head),
                     scores,
-                    Shape::dense(len, len),
-                    &qkv[base + 2 * hidden..],
+                    Shape::dense(count, len),
+                    &qkv[v..],
                     stride,
                     Rhs::RowMajor,
                     1.0,
@@ -850,8 +936,9 @@ impl Bert {
             })
             .collect();
         for (text, h, out) in outputs {
+            let first = texts[text].0.start - rows.start;
             for (row, values) in out.chunks_exact(head).enumerate() {
-                let at = (offsets[text] + row) * hidden + h * head;
+                let at = (first + row) * hidden + h * head;
                 context[at..at + head].copy_from_slice(values);
             }
         }
@@ -959,7 +1046,7 @@ fn linear_then(
 
 /// Splits texts of `lengths` tokens into consecutive groups, at most one per thread, of about
 /// the same number of tokens, no group more than a quarter over an even share (else one
-/// group: a long text beside short ones is better served by splitting each step).
+/// group: a long text beside short ones is better served by one pass in bands).
 fn text_groups(lengths: &[usize], threads: usize) -> Vec<std::ops::Range<usize>> {
     let total: usize = lengths.iter().sum();
     let count = threads.min(lengths.len());
@@ -1012,12 +1099,54 @@ fn par_rows(values: &mut [f32], width: usize, threads: usize, step: impl Fn(&mut
     }
 }
 
+/// How many bands a pass over `tokens` tokens on `threads` threads splits them into.
+fn bands(tokens: usize, threads: usize) -> usize {
+    threads.min(tokens / BAND_TOKENS).max(1)
+}
+
+/// Runs `step` on each band of tokens (`ranges`, consecutive from 0) with its rows of
+/// `states` (`hidden` wide) and of `qkv` (`3·hidden` wide) and its own buffers, the bands in
+/// parallel (one on the calling thread when there is only one).
+fn for_bands(
+    ranges: &[Range<usize>],
+    hidden: usize,
+    states: &mut [f32],
+    qkv: &mut [f32],
+    work: &mut [Work],
+    step: impl Fn(Range<usize>, &mut [f32], &mut [f32], &mut Work) + Sync,
+) {
+    let mut parts = Vec::with_capacity(ranges.len());
+    let (mut states, mut qkv) = (states, qkv);
+    for (range, work) in ranges.iter().zip(work.iter_mut()) {
+        let (band_states, rest_states) = states.split_at_mut(range.len() * hidden);
+        let (band_qkv, rest_qkv) = qkv.split_at_mut(range.len() * 3 * hidden);
+        parts.push((range.clone(), band_states, band_qkv, work));
+        (states, qkv) = (rest_states, rest_qkv);
+    }
+    if let [(range, states, qkv, work)] = parts.as_mut_slice() {
+        step(range.clone(), states, qkv, work);
+        return;
+    }
+    parts
+        .into_par_iter()
+        .with_max_len(1)
+        .for_each(|(range, states, qkv, work)| step(range, states, qkv, work));
+}
+
 /// The activations of a forward pass, kept between passes: fresh pages cost the kernel a
 /// clearing each (4% of a pass when they were allocated per call).
 #[derive(Default)]
 struct Scratch {
     states: Vec<f32>,
-    qkv: Vec<f32>,
+    /// Query, key and value of every token, for the layer being attended and the next.
+    qkv: [Vec<f32>; 2],
+    /// The buffers of each band of tokens.
+    bands: Vec<Work>,
+}
+
+/// The buffers one band of tokens works in between two attentions.
+#[derive(Default)]
+struct Work {
     context: Vec<f32>,
     up: Vec<f32>,
     /// Layer-normed block inputs (pre-norm models).
@@ -1028,30 +1157,30 @@ struct Scratch {
     quantized: QuantizedRows,
 }
 
-/// The buffers a layer works in, borrowed from [`Scratch`].
-struct Buffers<'a> {
-    qkv: &'a mut [f32],
-    context: &'a mut [f32],
-    up: &'a mut [f32],
-    normed: &'a mut [f32],
-    gated: &'a mut [f32],
-    quantized: &'a mut QuantizedRows,
-}
-
 impl Scratch {
-    /// Grows the buffers to hold `tokens` tokens (never shrinks: the largest pass so far,
-    /// at most SUB_BATCH_TOKENS tokens or one text at the model's limit).
-    fn fit(&mut self, tokens: usize, hidden: usize, inner: usize) {
-        for (buffer, width) in [
-            (&mut self.states, hidden),
-            (&mut self.qkv, 3 * hidden),
-            (&mut self.context, hidden),
-            (&mut self.up, inner),
-            (&mut self.normed, hidden),
-            (&mut self.gated, inner),
-        ] {
-            if buffer.len() < tokens * width {
-                buffer.resize(tokens * width, 0.0);
+    /// Grows the buffers to hold `tokens` tokens in `bands` bands (never shrinks: the largest
+    /// pass so far, at most SUB_BATCH_TOKENS tokens or one text at the model's limit).
+    fn fit(&mut self, tokens: usize, bands: usize, hidden: usize, inner: usize) {
+        if self.bands.len() < bands {
+            self.bands.resize_with(bands, Work::default);
+        }
+        // A band holds at most tokens / bands rounded up.
+        let most = tokens.div_ceil(bands.max(1));
+        let [even, odd] = &mut self.qkv;
+        let mut buffers = vec![
+            (&mut self.states, tokens * hidden),
+            (even, tokens * 3 * hidden),
+            (odd, tokens * 3 * hidden),
+        ];
+        for work in &mut self.bands[..bands] {
+            buffers.push((&mut work.context, most * hidden));
+            buffers.push((&mut work.up, most * inner));
+            buffers.push((&mut work.normed, most * hidden));
+            buffers.push((&mut work.gated, most * inner));
+        }
+        for (buffer, len) in buffers {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
             }
         }
     }
@@ -1257,7 +1386,7 @@ mod tests {
                 .collect();
             let expected = candle_pooled(&config, &weights, &texts);
             // One thread; two (the texts in two groups, one per thread); three (too uneven for
-            // three groups: every step split three ways).
+            // three groups: one pass in three bands of tokens, across the texts' boundaries).
             for threads in [1, 2, 3] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
@@ -1272,9 +1401,14 @@ mod tests {
                         "{act:?}, {threads} threads, text {index}: worst difference {worst}"
                     );
                 }
-                // Alone or in a batch, a text gets the same vector.
-                let alone = pool.install(|| ours.pooled(&refs[1..2])).expect("runs");
-                assert_eq!(alone[0], pooled[1]);
+                // Alone or in a batch, a text gets the same vector: a short one (every step
+                // split) and a long one (in bands of tokens, one per thread).
+                for index in [1, 4] {
+                    let alone = pool
+                        .install(|| ours.pooled(&refs[index..=index]))
+                        .expect("runs");
+                    assert_eq!(alone[0], pooled[index], "{threads} threads, text {index}");
+                }
             }
         }
     }
@@ -1380,7 +1514,23 @@ mod tests {
                 .iter()
                 .map(|(ids, types)| (ids.as_slice(), types.as_slice()))
                 .collect();
-            let pooled = ours.pooled(&refs).expect("runs");
+            // Two threads: too uneven for two groups, so one pass in two bands of tokens (the
+            // rotation and the pre-norm in each band); one and three threads the same.
+            let on = |threads: usize, model: &Bert| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a thread pool")
+                    .install(|| model.pooled(&refs))
+                    .expect("runs")
+            };
+            let pooled = on(2, &ours);
+            for threads in [1, 3] {
+                let other = on(threads, &ours);
+                for (a, b) in other.iter().zip(&pooled) {
+                    assert!(worst_difference(a, b) < 1e-5, "{threads} threads");
+                }
+            }
             let builder =
                 VarBuilder::from_buffered_safetensors(weights.clone(), DType::F32, &Device::Cpu)
                     .expect("var builder");
@@ -1408,7 +1558,7 @@ mod tests {
             }
             // INT8 loads too, and stays near f32.
             let int8 = Bert::load_nomic(&weights, &config, Precision::Int8).expect("loads");
-            let quantised = int8.pooled(&refs).expect("runs");
+            let quantised = on(2, &int8);
             for (a, b) in quantised.iter().zip(&pooled) {
                 let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
                 let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -67,7 +67,8 @@ struct Args {
     /// Batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
     batch_sizes: Vec<usize>,
-    /// Text lengths, comma-separated (`short`, `medium`).
+    /// Text lengths, comma-separated: `short`, `medium` (100 words), or a number of words
+    /// (the medium text's words, cycled).
     #[arg(long, value_delimiter = ',', default_value = "short,medium")]
     lengths: Vec<String>,
     /// Output dimension (Matryoshka), as the server stores it.
@@ -78,12 +79,22 @@ struct Args {
     json: bool,
 }
 
-/// The text for `slot` of a batch of `length` texts (`short` or `medium`).
-fn text(length: &str, slot: usize) -> String {
-    let base = if length == "short" {
+/// The words of a text of `length` (`short`, `medium` or a number of words), `None` for
+/// anything else.
+fn words(length: &str) -> Option<usize> {
+    match length {
+        "short" => Some(0),
+        "medium" => Some(100),
+        _ => length.parse().ok().filter(|&words| words > 0),
+    }
+}
+
+/// The text for `slot` of a batch of texts of `words` words (0: the short text).
+fn text(words: usize, slot: usize) -> String {
+    let base = if words == 0 {
         SHORT.to_owned()
     } else {
-        (0..100)
+        (0..words)
             .map(|index| WORDS[index % WORDS.len()])
             .collect::<Vec<_>>()
             .join(" ")
@@ -125,12 +136,11 @@ fn main() -> anyhow::Result<()> {
     }
     for length in &args.lengths {
         let length = length.as_str();
-        anyhow::ensure!(
-            matches!(length, "short" | "medium"),
-            "unknown text length {length:?} (short or medium)"
-        );
+        let words = words(length).with_context(|| {
+            format!("unknown text length {length:?} (short, medium or a number of words)")
+        })?;
         for &batch in &args.batch_sizes {
-            let texts: Vec<String> = (0..batch).map(|slot| text(length, slot)).collect();
+            let texts: Vec<String> = (0..batch).map(|slot| text(words, slot)).collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let tokens = pipeline.count_tokens(&refs)?;
             let width = tokens.iter().copied().max().context("an empty batch")?;
@@ -169,4 +179,22 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{text, words};
+
+    #[test]
+    fn lengths_are_named_or_counted_in_words() {
+        assert_eq!(words("short"), Some(0));
+        assert_eq!(words("medium"), Some(100));
+        assert_eq!(words("40"), Some(40));
+        for bad in ["0", "long", "-3", ""] {
+            assert_eq!(words(bad), None, "{bad:?}");
+        }
+        assert_eq!(text(3, 7), "embedding vectors are 7");
+        assert!(text(0, 2).ends_with("safe. 2"));
+        assert_eq!(text(100, 0).split(' ').count(), 101);
+    }
 }
