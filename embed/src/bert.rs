@@ -868,11 +868,11 @@ impl Bert {
         #[allow(clippy::cast_precision_loss, reason = "head sizes are small")]
         let scale = 1.0 / (head as f32).sqrt();
         let stride = 3 * hidden;
-        // Each text with tokens in `rows`: its keys, and the queries that are in `rows`.
+        // Each text with tokens in `rows`: the queries that are in `rows`, and its keys.
         let texts: Vec<(Range<usize>, Range<usize>)> = offsets
             .windows(2)
             .map(|window| window[0]..window[1])
-            .filter(|keys| keys.start < rows.end && rows.start < keys.end)
+            .filter(|keys| !keys.is_empty() && keys.start < rows.end && rows.start < keys.end)
             .map(|keys| (keys.start.max(rows.start)..keys.end.min(rows.end), keys))
             .collect();
         let tasks: Vec<(usize, usize)> = (0..texts.len())
