@@ -1414,6 +1414,17 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_takes_a_band_per_thread_of_at_least_band_tokens() {
+        assert_eq!(bands(0, 2), 1);
+        assert_eq!(bands(2 * BAND_TOKENS - 1, 2), 1);
+        assert_eq!(bands(2 * BAND_TOKENS, 2), 2);
+        assert_eq!(bands(129, 2), 2);
+        assert_eq!(bands(129, 1), 1);
+        assert_eq!(bands(3 * BAND_TOKENS + 1, 4), 3);
+        assert_eq!(bands(1000, 4), 4);
+    }
+
+    #[test]
     fn texts_are_shared_out_in_order_by_tokens() {
         let groups = |lengths: &[usize], threads| text_groups(lengths, threads);
         assert_eq!(groups(&[12; 8], 2), vec![0..4, 4..8]);
@@ -1425,7 +1436,7 @@ mod tests {
         // Sorted by length, as the pipeline hands them over: the split follows the tokens.
         assert_eq!(groups(&[5, 8, 10, 20, 30, 40], 2), vec![0..4, 4..6]);
         assert_eq!(groups(&[2, 2, 2, 2, 2, 2, 2, 2, 16], 2), vec![0..8, 8..9]);
-        // A long text beside short ones: no even share, every step split instead.
+        // A long text beside short ones: no even share, one pass in bands of tokens instead.
         assert_eq!(groups(&[3, 3, 60], 2), vec![0..3]);
         assert_eq!(groups(&[0, 0, 0], 2), vec![0..3]);
         // Every group holds a text and every text one group, in order.
