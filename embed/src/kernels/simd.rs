@@ -953,11 +953,12 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ps(two, _mm_shuffle_ps::<0b01>(two, two)))
     }
 
-    /// [`super::attention_direct`] for heads of `H` values (a multiple of 8, at most 64) over
-    /// at most `K` tokens (a multiple of 8, at most 32), `K / 8` registers of keys: the keys
-    /// are transposed and scaled once, a query's scores are `H` broadcast multiply-adds into
-    /// `K / 8` registers (padding keys masked to −∞, then exactly 0 after the exponential),
-    /// and its output row is accumulated in `H / 8` registers.
+    /// [`super::attention_direct`] for heads of `H` values (a multiple of 8, at most 64), one
+    /// output row per query, over `len` keys, at most `K` (a multiple of 8, at most 32), in
+    /// `K / 8` registers: the keys are transposed and scaled once, a query's scores are `H`
+    /// broadcast multiply-adds into `K / 8` registers (padding keys masked to −∞, then
+    /// exactly 0 after the exponential), and its output row is accumulated in `H / 8`
+    /// registers.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA. (Shapes are checked: a token count over `K` or an
