@@ -612,32 +612,25 @@ pub fn attention_direct(
 ) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above), and in each arm `head` is the
-        // kernel's H and keys ≤ its K (matched here); it slices q, k and v with bounds checks.
-        unsafe {
-            match (head, keys.div_ceil(8)) {
-                (32, 1) => return x86::attention_small::<32, 8>(q, k, v, stride, keys, scale, out),
-                (32, 2) => {
-                    return x86::attention_small::<32, 16>(q, k, v, stride, keys, scale, out)
-                }
-                (32, 3) => {
-                    return x86::attention_small::<32, 24>(q, k, v, stride, keys, scale, out)
-                }
-                (32, 4) => {
-                    return x86::attention_small::<32, 32>(q, k, v, stride, keys, scale, out)
-                }
-                (64, 1) => return x86::attention_small::<64, 8>(q, k, v, stride, keys, scale, out),
-                (64, 2) => {
-                    return x86::attention_small::<64, 16>(q, k, v, stride, keys, scale, out)
-                }
-                (64, 3) => {
-                    return x86::attention_small::<64, 24>(q, k, v, stride, keys, scale, out)
-                }
-                (64, 4) => {
-                    return x86::attention_small::<64, 32>(q, k, v, stride, keys, scale, out)
-                }
-                _ => {}
-            }
+        /// One instance of `x86::attention_small`.
+        type Kernel = unsafe fn(&[f32], &[f32], &[f32], usize, usize, f32, &mut [f32]);
+        let kernel: Option<Kernel> = match (head, keys.div_ceil(8)) {
+            (32, 1) => Some(x86::attention_small::<32, 8>),
+            (32, 2) => Some(x86::attention_small::<32, 16>),
+            (32, 3) => Some(x86::attention_small::<32, 24>),
+            (32, 4) => Some(x86::attention_small::<32, 32>),
+            (64, 1) => Some(x86::attention_small::<64, 8>),
+            (64, 2) => Some(x86::attention_small::<64, 16>),
+            (64, 3) => Some(x86::attention_small::<64, 24>),
+            (64, 4) => Some(x86::attention_small::<64, 32>),
+            _ => None,
+        };
+        if let Some(kernel) = kernel {
+            // SAFETY: the CPU has AVX2 and FMA (checked above), and the instance's H is `head`
+            // and its K at least `keys` (matched above); it slices q, k and v with bounds
+            // checks.
+            unsafe { kernel(q, k, v, stride, keys, scale, out) };
+            return;
         }
     }
     attention_direct_portable(q, k, v, stride, head, keys, scale, scores, out);
