@@ -334,6 +334,14 @@ pub struct Cli {
     #[arg(long, env = "SEARCH_EXACT_BELOW", default_value_t = IndexConfig::DEFAULT_EXACT_BELOW)]
     pub search_exact_below: usize,
 
+    /// Threads that serve connections (the runtime's workers), at most 1024; 0 = one per
+    /// core. More threads answer more requests at once; fewer pass less data between cores,
+    /// so where the clients run on the same few cores, 1 costs less CPU per write
+    /// (bench/RESULTS.md). The model and the index have threads of their own (EMBED_THREADS,
+    /// HNSW_THREADS).
+    #[arg(long, env = "SERVER_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub server_threads: u16,
+
     /// Most simultaneous connections. Further clients get a Busy error and are closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = ServerConfig::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -904,6 +912,20 @@ mod tests {
     }
 
     #[test]
+    fn server_threads_are_bounded() {
+        let threads = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("sutra-storage").chain(args.iter().copied()))
+                .map(|cli| cli.server_threads)
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(threads(&[]), Ok(0));
+        assert_eq!(threads(&["--server-threads", "1"]), Ok(1));
+        assert_eq!(threads(&["--server-threads", "1024"]), Ok(1024));
+        assert!(threads(&["--server-threads", "1025"]).is_err());
+        assert!(threads(&["--server-threads", "-1"]).is_err());
+    }
+
+    #[test]
     fn every_option_is_documented_in_help() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
@@ -943,6 +965,7 @@ mod tests {
             "MAX_ATTRIBUTE_BYTES",
             "MAX_QUERY_LIMIT",
             "MAX_BATCH_ITEMS",
+            "SERVER_THREADS",
             "MAX_CONNECTIONS",
             "IDLE_TIMEOUT_SECS",
             "SNIFF_TIMEOUT_MS",

@@ -48,13 +48,18 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let server_threads = cli.server_threads;
     let config = ServerConfig::try_from(cli).context("invalid configuration")?;
     if let Some(model) = &config.model {
         // Before the runtime's threads start: candle reads its thread count from the
         // environment.
         sutra_embed::set_threads(model.threads);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if server_threads > 0 {
+        runtime.worker_threads(usize::from(server_threads));
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

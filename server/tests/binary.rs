@@ -78,13 +78,7 @@ fn serves_text_and_http_then_exits_zero_on_sigterm() {
     ]);
     let addr = wait_for_address(&mut child);
 
-    let mut text = TcpStream::connect(&addr).expect("connects");
-    text.write_all(b"STORE a note hello\nGET a\nQUIT\n")
-        .expect("writes");
-    let mut replies = String::new();
-    text.read_to_string(&mut replies)
-        .expect("reads until QUIT closes");
-    assert!(replies.contains("\"content\":\"hello\""), "{replies}");
+    let replies = store_and_get_over_text(&addr);
     // The cache_shard role gives stores a default TTL of one day.
     assert!(replies.contains("\"expires_at_ms\":1"), "{replies}");
 
@@ -340,4 +334,52 @@ fn failed_fsyncs_poison_the_log_and_lose_no_acknowledged_write() {
     );
     child.kill().expect("SIGKILL");
     let _ = child.wait();
+}
+
+/// `SERVER_THREADS` sets the runtime's worker threads, and one thread serves reads and
+/// writes (under `always` too, where the log thread acknowledges writes) without waiting on
+/// itself.
+#[test]
+fn server_threads_sets_the_workers_and_one_serves() {
+    let runtime_threads = |threads: &str| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = spawn(&[
+            ("STORAGE_PORT", "0"),
+            ("STORAGE_PATH", dir.path().to_str().expect("utf-8")),
+            ("SERVER_THREADS", threads),
+            ("WAL_FSYNC", "always"),
+        ]);
+        let addr = wait_for_address(&mut child);
+        store_and_get_over_text(&addr);
+        // Workers and blocking threads share the runtime's thread name.
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).expect("tasks");
+        let count = tasks
+            .filter_map(Result::ok)
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .filter(|name| name.trim() == "tokio-rt-worker")
+            .count();
+        child.kill().expect("kills");
+        let _ = child.wait();
+        count
+    };
+    let one = runtime_threads("1");
+    let four = runtime_threads("4");
+    assert!(one >= 1, "{one}");
+    assert_eq!(
+        four - one,
+        3,
+        "runtime threads: {one} with 1 worker, {four} with 4"
+    );
+}
+
+/// Stores "hello" under `a` on the text protocol and reads it back; the replies.
+fn store_and_get_over_text(addr: &str) -> String {
+    let mut text = TcpStream::connect(addr).expect("connects");
+    text.write_all(b"STORE a note hello\nGET a\nQUIT\n")
+        .expect("writes");
+    let mut replies = String::new();
+    text.read_to_string(&mut replies)
+        .expect("reads until QUIT closes");
+    assert!(replies.contains("\"content\":\"hello\""), "{replies}");
+    replies
 }
