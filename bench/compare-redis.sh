@@ -15,7 +15,9 @@
 # Each test (store, then get) is a separate run of the load generator against the same server,
 # and the server's CPU time (user + system, with reaped children's, from /proc/<pid>/stat) is
 # read before and after it:
-# "server CPU µs/op" is that difference over the requests of the test. The load generator's
+# "server CPU µs/op" is that difference over the requests of the test, read once the work the
+# test set off in the background is done (Redis's AOF rewrite, sutra's checkpoint), so neither
+# server's rewrite is counted in the get test after the stores. The load generator's
 # own CPU is not in it. On a machine where both share the cores, CPU per operation is the
 # figure that says which server wastes less; throughput mostly follows it.
 # Environment: REDIS_PORT (default 16379), SUTRA_PORT (default 16380), KEYSPACE (100000),
@@ -76,14 +78,37 @@ cpu_ticks() {
   awk '{ print $12 + $13 + $14 + $15 }' <<<"$stat"
 }
 
+# settle NAME: waits (at most 60 s) until the background work a test set off is done, so that
+# its CPU counts for that test and not the next: Redis's AOF rewrite (its child reaped, whose
+# CPU then shows in the parent's), and either server's threads going quiet (sutra's
+# checkpoints and syncs; the CPU time stops moving for 0.3 s).
+settle() {
+  local name=$1 deadline=$((SECONDS + 60)) last now
+  if [ "$name" = redis ]; then
+    while [ $SECONDS -lt $deadline ] &&
+      redis-cli -p "$redis_port" info persistence | grep -Eq '^aof_rewrite_(in_progress|scheduled):1'; do
+      sleep 0.1
+    done
+  fi
+  last=$(cpu_ticks "$server_pid")
+  while [ $SECONDS -lt $deadline ]; do
+    sleep 0.3
+    now=$(cpu_ticks "$server_pid")
+    [ "$now" = "$last" ] && break
+    last=$now
+  done
+}
+
 # measure NAME FSYNC C P TEST REQUESTS COMMAND...: runs the load generator COMMAND (CSV out)
-# and prints "NAME FSYNC C P TEST RPS P99 CPU_US_PER_OP", the server's CPU over the run.
+# and prints "NAME FSYNC C P TEST RPS P99 CPU_US_PER_OP", the server's CPU over the run and
+# the background work it set off (see settle).
 measure() {
   local name=$1 fsync=$2 clients=$3 pipeline=$4 test=$5 requests=$6 before after
   shift 6
   before=$(cpu_ticks "$server_pid")
   "$@" | awk -F, 'NR > 1 { for (i = 1; i <= NF; i++) gsub(/"/, "", $i); print $2, $7 }' \
     >"$work/row"
+  settle "$name"
   after=$(cpu_ticks "$server_pid")
   awk -v n="$name" -v f="$fsync" -v c="$clients" -v p="$pipeline" -v t="$test" \
     -v ticks=$((after - before)) -v hz="$clock_ticks" -v requests="$requests" \
